@@ -1,0 +1,5 @@
+import sys
+
+from bfdkern.cli import main
+
+sys.exit(main())

@@ -1,0 +1,56 @@
+"""The `bfdkern` command line: one subcommand a module under :mod:`bfdkern.commands`.
+
+Each command module defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``.
+Modules are imported only when their command runs, so `bfdkern --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = {
+    "demo": "demo",
+    "index": "index",
+    "summary": "summary",
+    "pretrain": "pretrain",
+    "fit-oneclass": "fit_oneclass",
+    "fit-binary": "fit_binary",
+    "detect": "detect",
+    "evaluate": "evaluate",
+    "bench": "bench",
+}
+
+
+def _module(command: str):
+    return importlib.import_module(f"bfdkern.commands.{COMMANDS[command]}")
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bfdkern", description="Self-supervised AI-generated face detection (BLADES)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        if command is not None and name != command:
+            sub.add_parser(name)
+            continue
+        mod = _module(name)
+        p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
+        mod.add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv and argv[0] in COMMANDS else None
+    if command is None:
+        parser = argparse.ArgumentParser(prog="bfdkern", description="Self-supervised AI-generated face detection (BLADES)")
+        parser.add_argument("command", choices=list(COMMANDS), help="; ".join(COMMANDS))
+        parser.parse_args(argv or ["--help"])
+        return 2
+    args = build_parser(command).parse_args(argv)
+    return int(_module(command).run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the `bfdkern` command line (see bfdkern.cli)."""

@@ -1,0 +1,56 @@
+"""``perturb_pair``: the paired finite-difference perturbation theta +- eps v, one registered op.
+
+Over all parameters at once (a flat buffer): ||v|| is computed on the device (no host sync),
+eps = radius / ||v|| with a guard for ||v|| = 0 or a non-finite v (then eps = 0 and the flag is
+set), and theta+ and theta- are written out of place in one pass; theta is never modified.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from bfdkern.ops import dispatch, reference
+from bfdkern.ops.validate import check_perturb_inputs
+
+
+def _backend_perturb(backend: str, theta: Tensor, v: Tensor, radius: float):
+    if backend == "reference":
+        return reference.perturb_pair(theta, v, radius)
+    if backend == "triton":
+        from bfdkern.ops.kernels.triton import perturb as triton_perturb
+
+        return triton_perturb.perturb_pair(theta, v, radius)
+    return tuple(torch.ops.bfdkern_C.perturb_pair(theta, v, radius))
+
+
+@torch.library.custom_op("bfdkern::perturb_pair", mutates_args=())
+def _perturb_pair_op(theta: Tensor, v: Tensor, radius: float, backend: str) -> tuple[Tensor, Tensor, Tensor]:
+    return _backend_perturb(backend, theta.contiguous(), v.contiguous(), radius)
+
+
+@_perturb_pair_op.register_fake
+def _(theta, v, radius, backend):
+    dtype = reference.compute_dtype(theta.dtype)
+    return (
+        theta.new_empty((2, theta.shape[0])),
+        theta.new_empty((), dtype=dtype),
+        theta.new_empty((), dtype=torch.bool),
+    )
+
+
+def perturb_pair(theta: Tensor, v: Tensor, radius: float = 0.01, *, backend: str | None = None):
+    """theta +- eps v with eps = radius / ||v||, out of place, in one pass.
+
+    Args:
+        theta: [N] flat parameters.
+        v: [N] flat direction.
+        radius: r (the paper's 0.01).
+        backend: ``reference`` | ``cpp`` | ``cuda`` | ``triton``; default by device.
+
+    Returns:
+        out [2, N] in theta's dtype (row 0 = theta + eps v, row 1 = theta - eps v), eps (0-dim,
+        float32 or float64; 0 when ||v|| is 0 or not finite), nonfinite (0-dim bool).
+    """
+    check_perturb_inputs(theta, v, radius)
+    return _perturb_pair_op(theta, v, float(radius), dispatch.select(theta.device, backend))

@@ -1,0 +1,89 @@
+"""Input checks shared by every backend: bad input gets a ValueError that names the task and
+the problem before any kernel runs, so no backend can crash on it."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from bfdkern.tasks import TaskSpec
+
+_FLOAT = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def check_loss_inputs(logits: Tensor, targets: Tensor, weights: Tensor, spec: TaskSpec, labels: bool = True) -> None:
+    """Shapes, dtypes and devices of a multitask_loss call; with ``labels`` also the label values
+    (one host sync)."""
+    for name, t in (("logits", logits), ("targets", targets), ("weights", weights)):
+        if not isinstance(t, Tensor):
+            raise ValueError(f"multitask_loss: {name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dtype not in _FLOAT:
+            raise ValueError(f"multitask_loss: {name} must be floating point (missing labels are NaN), got {t.dtype}")
+    if logits.dim() != 2:
+        raise ValueError(f"multitask_loss: logits must be [B, C], got shape {tuple(logits.shape)}")
+    devices = {logits.device, targets.device, weights.device}
+    if len(devices) > 1:
+        raise ValueError(
+            f"multitask_loss: tensors on different devices: logits {logits.device}, "
+            f"targets {targets.device}, weights {weights.device}"
+        )
+    b, c = logits.shape
+    if b < 1:
+        raise ValueError("multitask_loss: empty batch (B = 0)")
+    if c != spec.num_columns:
+        layout = ", ".join(f"{t.name}:{t.num_columns}" for t in spec.tasks)
+        raise ValueError(f"multitask_loss: logits have {c} columns but the spec needs {spec.num_columns} ({layout})")
+    if targets.shape != (b, spec.num_targets):
+        raise ValueError(
+            f"multitask_loss: targets must be [B={b}, J={spec.num_targets}] for this spec, got {tuple(targets.shape)}"
+        )
+    if weights.shape != (spec.num_tasks,):
+        raise ValueError(f"multitask_loss: weights must be [K={spec.num_tasks}], got {tuple(weights.shape)}")
+    if labels:
+        check_labels(targets, spec)
+
+
+def _label_problem(task, y: Tensor) -> Tensor:
+    """Bool [] : some present label of this task is invalid."""
+    present = ~torch.isnan(y)
+    if task.kind == "ordinal":
+        return (present & ~torch.isfinite(y)).any()
+    if task.kind == "multilabel":
+        return (present & (y != 0) & (y != 1)).any()
+    bad_value = (y < 0) | (y >= task.num_columns) | (y != torch.floor(y)) | ~torch.isfinite(y)
+    return (present & bad_value).any()
+
+
+def check_labels(targets: Tensor, spec: TaskSpec) -> None:
+    """Raise ValueError naming the task whose labels are out of range (one host sync in all)."""
+    flags = torch.stack([_label_problem(t, targets[:, spec.target_columns(k)]) for k, t in enumerate(spec.tasks)])
+    if not bool(flags.any()):
+        return
+    for k, task in enumerate(spec.tasks):
+        if bool(flags[k]):
+            y = targets[:, spec.target_columns(k)]
+            present = y[~torch.isnan(y)]
+            if task.kind == "ordinal":
+                expect = "finite values (NaN = missing)"
+            elif task.kind == "multilabel":
+                expect = "0 or 1 (NaN = missing)"
+            else:
+                expect = f"integer class indices in [0, {task.num_columns - 1}] (NaN = missing)"
+            shown = present.flatten()[:5].tolist()
+            raise ValueError(f"multitask_loss: task {task.name!r} ({task.kind}): labels must be {expect}, got e.g. {shown}")
+
+
+def check_perturb_inputs(theta: Tensor, v: Tensor, radius: float) -> None:
+    for name, t in (("theta", theta), ("v", v)):
+        if not isinstance(t, Tensor):
+            raise ValueError(f"perturb_pair: {name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dtype not in _FLOAT:
+            raise ValueError(f"perturb_pair: {name} must be floating point, got {t.dtype}")
+        if t.dim() != 1:
+            raise ValueError(f"perturb_pair: {name} must be a flat [N] buffer, got shape {tuple(t.shape)}")
+    if theta.shape != v.shape:
+        raise ValueError(f"perturb_pair: theta {tuple(theta.shape)} and v {tuple(v.shape)} differ in shape")
+    if theta.device != v.device:
+        raise ValueError(f"perturb_pair: theta on {theta.device} but v on {v.device}")
+    if not radius > 0:
+        raise ValueError(f"perturb_pair: radius must be > 0, got {radius}")

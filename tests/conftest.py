@@ -1,0 +1,35 @@
+"""Shared test setup: Triton's interpreter when no GPU is present, the shared real-data folder,
+fresh random inputs for the task spec."""
+
+import os
+
+import pytest
+
+try:
+    import torch
+    _HAS_GPU = torch.cuda.is_available()
+except ImportError:  # pragma: no cover
+    _HAS_GPU = False
+if not _HAS_GPU:
+    # Must be set before any @triton.jit decorator runs.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from tests.helpers import shared_data_dir  # noqa: E402
+
+
+def pytest_collection_modifyitems(config, items):
+    if _HAS_GPU:
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def shared_data():
+    """Path of ../shared/data (or $BFDKERN_SHARED_DATA); skips the test when absent."""
+    path = shared_data_dir()
+    if path is None:
+        pytest.skip("shared real data not present (set BFDKERN_SHARED_DATA)")
+    return path

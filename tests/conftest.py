@@ -14,7 +14,7 @@ if not _HAS_GPU:
     # Must be set before any @triton.jit decorator runs.
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from tests.helpers import shared_data_dir  # noqa: E402
+from tests.helpers import shared_data_dir
 
 
 def pytest_collection_modifyitems(config, items):

@@ -195,6 +195,31 @@ class TaskSpec:
             tgt += task.num_targets
         return cls(tuple(tasks), sigma=float(sigma), delta=float(delta))
 
+    def to_dict(self) -> dict:
+        """A JSON-able description (checkpoints and run configs store the spec this way)."""
+        return {
+            "sigma": self.sigma,
+            "delta": self.delta,
+            "tasks": [
+                {"name": t.name, "kind": t.kind, "num_columns": t.num_columns, "classes": list(t.classes),
+                 "outer": t.outer, "gamma": t.gamma}
+                for t in self.tasks
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TaskSpec:
+        """Inverse of :meth:`to_dict`."""
+        try:
+            tasks = tuple(
+                Task(d["name"], d["kind"], int(d["num_columns"]), tuple(d.get("classes", ())), bool(d.get("outer", False)),
+                     d.get("gamma"))
+                for d in data["tasks"]
+            )
+            return cls(tasks, sigma=float(data.get("sigma", 0.5)), delta=float(data.get("delta", 1e-8)))
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not a task spec description: missing or malformed field {exc}") from None
+
     def empty_targets(self, batch: int, dtype=torch.float32, device=None) -> torch.Tensor:
         """[B, J] all-missing targets to fill in."""
         return torch.full((batch, self.num_targets), MISSING, dtype=dtype, device=device)

@@ -1,0 +1,243 @@
+"""GPU verification and timing report for the CUDA and Triton kernels (run by gpu_check.sh).
+
+    python benchmarks/gpu_report.py OUT_DIR [--dry-run] [--skip-step]
+
+Checks every CUDA and Triton op against the float64 reference on fresh random inputs, with the
+caching allocator poisoned (NaN) before each run so unwritten outputs show, and a repeat run
+that must be bitwise identical (no races). Times the ops with CUDA events (median), measures the
+card's device-to-device copy bandwidth once, and times one bi-level step of ResNet-50 at 224x224,
+B = 48. Writes OUT_DIR/gpu_report.json and prints a short table last.
+
+``--dry-run`` runs the same code paths on the CPU at toy sizes (reference and C++ backends), to
+check the script, the JSON format and the table without a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bfdkern.ops import available, multitask_loss, perturb_pair, reference  # noqa: E402
+from bfdkern.tasks import blades_spec  # noqa: E402
+from tests.helpers import random_inputs  # noqa: E402
+
+
+def timed(fn, device: torch.device, warmup: int = 5, repeats: int = 30) -> float:
+    """Median seconds of fn(): CUDA events on a GPU, perf_counter on the CPU."""
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            samples.append(start.elapsed_time(end) / 1e3)
+        else:
+            t0 = time.perf_counter()
+            fn()
+            samples.append(time.perf_counter() - t0)
+    return statistics.median(samples)
+
+
+def poison(device: torch.device, nbytes: int = 1 << 28) -> None:
+    """Fill cached free memory with NaN so that an output a kernel fails to write shows up."""
+    if device.type == "cuda":
+        junk = torch.full((nbytes // 4,), float("nan"), device=device)
+        del junk
+
+
+def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
+    x, ref = x.double().cpu(), ref.double().cpu()
+    if not torch.isfinite(x).all():
+        return float("inf")
+    return float((x - ref).norm() / ref.norm().clamp_min(1e-300))
+
+
+def copy_bandwidth(device: torch.device, nbytes: int) -> float:
+    """Device-to-device copy, bytes read + written per second."""
+    src = torch.randn(nbytes // 4, device=device)
+    dst = torch.empty_like(src)
+    t = timed(lambda: dst.copy_(src), device)
+    return 2 * src.numel() * 4 / t
+
+
+def check_loss(device, backends, sizes, results) -> None:
+    spec = blades_spec()
+    for backend in backends:
+        for b in sizes:
+            for dtype in (torch.float32, torch.float64):
+                logits, targets, weights = random_inputs(spec, b, dtype=dtype)
+                gvec = torch.rand(spec.num_tasks, dtype=torch.float64) + 0.5
+                ref_x = logits.double().requires_grad_(True)
+                ref_pt = reference.per_task_losses(ref_x, targets.double(), spec)
+                (ref_g,) = torch.autograd.grad(ref_pt, ref_x, gvec)
+                outs = []
+                for _ in range(2):
+                    poison(device)
+                    x = logits.to(device).requires_grad_(True)
+                    pt, _ = multitask_loss(x, targets.to(device), spec, weights.to(device), backend=backend)
+                    (g,) = torch.autograd.grad(pt, x, gvec.to(device, pt.dtype))
+                    outs.append((pt.detach().clone(), g.clone()))
+                identical = bool(torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1]))
+                results.append({
+                    "check": "multitask_loss", "backend": backend, "B": b, "dtype": str(dtype).split(".")[-1],
+                    "rel_err_loss": rel_err(outs[0][0], ref_pt.detach()), "rel_err_grad": rel_err(outs[0][1], ref_g),
+                    "repeat_identical": identical,
+                })
+
+
+def check_perturb(device, backends, n, results) -> None:
+    for backend in backends:
+        for dtype in (torch.float32, torch.bfloat16):
+            theta, v = torch.randn(n, dtype=dtype), torch.randn(n)
+            ref_out, ref_eps, _ = reference.perturb_pair(theta.double(), v.double())
+            outs = []
+            for _ in range(2):
+                poison(device)
+                out, eps, flag = perturb_pair(theta.to(device), v.to(device), backend=backend)
+                outs.append(out.clone())
+            zero_out, zero_eps, _ = perturb_pair(theta.to(device), torch.zeros(n, device=device), backend=backend)
+            nan_v = v.clone()
+            nan_v[n // 2] = float("nan")
+            _, nan_eps, nan_flag = perturb_pair(theta.to(device), nan_v.to(device), backend=backend)
+            guards = bool(
+                float(zero_eps) == 0.0 and torch.equal(zero_out[0].cpu(), theta) and float(nan_eps) == 0.0
+                and bool(nan_flag)
+            )
+            results.append({
+                "check": "perturb_pair", "backend": backend, "N": n, "dtype": str(dtype).split(".")[-1],
+                "rel_err_loss": rel_err(outs[0], ref_out.to(dtype)), "rel_err_grad": abs(float(eps) - float(ref_eps)) / float(ref_eps),
+                "repeat_identical": bool(torch.equal(outs[0], outs[1])), "guards_ok": guards,
+            })
+
+
+def time_loss(device, backends, sizes, results) -> None:
+    spec = blades_spec()
+    for b in sizes:
+        logits, targets, weights = random_inputs(spec, b, dtype=torch.float32, device=device)
+        base = None
+        for backend in ["reference", *[x for x in backends if x != "reference"]]:
+            x = logits.clone().requires_grad_(True)
+
+            def step(x=x, backend=backend, targets=targets, weights=weights):
+                _, total = multitask_loss(x, targets, spec, weights, backend=backend, check_labels=False)
+                total.backward()
+
+            t = timed(step, device)
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+                step()
+                peak = torch.cuda.max_memory_allocated(device)
+            else:
+                peak = None
+            base = t if backend == "reference" else base
+            results.append({"op": "multitask_loss fwd+bwd", "backend": backend, "shape": f"B={b}", "median_s": t,
+                            "speedup": base / t, "peak_bytes": peak})
+
+
+def time_perturb(device, backends, n, copy_bw, results) -> None:
+    theta, v = torch.randn(n, device=device), torch.randn(n, device=device)
+    base = None
+    for backend in ["reference", *[x for x in backends if x != "reference"]]:
+        t = timed(lambda backend=backend: perturb_pair(theta, v, backend=backend), device)
+        base = t if backend == "reference" else base
+        moved = 4 * n * 4  # the floor: read theta and v once, write two rows
+        results.append({"op": "perturb_pair", "backend": backend, "shape": f"N={n}", "median_s": t,
+                        "speedup": base / t, "GBps": moved / t / 1e9, "pct_copy_bw": 100 * moved / t / copy_bw})
+
+
+def time_bilevel_step(device, results, size: int, batch: int, backbone: str) -> None:
+    """One bi-level step per mode and order against the research-code baseline and a plain step."""
+    try:
+        from benchmarks.bilevel_cases import bilevel_step_cases
+    except ImportError as exc:  # the bi-level benchmark cases are optional for the op report
+        results.append({"op": "bilevel step", "backend": "-", "shape": "-", "error": f"unavailable: {exc}"})
+        return
+    base = None
+    for name, fn in bilevel_step_cases(device, size=size, batch=batch, backbone=backbone):
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        t = timed(fn, device, warmup=2, repeats=5 if device.type == "cuda" else 2)
+        peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+        base = t if name == "baseline" else base
+        results.append({"op": "bilevel step", "backend": name, "shape": f"{backbone} {size}px B={batch}",
+                        "median_s": t, "speedup": (base / t) if base else None, "peak_bytes": peak})
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--dry-run", action="store_true", help="CPU, toy sizes: check the script itself")
+    ap.add_argument("--skip-step", action="store_true", help="skip the bi-level step timing")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    device = torch.device("cpu" if args.dry_run else "cuda")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("no CUDA device: use --dry-run on a CPU machine", file=sys.stderr)
+        return 2
+    fused = [b for b in available(device) if b != "reference" and not (b == "triton" and device.type == "cpu")]
+    toy = args.dry_run
+    card = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    report = {"card": card, "date": datetime.date.today().isoformat(), "commit": commit or "unknown",
+              "torch": torch.__version__, "backends": fused, "checks": [], "timings": []}
+    print(f"card: {card}; torch {torch.__version__}; fused backends: {fused}", flush=True)
+
+    report["copy_bandwidth_Bps"] = copy_bw = copy_bandwidth(device, (1 << 20) if toy else (1 << 30))
+    check_loss(device, fused, [1, 2, 48] if toy else [1, 2, 48, 256, 1024], report["checks"])
+    check_perturb(device, fused, 1000 if toy else 25_557_032, report["checks"])
+    time_loss(device, fused, [48] if toy else [48, 256, 1024], report["timings"])
+    time_perturb(device, fused, 10_000 if toy else 25_557_032, copy_bw, report["timings"])
+    if not args.skip_step:
+        if toy:
+            time_bilevel_step(device, report["timings"], size=32, batch=4, backbone="resnet18")
+        else:
+            time_bilevel_step(device, report["timings"], size=224, batch=48, backbone="resnet50")
+    (args.out / "gpu_report.json").write_text(json.dumps(report, indent=2))
+    print_table(report)
+    ok = bool(report["checks"]) and all(
+        c["repeat_identical"] and c.get("guards_ok", True)
+        and c["rel_err_loss"] < (1e-4 if c["dtype"] != "bfloat16" else 1e-2) and c["rel_err_grad"] < 1e-4
+        for c in report["checks"]
+    )
+    print("ALL CHECKS PASS" if ok else "SOME CHECKS FAILED (or no fused backend was checked)")
+    return 0 if ok else 1
+
+
+def print_table(report: dict) -> None:
+    print(f"\n== {report['card']} | torch {report['torch']} | commit {report['commit']} | {report['date']}")
+    print(f"device-to-device copy: {report['copy_bandwidth_Bps'] / 1e9:.0f} GB/s (read + write)")
+    print(f"{'check':<16}{'backend':<10}{'size':<10}{'dtype':<10}{'rel err out':>12}{'rel err grad':>13}{'repeat':>8}")
+    for c in report["checks"]:
+        size = f"B={c['B']}" if "B" in c else f"N={c['N']}"
+        print(f"{c['check']:<16}{c['backend']:<10}{size:<10}{c['dtype']:<10}{c['rel_err_loss']:>12.2e}"
+              f"{c['rel_err_grad']:>13.2e}{'same' if c['repeat_identical'] else 'DIFF':>8}")
+    print(f"\n{'op':<24}{'backend':<22}{'shape':<24}{'median':>12}{'speedup':>9}{'GB/s':>8}{'%copy':>7}{'peak MiB':>10}")
+    for t in report["timings"]:
+        if "error" in t:
+            print(f"{t['op']:<24}{t['error']}")
+            continue
+        gb = f"{t['GBps']:.0f}" if "GBps" in t else ""
+        pct = f"{t['pct_copy_bw']:.0f}" if "pct_copy_bw" in t else ""
+        peak = f"{t['peak_bytes'] / 2**20:.0f}" if t.get("peak_bytes") else ""
+        sp = f"{t['speedup']:.2f}x" if t.get("speedup") else ""
+        print(f"{t['op']:<24}{t['backend']:<22}{t['shape']:<24}{t['median_s'] * 1e3:>10.3f}ms{sp:>9}{gb:>8}{pct:>7}{peak:>10}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

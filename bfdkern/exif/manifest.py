@@ -1,0 +1,539 @@
+"""The EXIF manifest of a photo collection: one SQLite file with a row per image file.
+
+``build_manifest`` scans a folder recursively, reads every new or changed image in worker
+processes and commits the rows batch by batch, so an interrupted or crashed run keeps what it
+indexed and a re-run reads only what changed (same size and mtime = unchanged: not read again).
+Every file gets a row: with labels, or with the reason (:data:`FILE_REASONS`) it has none. A file
+may take at most ``timeout_s`` seconds (the worker reading it is killed and replaced) and at most
+``max_bytes`` bytes (larger files are not read), so a hostile file cannot hang or sink the run.
+
+Table ``files`` (one row per file; ``<task>`` is each of the nine tasks):
+
+* ``path`` (relative to the root, POSIX), ``size`` (bytes), ``mtime_ns``, ``sha256`` (of the content),
+  ``backend``, ``parser`` (parser version), ``width``/``height`` (declared pixels, 0 unknown),
+  ``reason`` (NULL when the file has at least one label), ``detail`` (the error message), ``raw`` (JSON
+  of every raw tag string read);
+* ``<task>_raw`` (the string the value came from), ``<task>_source`` (its EXIF tag),
+  ``<task>_value`` (ordinal: float in its unit; make: cleaned text; enumerations: the code),
+  ``<task>_label`` (ordinal: the value; categorical: the class name), ``<task>_reason`` (why the
+  label is missing, one of :data:`bfdkern.exif.parse.REASONS`).
+
+View ``labels``: ``path`` and one column per task holding the label. Table ``meta``: root, schema
+version, creation time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import sqlite3
+import sys
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing, suppress
+from dataclasses import dataclass, field
+from multiprocessing import connection
+from pathlib import Path
+
+from tqdm import tqdm
+
+from bfdkern.exif.labels import TASKS, Label, QuantileBins, labels_of
+from bfdkern.exif.parse import ORDINAL_SOURCES, parse_tags
+from bfdkern.exif.reader import READ_REASONS, ExifBackend, ExifReadError, get_backend
+
+SCHEMA_VERSION = 1
+PARSER_VERSION = 1
+"""Bump when parsing or labelling changes: rows made by another version are read again."""
+
+# fmt: off
+IMAGE_EXTENSIONS = frozenset({
+    ".jpg", ".jpeg", ".jpe", ".jfif", ".tif", ".tiff", ".png", ".webp", ".heic", ".heif", ".avif", ".jxl",
+    ".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".orf", ".rw2", ".raf", ".pef",
+    ".srw", ".x3f", ".mrw", ".iiq", ".raw", ".rwl", ".3fr", ".erf", ".kdc", ".dcr", ".mos", ".mef",
+})
+# fmt: on
+"""File extensions (lower case) that the scan indexes; other files are counted, not read."""
+
+FILE_REASONS: dict[str, str] = {
+    **READ_REASONS,
+    "too_large": "the file is larger than the size cap (max_bytes) and was not read",
+    "timeout": "reading took longer than the time limit (timeout_s); its worker was killed",
+    "crash": "the process reading the file died (a crash inside the backend)",
+    "no_exif": "the file has none of the nine tasks' EXIF tags (or no EXIF at all)",
+    "no_usable_tags": "the tags are present but none gives a usable label",
+}
+"""Why a file has no labels at all: the ``reason`` column of the ``files`` table."""
+
+DEFAULT_MAX_BYTES = 512 * 2**20
+DEFAULT_TIMEOUT_S = 30.0
+
+_FILE_COLUMNS = (
+    "path",
+    "size",
+    "mtime_ns",
+    "sha256",
+    "backend",
+    "parser",
+    "width",
+    "height",
+    "reason",
+    "detail",
+    "raw",
+)
+_TASK_FIELDS = ("raw", "source", "value", "label", "reason")
+COLUMNS: tuple[str, ...] = _FILE_COLUMNS + tuple(f"{t}_{f}" for t in TASKS for f in _TASK_FIELDS)
+"""Columns of the ``files`` table, in order."""
+
+_TYPES = {"size": "INTEGER", "mtime_ns": "INTEGER", "parser": "INTEGER", "width": "INTEGER", "height": "INTEGER"}
+
+Item = tuple[str, int, int]
+"""(relative path, size in bytes, mtime in ns) of one file to index."""
+
+
+@dataclass
+class IndexReport:
+    """What one ``build_manifest`` run did."""
+
+    root: Path
+    manifest: Path
+    scanned: int = 0
+    unchanged: int = 0
+    indexed: int = 0
+    removed: int = 0
+    skipped_other: int = 0
+    labelled: int = 0
+    reasons: Counter = field(default_factory=Counter)
+    unreadable_dirs: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def __str__(self) -> str:
+        rate = self.indexed / self.seconds if self.seconds > 0 else 0.0
+        lines = [
+            f"{self.manifest}: {self.scanned} image files under {self.root} "
+            f"({self.indexed} read, {self.unchanged} unchanged, {self.removed} gone and removed, "
+            f"{self.skipped_other} other files ignored) in {self.seconds:.1f} s ({rate:.0f} files/s)",
+            f"  read now: {self.labelled} with labels, {self.indexed - self.labelled} without:",
+        ]
+        lines += [f"    {n:6d}  {r}: {FILE_REASONS.get(r, '')}" for r, n in self.reasons.most_common()]
+        lines += [f"  cannot list folder: {d}" for d in self.unreadable_dirs]
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading one file
+# --------------------------------------------------------------------------------------------
+def index_file(root: str, item: Item, reader: ExifBackend, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple:
+    """The manifest row (a tuple in :data:`COLUMNS` order) of one file. Never raises for a bad
+    file: the row carries the reason."""
+    rel, size, mtime_ns = item
+    path = os.path.join(root, rel)
+    row = dict.fromkeys(COLUMNS)
+    row.update(path=rel, size=size, mtime_ns=mtime_ns, backend=reader.name, parser=PARSER_VERSION, width=0, height=0)
+    try:
+        if size > max_bytes:
+            raise ExifReadError("too_large", f"{path}: {size:,} bytes, more than the {max_bytes:,} allowed")
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read(max_bytes + 1)
+        except OSError as exc:
+            raise ExifReadError("unreadable", f"{path}: cannot read the file: {exc.strerror or exc}") from None
+        if len(data) > max_bytes:
+            raise ExifReadError("too_large", f"{path}: grew past the {max_bytes:,} bytes allowed while indexing")
+        row["sha256"] = hashlib.sha256(data).hexdigest()
+        raw = reader.read(data, path)
+    except ExifReadError as exc:
+        row.update(reason=exc.reason, detail=str(exc))
+        return tuple(row.values())
+    except Exception as exc:  # a backend bug must not abort a collection-wide run
+        row.update(reason="corrupt", detail=f"{path}: {type(exc).__name__}: {exc}")
+        return tuple(row.values())
+    values = parse_tags(raw.tags)
+    labels, reasons = labels_of(values)
+    row.update(width=raw.width, height=raw.height, raw=json.dumps(raw.tags, ensure_ascii=False))
+    for task, tag_value in values.items():
+        value = tag_value.value
+        if task in ORDINAL_SOURCES and value is not None:
+            value = float(value)
+        row.update(
+            {
+                f"{task}_raw": tag_value.raw,
+                f"{task}_source": tag_value.source,
+                f"{task}_value": value,
+                f"{task}_label": labels[task],
+                f"{task}_reason": reasons[task],
+            }
+        )
+    if all(label is None for label in labels.values()):
+        row["reason"] = "no_exif" if all(r == "absent" for r in reasons.values()) else "no_usable_tags"
+    return tuple(row.values())
+
+
+def _failed_row(item: Item, backend: str, reason: str, detail: str) -> tuple:
+    row = dict.fromkeys(COLUMNS)
+    row.update(
+        path=item[0],
+        size=item[1],
+        mtime_ns=item[2],
+        backend=backend,
+        parser=PARSER_VERSION,
+        width=0,
+        height=0,
+        reason=reason,
+        detail=detail,
+    )
+    return tuple(row.values())
+
+
+# --------------------------------------------------------------------------------------------
+# Scanning
+# --------------------------------------------------------------------------------------------
+def scan(root: str | os.PathLike) -> tuple[list[Item], int, list[str]]:
+    """(image files under ``root`` sorted by path, count of other files, folders that could not be
+    listed). Follows links to files, not links to folders (no cycles)."""
+    root = os.fspath(root)
+    items, others, bad_dirs = [], 0, []
+    stack = [""]
+    while stack:
+        rel_dir = stack.pop()
+        try:
+            entries = list(os.scandir(os.path.join(root, rel_dir)))
+        except OSError as exc:
+            bad_dirs.append(f"{os.path.join(root, rel_dir)}: {exc.strerror or exc}")
+            continue
+        for entry in entries:
+            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(rel)
+                    continue
+                if not entry.is_file():
+                    continue
+                if os.path.splitext(entry.name)[1].lower() not in IMAGE_EXTENSIONS:
+                    others += 1
+                    continue
+                st = entry.stat()
+            except OSError:  # vanished or a dangling link: nothing to index
+                continue
+            items.append((rel, st.st_size, st.st_mtime_ns))
+    items.sort()
+    return items, others, bad_dirs
+
+
+# --------------------------------------------------------------------------------------------
+# Worker processes with a time bound per file
+# --------------------------------------------------------------------------------------------
+def _worker_main(conn, state, root: str, backend, max_bytes: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and ends the workers
+    reader = get_backend(backend)
+    while True:
+        message = conn.recv()
+        if message is None:
+            return
+        batch_id, items = message
+        rows = []
+        for i, item in enumerate(items):
+            state[0], state[1], state[2] = batch_id, i, time.monotonic()
+            rows.append(index_file(root, item, reader, max_bytes))
+        state[2] = 0.0
+        conn.send((batch_id, rows))
+
+
+class _Worker:
+    """One worker process, its pipe and a shared (batch id, file index, start time) record that
+    tells the parent which file it is reading and since when."""
+
+    def __init__(self, ctx, root: str, backend, max_bytes: int):
+        self.conn, child = ctx.Pipe()
+        self.state = ctx.Array("d", [-1.0, 0.0, 0.0], lock=False)
+        self.process = ctx.Process(target=_worker_main, args=(child, self.state, root, backend, max_bytes), daemon=True)
+        self.process.start()
+        child.close()
+        self.batch: tuple[int, list[Item]] | None = None
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(5)
+        self.conn.close()
+
+    def stop(self) -> None:
+        with suppress(OSError):
+            self.conn.send(None)
+        self.process.join(1)
+        self.kill()
+
+
+def _run_workers(
+    root: str,
+    batches: Sequence[list[Item]],
+    workers: int,
+    backend,
+    backend_name: str,
+    max_bytes: int,
+    timeout_s: float,
+) -> Iterator[list[tuple]]:
+    """Rows of every item of ``batches``, a list per finished batch. A worker that runs past
+    ``timeout_s`` on one file is killed: that file gets reason ``timeout`` (``crash`` when the
+    worker died on its own), the rest of its batch is read again by a fresh worker."""
+    import multiprocessing
+
+    # fork: workers start in milliseconds and inherit the backend object; spawn elsewhere.
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    ctx = multiprocessing.get_context(method)
+    if method != "fork" and not isinstance(backend, str):
+        backend = backend_name
+    pending = deque(enumerate(batches))
+    attempts: Counter = Counter()
+    pool = [_Worker(ctx, root, backend, max_bytes) for _ in range(min(workers, len(batches)))]
+    try:
+        while pending or any(w.batch for w in pool):
+            for w in list(pool):
+                if w.batch is None and pending:
+                    w.batch = pending.popleft()
+                    try:
+                        w.conn.send(w.batch)
+                    except OSError:  # it died while idle: nothing of this batch was read
+                        yield from _replace(
+                            pool, w, "crash", ctx, root, backend, backend_name, max_bytes, pending, attempts
+                        )
+            busy = {w.conn: w for w in pool if w.batch is not None}
+            for conn in connection.wait(list(busy), timeout=0.1):
+                w = busy[conn]
+                try:
+                    _, rows = conn.recv()
+                except (EOFError, OSError):
+                    yield from _replace(
+                        pool, w, "crash", ctx, root, backend, backend_name, max_bytes, pending, attempts
+                    )
+                    continue
+                w.batch = None
+                yield rows
+            now = time.monotonic()
+            for w in list(pool):
+                started = w.state[2]
+                if w.batch is not None and started > 0 and now - started > timeout_s:
+                    yield from _replace(
+                        pool, w, "timeout", ctx, root, backend, backend_name, max_bytes, pending, attempts, timeout_s
+                    )
+    finally:
+        for w in pool:
+            w.stop()
+
+
+def _replace(pool, w, reason, ctx, root, backend, backend_name, max_bytes, pending, attempts, timeout_s=0.0):
+    """Kill worker ``w``, blame the file it was reading, requeue the rest of its batch, start a
+    fresh worker in its place. Yields the blamed file's row."""
+    w.kill()
+    batch_id, items = w.batch
+    pool[pool.index(w)] = _Worker(ctx, root, backend, max_bytes)
+    if int(w.state[0]) == batch_id:
+        i = int(w.state[1])
+        item = items[i]
+        path = os.path.join(root, item[0])
+        detail = (
+            f"{path}: reading took more than {timeout_s:g} s"
+            if reason == "timeout"
+            else f"{path}: the reading process died (exit code {w.process.exitcode})"
+        )
+        rest = items[:i] + items[i + 1 :]
+        if rest:
+            pending.appendleft((batch_id, rest))
+        yield [_failed_row(item, backend_name, reason, detail)]
+        return
+    # It died before starting this batch: retry once, then give up on the whole batch.
+    attempts[batch_id] += 1
+    if attempts[batch_id] < 2:
+        pending.appendleft((batch_id, items))
+        return
+    yield [
+        _failed_row(it, backend_name, reason, f"{os.path.join(root, it[0])}: the worker died before reading it")
+        for it in items
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# The manifest database
+# --------------------------------------------------------------------------------------------
+def _connect(manifest: Path) -> sqlite3.Connection:
+    try:
+        db = sqlite3.connect(manifest)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        columns = ", ".join(
+            f"{c} {_TYPES.get(c, '')}".strip() + (" PRIMARY KEY" if c == "path" else "") for c in COLUMNS
+        )
+        db.execute(f"CREATE TABLE IF NOT EXISTS files ({columns})")
+        db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+        label_cols = ", ".join(f"{t}_label AS {t}" for t in TASKS)
+        db.execute(f"CREATE VIEW IF NOT EXISTS labels AS SELECT path, {label_cols} FROM files WHERE reason IS NULL")
+        have = [r[1] for r in db.execute("PRAGMA table_info(files)")]
+    except sqlite3.DatabaseError as exc:
+        raise ValueError(f"{manifest}: not a usable SQLite manifest ({exc})") from None
+    if tuple(have) != COLUMNS:
+        db.close()
+        raise ValueError(f"{manifest}: a manifest of another schema version; index into a new file")
+    return db
+
+
+def _meta(db: sqlite3.Connection) -> dict[str, str]:
+    return dict(db.execute("SELECT key, value FROM meta"))
+
+
+def open_manifest(manifest: str | os.PathLike) -> sqlite3.Connection:
+    """A read-only connection to an existing manifest (rows as :class:`sqlite3.Row`); the caller closes it."""
+    path = Path(manifest)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such manifest")
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        db.row_factory = sqlite3.Row
+        db.execute("SELECT path FROM files LIMIT 1")
+    except sqlite3.DatabaseError as exc:
+        raise ValueError(f"{path}: not a bfdkern manifest ({exc})") from None
+    return db
+
+
+def manifest_root(manifest: str | os.PathLike) -> Path:
+    """The photo folder a manifest indexes."""
+    with closing(open_manifest(manifest)) as db:
+        return Path(_meta(db)["root"])
+
+
+def build_manifest(
+    root: str | os.PathLike,
+    manifest: str | os.PathLike,
+    *,
+    workers: int = 2,
+    backend: str | ExifBackend = "pyexiv2",
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    progress: bool = True,
+    batch_size: int | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> IndexReport:
+    """Index the EXIF labels of every image under ``root`` into the SQLite file ``manifest``.
+
+    Args:
+        root: the photo folder (scanned recursively).
+        manifest: the SQLite file (created, or updated in place: only new or changed files are read,
+            rows of vanished files are removed).
+        workers: worker processes; 0 reads in this process (no time bound: for debugging).
+        backend: ``"pyexiv2"``, ``"pillow"`` or a backend object.
+        max_bytes: files larger than this are not read (reason ``too_large``).
+        timeout_s: seconds one file may take before its worker is killed (reason ``timeout``).
+        progress: show a tqdm progress bar on stderr.
+        batch_size: files a worker reads between two commits (default: adapts to the work).
+        on_batch: called with the number of rows after each commit (tests use it to interrupt).
+    """
+    start = time.perf_counter()
+    root_path = Path(root).resolve()
+    if not root_path.is_dir():
+        raise NotADirectoryError(f"{root}: not a folder of photos")
+    if workers < 0:
+        raise ValueError(f"workers must be >= 0, got {workers}")
+    if timeout_s <= 0 or max_bytes <= 0:
+        raise ValueError(f"timeout_s and max_bytes must be > 0, got {timeout_s} and {max_bytes}")
+    manifest_path = Path(manifest)
+    reader_name = backend if isinstance(backend, str) else backend.name
+    if isinstance(backend, str):
+        get_backend(backend)  # fail here, not in every worker, when the backend cannot load
+    db = _connect(manifest_path)
+    report = IndexReport(root_path, manifest_path)
+    try:
+        meta = _meta(db)
+        if "root" in meta and meta["root"] != str(root_path):
+            raise ValueError(f"{manifest_path}: indexes {meta['root']}, not {root_path}; use another manifest file")
+        if not meta:
+            with db:
+                db.executemany(
+                    "INSERT INTO meta VALUES (?, ?)",
+                    [
+                        ("root", str(root_path)),
+                        ("schema", str(SCHEMA_VERSION)),
+                        ("created", time.strftime("%Y-%m-%dT%H:%M:%S%z")),
+                    ],
+                )
+        items, report.skipped_other, report.unreadable_dirs = scan(root_path)
+        report.scanned = len(items)
+        known = {
+            p: (s, m)
+            for p, s, m in db.execute(
+                "SELECT path, size, mtime_ns FROM files WHERE backend = ? AND parser = ?", (reader_name, PARSER_VERSION)
+            )
+        }
+        todo = [it for it in items if known.get(it[0]) != (it[1], it[2])]
+        report.unchanged = len(items) - len(todo)
+        present = {it[0] for it in items}
+        gone = [(p,) for (p,) in db.execute("SELECT path FROM files") if p not in present]
+        if gone:
+            with db:
+                db.executemany("DELETE FROM files WHERE path = ?", gone)
+        report.removed = len(gone)
+        if todo:
+            _index_into(
+                db,
+                str(root_path),
+                todo,
+                workers,
+                backend,
+                reader_name,
+                max_bytes,
+                timeout_s,
+                progress,
+                batch_size,
+                on_batch,
+                report,
+            )
+    finally:
+        db.close()
+        report.seconds = time.perf_counter() - start
+    return report
+
+
+def _index_into(
+    db, root, todo, workers, backend, reader_name, max_bytes, timeout_s, progress, batch_size, on_batch, report
+) -> None:
+    insert = f"INSERT OR REPLACE INTO files VALUES ({', '.join('?' * len(COLUMNS))})"
+    reason_at = COLUMNS.index("reason")
+    if batch_size is None:  # enough batches to balance the workers, few enough to keep IPC and commits cheap
+        batch_size = max(1, min(64, len(todo) // (max(workers, 1) * 8)))
+    batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
+    if workers == 0:
+        reader = get_backend(backend)
+        results = ([index_file(root, it, reader, max_bytes) for it in b] for b in batches)
+    else:
+        results = _run_workers(root, batches, workers, backend, reader_name, max_bytes, timeout_s)
+    with tqdm(total=len(todo), unit="file", desc="index", disable=not progress, file=sys.stderr) as bar:
+        for rows in results:
+            with db:  # one transaction a batch: a crash loses at most the batches in flight
+                db.executemany(insert, rows)
+            for row in rows:
+                reason = row[reason_at]
+                if reason is None:
+                    report.labelled += 1
+                else:
+                    report.reasons[reason] += 1
+            report.indexed += len(rows)
+            bar.update(len(rows))
+            if on_batch is not None:
+                on_batch(len(rows))
+
+
+# --------------------------------------------------------------------------------------------
+# Reading labels back
+# --------------------------------------------------------------------------------------------
+def read_labels(manifest: str | os.PathLike) -> tuple[list[Path], list[dict[str, Label]]]:
+    """(absolute paths, label dicts task -> label) of every file in the manifest that has labels."""
+    with closing(open_manifest(manifest)) as db:
+        root = Path(_meta(db)["root"])
+        rows = db.execute("SELECT * FROM labels ORDER BY path").fetchall()
+    return [root / r["path"] for r in rows], [{t: r[t] for t in TASKS} for r in rows]
+
+
+def fit_bins(manifest: str | os.PathLike, levels: int) -> QuantileBins:
+    """Quantile bins (L = ``levels``) of the ordinal tasks, fitted on a (training) manifest."""
+    _, labels = read_labels(manifest)
+    return QuantileBins.fit({t: [lab[t] for lab in labels] for t in ORDINAL_SOURCES}, levels)

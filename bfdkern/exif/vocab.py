@@ -1,0 +1,157 @@
+"""Vocabularies of the categorical EXIF tasks: canonical camera makes and the EXIF standard's
+enumerations, mapped onto the classes of the task spec (:mod:`bfdkern.tasks`).
+
+The one table (also in docs/exif.md; :func:`vocabulary_table` renders it):
+
+================  ==================================================  ====================================
+task              stored value -> class                               not in the standard
+================  ==================================================  ====================================
+make              Canon* -> Canon; Nikon* -> Nikon; Sony* -> Sony;    any other maker -> others;
+                  Apple* -> Apple; Samsung* -> Samsung;               no letters -> missing (malformed);
+                  Fujifilm*, Fuji Photo Film* -> Fujifilm;            blank / NUL -> missing (empty)
+                  Olympus*, OM Digital Solutions* -> Olympus;
+                  Panasonic* -> Panasonic; Huawei* -> Huawei
+                  (case, NUL padding, spaces ignored; the first word
+                  decides; Sony Ericsson -> others)
+metering_mode     1 average, 2 center_weighted, 3 spot, 4 multi_spot,  0 (unknown), 255 (other), any other
+                  5 pattern, 6 partial                                code -> others
+exposure_mode     0 auto, 1 manual, 2 auto_bracket                    any other code -> missing
+                                                                      (nonstandard_code)
+white_balance     0 auto, 1 manual                                    any other code (2 occurs) -> missing
+                                                                      (nonstandard_code)
+exposure_program  1 manual, 2 normal, 3 aperture_priority,            0 (not defined), any other code ->
+                  4 shutter_priority, 5 creative, 6 action,           others
+                  7 portrait, 8 landscape
+================  ==================================================  ====================================
+
+The class names and their order are those of :data:`bfdkern.tasks.CATEGORICAL_TAGS`.
+"""
+
+from __future__ import annotations
+
+from bfdkern.tasks import (
+    CATEGORICAL_TAGS,
+    EXPOSURE_MODE_CLASSES,
+    EXPOSURE_PROGRAM_CLASSES,
+    MAKE_CLASSES,
+    METERING_MODE_CLASSES,
+    WHITE_BALANCE_CLASSES,
+)
+
+OTHERS = "others"
+
+MAKE_FIRST_WORDS: dict[str, str] = {
+    "canon": "Canon",
+    "nikon": "Nikon",
+    "sony": "Sony",
+    "apple": "Apple",
+    "samsung": "Samsung",
+    "fujifilm": "Fujifilm",
+    "fuji": "Fujifilm",
+    "olympus": "Olympus",
+    "panasonic": "Panasonic",
+    "huawei": "Huawei",
+}
+"""First word of the maker string (case-folded, punctuation stripped) -> canonical make."""
+
+MAKE_EXCEPTIONS: dict[str, str] = {
+    "sony ericsson": OTHERS,  # a phone maker of its own, not Sony's camera line
+    "om digital solutions": "Olympus",  # Olympus' camera business since 2021
+}
+"""First two words (case-folded) that override :data:`MAKE_FIRST_WORDS`."""
+
+CODES: dict[str, dict[int, str]] = {
+    "metering_mode": {1: "average", 2: "center_weighted", 3: "spot", 4: "multi_spot", 5: "pattern", 6: "partial"},
+    "exposure_mode": {0: "auto", 1: "manual", 2: "auto_bracket"},
+    "white_balance": {0: "auto", 1: "manual"},
+    "exposure_program": {
+        1: "manual",
+        2: "normal",
+        3: "aperture_priority",
+        4: "shutter_priority",
+        5: "creative",
+        6: "action",
+        7: "portrait",
+        8: "landscape",
+    },
+}
+"""EXIF standard code -> class name, per enumeration task. Codes not listed go to ``others`` where
+the task has that class, else they are missing."""
+
+_CLASSES = {
+    "make": MAKE_CLASSES,
+    "metering_mode": METERING_MODE_CLASSES,
+    "exposure_mode": EXPOSURE_MODE_CLASSES,
+    "white_balance": WHITE_BALANCE_CLASSES,
+    "exposure_program": EXPOSURE_PROGRAM_CLASSES,
+}
+
+
+def _words(text: str) -> list[str]:
+    cleaned = "".join(c if c.isalnum() else " " for c in text.split("\x00", 1)[0].casefold())
+    return cleaned.split()
+
+
+def canonical_make(maker: str) -> str:
+    """The canonical make of an EXIF Make string (``"NIKON CORPORATION"`` -> ``"Nikon"``,
+    ``"samsung"`` -> ``"Samsung"``), ``"others"`` for makers outside the named nine."""
+    words = _words(maker)
+    if not words:
+        return OTHERS
+    two = " ".join(words[:2])
+    if two in MAKE_EXCEPTIONS:
+        return MAKE_EXCEPTIONS[two]
+    return MAKE_FIRST_WORDS.get(words[0], OTHERS)
+
+
+def class_of_code(task: str, code: int) -> str | None:
+    """The class name of an enumeration code for ``task`` (``metering_mode``, ``exposure_mode``,
+    ``white_balance``, ``exposure_program``); ``others`` or None (missing) for codes outside the standard."""
+    try:
+        table = CODES[task]
+    except KeyError:
+        raise KeyError(f"no enumeration task named {task!r}; expected one of {sorted(CODES)}") from None
+    name = table.get(code)
+    if name is not None:
+        return name
+    return OTHERS if OTHERS in _CLASSES[task] else None
+
+
+def vocabulary_table() -> str:
+    """The vocabulary table as Markdown (the one docs/exif.md shows)."""
+    makes = "; ".join(
+        f"{', '.join(w.capitalize() + '*' for w, c in MAKE_FIRST_WORDS.items() if c == cls)} -> {cls}"
+        for cls in MAKE_CLASSES
+        if cls != OTHERS
+    )
+    exceptions = "; ".join(f"{k.title()}* -> {v}" for k, v in MAKE_EXCEPTIONS.items())
+    rows = [
+        "| task | stored value -> class | not in the standard |",
+        "|---|---|---|",
+        f"| make | {makes}; {exceptions} (case, NUL padding, punctuation ignored; the first word decides) "
+        "| any other maker -> others; no letters -> missing (malformed); blank -> missing (empty) |",
+    ]
+    for task, table in CODES.items():
+        mapping = ", ".join(f"{code} {name}" for code, name in table.items())
+        if OTHERS in _CLASSES[task]:
+            rest = "any other code -> others"
+        else:
+            rest = "any other code -> missing (nonstandard_code)"
+        rows.append(f"| {task} | {mapping} | {rest} |")
+    return "\n".join(rows)
+
+
+def _check_against_spec() -> None:
+    # The vocabularies must name exactly the spec's classes, so a change in tasks.py cannot drift silently.
+    for task, classes in CATEGORICAL_TAGS.items():
+        named = (
+            set(MAKE_FIRST_WORDS.values()) | set(MAKE_EXCEPTIONS.values())
+            if task == "make"
+            else set(CODES[task].values())
+        )
+        extra = named - set(classes)
+        if extra:
+            raise RuntimeError(f"vocabulary of {task!r} names classes {sorted(extra)} that the task spec lacks")
+
+
+_check_against_spec()

@@ -1,0 +1,52 @@
+"""`bfdkern index PHOTOS_DIR -o MANIFEST`: read the EXIF labels of a photo collection into a SQLite
+manifest (incremental: a re-run reads only new or changed files)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+HELP = "index the EXIF pretext labels of a photo folder into a SQLite manifest (incremental, resumable)"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("photos_dir", metavar="PHOTOS_DIR", help="folder of photos, scanned recursively")
+    parser.add_argument("-o", "--output", required=True, metavar="MANIFEST", help="SQLite manifest to create or update")
+    parser.add_argument(
+        "--workers", type=int, default=min(os.cpu_count() or 1, 8), help="worker processes (default: CPU count, <= 8)"
+    )
+    parser.add_argument(
+        "--backend",
+        choices=["pyexiv2", "pillow"],
+        default="pyexiv2",
+        help="EXIF reader: pyexiv2 (GPLv3, reads RAW/HEIF) or pillow (no GPL code)",
+    )
+    parser.add_argument("--max-file-mb", type=float, default=512.0, help="larger files are not read (MiB)")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds one file may take before it is given up")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args) -> int:
+    from bfdkern.exif.manifest import build_manifest
+
+    try:
+        report = build_manifest(
+            args.photos_dir,
+            args.output,
+            workers=args.workers,
+            backend=args.backend,
+            max_bytes=int(args.max_file_mb * 2**20),
+            timeout_s=args.timeout,
+            progress=not args.no_progress,
+        )
+    except (OSError, ValueError, ImportError) as exc:
+        print(f"bfdkern index: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            f"bfdkern index: interrupted; what was indexed is kept in {args.output}: run again to resume",
+            file=sys.stderr,
+        )
+        return 130
+    print(report)
+    return 0

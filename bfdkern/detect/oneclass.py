@@ -1,0 +1,189 @@
+"""The one-class detector: a Gaussian mixture fitted to real faces' features only.
+
+Features are L2-normalised, a scikit-learn ``GaussianMixture`` (10 components, full covariance,
+k-means++ initialisation, seeded) is fitted to them, and an image's score is its log-likelihood
+under the mixture: high = looks like the real faces. The decision threshold is the score that the
+given fraction of the training reals fall below (5 % by default, the false-alarm rate): an image
+scoring below it is called fake.
+
+Convention (the paper's): the positive class of this detector's score is **real**.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bfdkern.detect.mixture import MixtureScorer
+
+COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+
+
+def l2_normalise(features, name: str = "features") -> np.ndarray:
+    """[N, D] -> rows scaled to unit length (float64). Rejects non-finite and all-zero rows."""
+    x = np.asarray(features, dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"{name}: expected a non-empty [N, D] array, got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError(f"{name}: {int((~np.isfinite(x).all(1)).sum())} rows contain NaN or inf")
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    if np.any(norm == 0):
+        raise ValueError(f"{name}: {int((norm == 0).sum())} rows are all zero and cannot be normalised")
+    return x / norm
+
+
+def full_precision_cholesky(precisions_cholesky: np.ndarray, covariance_type: str, k: int, d: int) -> np.ndarray:
+    """scikit-learn's ``precisions_cholesky_`` of any covariance type -> [K, D, D] upper-triangular."""
+    p = np.asarray(precisions_cholesky, dtype=np.float64)
+    if covariance_type == "full":
+        return p
+    if covariance_type == "tied":
+        return np.broadcast_to(p, (k, d, d)).copy()
+    if covariance_type == "diag":
+        return np.stack([np.diag(row) for row in p])
+    if covariance_type == "spherical":
+        return np.stack([np.eye(d) * s for s in p])
+    raise ValueError(f"unknown covariance_type {covariance_type!r}, expected one of {list(COVARIANCE_TYPES)}")
+
+
+class OneClassDetector:
+    """Gaussian mixture on L2-normalised real-face features; score = log-likelihood (nats).
+
+    Args:
+        n_components: mixture components K.
+        covariance_type: ``full`` (the paper's), ``tied``, ``diag`` or ``spherical``.
+        init_params: scikit-learn initialisation (``k-means++`` by default).
+        seed: random state of the initialisation.
+        false_alarm_rate: fraction of the training reals the threshold calls fake.
+        reg_covar, max_iter, tol: passed to ``GaussianMixture``.
+    """
+
+    kind = "oneclass"
+    positive_class = "real"
+    score_name = "log-likelihood"
+
+    def __init__(
+        self,
+        n_components: int = 10,
+        covariance_type: str = "full",
+        init_params: str = "k-means++",
+        seed: int = 0,
+        false_alarm_rate: float = 0.05,
+        reg_covar: float = 1e-6,
+        max_iter: int = 100,
+        tol: float = 1e-3,
+    ):
+        if covariance_type not in COVARIANCE_TYPES:
+            raise ValueError(f"unknown covariance_type {covariance_type!r}, expected one of {list(COVARIANCE_TYPES)}")
+        if not 0.0 <= false_alarm_rate < 1.0:
+            raise ValueError(f"false_alarm_rate must be in [0, 1), got {false_alarm_rate}")
+        if int(n_components) < 1:
+            raise ValueError(f"n_components must be >= 1, got {n_components}")
+        self.params = {
+            "n_components": int(n_components),
+            "covariance_type": covariance_type,
+            "init_params": init_params,
+            "seed": int(seed),
+            "false_alarm_rate": float(false_alarm_rate),
+            "reg_covar": float(reg_covar),
+            "max_iter": int(max_iter),
+            "tol": float(tol),
+        }
+        self.weights: np.ndarray | None = None
+        self.means: np.ndarray | None = None
+        self.precisions_cholesky: np.ndarray | None = None
+        self.threshold: float | None = None
+        self.report: dict = {}
+        self._scorer: MixtureScorer | None = None
+
+    # --- fitting -----------------------------------------------------------------------------
+    def fit(self, real_features) -> OneClassDetector:
+        """Fit to real features [N, D] (N >= n_components) and set the threshold from their scores."""
+        from sklearn.mixture import GaussianMixture
+
+        x = l2_normalise(real_features, "real features")
+        p = self.params
+        if x.shape[0] < max(2, p["n_components"]):
+            raise ValueError(f"real features: {x.shape[0]} samples cannot fit {p['n_components']} mixture components")
+        gmm = GaussianMixture(
+            n_components=p["n_components"],
+            covariance_type=p["covariance_type"],
+            init_params=p["init_params"],
+            random_state=p["seed"],
+            reg_covar=p["reg_covar"],
+            max_iter=p["max_iter"],
+            tol=p["tol"],
+        ).fit(x)
+        self.set_mixture(gmm.weights_, gmm.means_, gmm.precisions_cholesky_)
+        train_scores = self.score(x)
+        self.threshold = threshold_at_false_alarm(train_scores, p["false_alarm_rate"])
+        self.report = {
+            "n_real": int(x.shape[0]),
+            "feature_dim": int(x.shape[1]),
+            "converged": bool(gmm.converged_),
+            "n_iter": int(gmm.n_iter_),
+            "train_score_mean": float(train_scores.mean()),
+            "train_false_alarm": float(np.mean(train_scores < self.threshold)),
+        }
+        return self
+
+    def set_mixture(self, weights, means, precisions_cholesky) -> None:
+        """Install mixture parameters in scikit-learn's layout for this covariance type."""
+        self.weights = np.asarray(weights, dtype=np.float64)
+        self.means = np.asarray(means, dtype=np.float64)
+        self.precisions_cholesky = np.asarray(precisions_cholesky, dtype=np.float64)
+        k, d = self.means.shape
+        full = full_precision_cholesky(self.precisions_cholesky, self.params["covariance_type"], k, d)
+        self._scorer = MixtureScorer(self.weights, self.means, full)
+
+    @property
+    def feature_dim(self) -> int:
+        self._check_fitted()
+        return int(self.means.shape[1])
+
+    def _check_fitted(self) -> None:
+        if self._scorer is None or self.threshold is None:
+            raise RuntimeError("the one-class detector is not fitted")
+
+    # --- scoring -----------------------------------------------------------------------------
+    def score(self, features) -> np.ndarray:
+        """[N, D] features -> [N] log-likelihoods (nats, float64); higher = more like the real faces."""
+        if self._scorer is None:
+            raise RuntimeError("the one-class detector is not fitted")
+        x = l2_normalise(features)
+        if x.shape[1] != self._scorer.dim:
+            raise ValueError(f"features have dimension {x.shape[1]}, the detector was fitted on {self._scorer.dim}")
+        return self._scorer.log_likelihood(x)
+
+    def predict(self, features) -> np.ndarray:
+        """[N, D] -> [N] int: 1 = fake (score below the threshold), 0 = real."""
+        return self.decide(self.score(features))
+
+    def decide(self, scores) -> np.ndarray:
+        """Scores [N] -> [N] int: 1 = fake (score < threshold), 0 = real."""
+        self._check_fitted()
+        return (np.asarray(scores) < self.threshold).astype(np.int64)
+
+    # --- files -------------------------------------------------------------------------------
+    def state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """(JSON-able metadata, arrays) for :func:`bfdkern.detect.serialization.save_detector`."""
+        self._check_fitted()
+        meta = {"params": self.params, "threshold": self.threshold, "report": self.report}
+        arrays = {"weights": self.weights, "means": self.means, "precisions_cholesky": self.precisions_cholesky}
+        return meta, arrays
+
+    @classmethod
+    def from_state(cls, meta: dict, arrays: dict[str, np.ndarray]) -> OneClassDetector:
+        """Inverse of :meth:`state`."""
+        det = cls(**meta["params"])
+        det.set_mixture(arrays["weights"], arrays["means"], arrays["precisions_cholesky"])
+        det.threshold = float(meta["threshold"])
+        det.report = dict(meta.get("report", {}))
+        return det
+
+
+def threshold_at_false_alarm(real_scores, rate: float) -> float:
+    """The score below which a fraction ``rate`` of ``real_scores`` lies: the ``floor(N * rate)``-th
+    smallest score (0-based), so that calling "fake" every score strictly below it flags at most
+    ``rate`` of the reals."""
+    s = np.sort(np.asarray(real_scores, dtype=np.float64))
+    return float(s[min(int(len(s) * rate), len(s) - 1)])

@@ -49,9 +49,12 @@ def _load(module: str) -> tuple[object | None, str | None]:
     if module == "_cuda":
         _load("_C")  # the CUDA kernels register under the schemas that _C defines
     try:
-        return importlib.import_module(f"bfdkern.{module}"), None
+        loaded = importlib.import_module(f"bfdkern.{module}")
     except (ImportError, OSError) as exc:
         return None, f"bfdkern.{module} failed to load: {exc}"
+    if module == "_C":
+        importlib.import_module("bfdkern.ops.compiled")  # fake kernels of the bfdkern_C ops
+    return loaded, None
 
 
 @functools.cache

@@ -1,0 +1,67 @@
+// Per-element arithmetic of the pretext losses, shared by the CPU and CUDA kernels. Every formula
+// mirrors bfdkern/ops/reference.py; comments give the derivative each gradient helper returns.
+#pragma once
+
+#include <math.h>
+
+#include <cmath>
+
+#if defined(__CUDACC__)
+#define BFDKERN_HD __host__ __device__ __forceinline__
+#else
+#define BFDKERN_HD inline
+#endif
+
+namespace bfdkern::math {
+
+// Fidelity loss from log p_y: (1 - p_y)^gamma (1 - sqrt(p_y)), with sqrt(p) = exp(lp / 2) and
+// 1 - p = -expm1(lp), so that nothing cancels or overflows when p_y underflows.
+template <typename T>
+BFDKERN_HD T fidelity(T lp, T gamma) {
+  T loss = T(1) - exp(T(0.5) * lp);
+  if (gamma != T(0)) loss = pow(-expm1(lp), gamma) * loss;
+  return loss;
+}
+
+// d fidelity / d lp.
+template <typename T>
+BFDKERN_HD T fidelity_grad(T lp, T gamma) {
+  const T sq = exp(T(0.5) * lp);
+  if (gamma == T(0)) return T(-0.5) * sq;
+  const T a = -expm1(lp);
+  const T p = exp(lp);
+  return -gamma * pow(a, gamma - T(1)) * p * (T(1) - sq) - pow(a, gamma) * T(0.5) * sq;
+}
+
+// log sigmoid(x) without overflow.
+template <typename T>
+BFDKERN_HD T log_sigmoid(T x) {
+  return (x < T(0) ? x : T(0)) - log1p(exp(-fabs(x)));
+}
+
+// sigmoid(-x) = d log_sigmoid(x) / dx.
+template <typename T>
+BFDKERN_HD T sigmoid_neg(T x) {
+  const T e = exp(-fabs(x));
+  return x >= T(0) ? e / (T(1) + e) : T(1) / (T(1) + e);
+}
+
+// Thurstone target of the ordered pair (i, j): 1, 0 or 0.5 (tie).
+template <typename T>
+BFDKERN_HD T pair_target(T yi, T yj) {
+  return yi > yj ? T(1) : (yi < yj ? T(0) : T(0.5));
+}
+
+// Fidelity loss of a pair from p = Phi(d), q = 1 - Phi(d): 1 - sqrt(p g + delta) - sqrt(q (1 - g) + delta).
+template <typename T>
+BFDKERN_HD T pair_loss(T p, T q, T g, T delta) {
+  return T(1) - sqrt(p * g + delta) - sqrt(q * (T(1) - g) + delta);
+}
+
+// d pair_loss / d d, with phi the standard normal density at d.
+template <typename T>
+BFDKERN_HD T pair_loss_grad(T p, T q, T phi, T g, T delta) {
+  return phi * (T(0.5) * (T(1) - g) / sqrt(q * (T(1) - g) + delta) - T(0.5) * g / sqrt(p * g + delta));
+}
+
+}  // namespace bfdkern::math

@@ -1,0 +1,24 @@
+// The schemas of the compiled ops (library bfdkern_C). The CPU kernels (csrc/cpu) and the CUDA
+// kernels (csrc/cuda, in the separate bfdkern._cuda module) register implementations for them;
+// the fake (meta) kernels live in bfdkern/ops/compiled.py. The public ops bfdkern::multitask_loss
+// and bfdkern::perturb_pair (bfdkern/ops) call these with the task layout from TaskSpec.kernel_args().
+#include <Python.h>
+#include <torch/library.h>
+
+TORCH_LIBRARY(bfdkern_C, m) {
+  m.set_python_module("bfdkern.ops.compiled");
+  m.def(
+      "multitask_loss_fwd(Tensor logits, Tensor targets, Tensor weights, int[] kinds, int[] col_offsets, "
+      "int[] col_counts, int[] target_offsets, float[] gammas, float sigma, float delta) "
+      "-> (Tensor per_task, Tensor total)");
+  m.def(
+      "multitask_loss_bwd(Tensor grad_per_task, Tensor logits, Tensor targets, int[] kinds, int[] col_offsets, "
+      "int[] col_counts, int[] target_offsets, float[] gammas, float sigma, float delta) -> Tensor grad_logits");
+  m.def("perturb_pair(Tensor theta, Tensor v, float radius) -> (Tensor out, Tensor eps, Tensor nonfinite)");
+}
+
+// An importable (empty) Python module: importing bfdkern._C runs the registrations above.
+extern "C" PyMODINIT_FUNC PyInit__C(void) {
+  static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", "bfdkern's compiled CPU kernels", -1, nullptr};
+  return PyModule_Create(&module);
+}

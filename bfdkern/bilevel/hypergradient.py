@@ -313,7 +313,7 @@ def hypergradient_from(
         )
         l1 = outer_loss(val, spec)
         value, *v = torch.autograd.grad(l1, [inner.weights, *theta_prime], retain_graph=keep_graph)
-        v_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t.float()) for t in v]))
+        v_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t.to(layout.master_dtype)) for t in v]))
         eps = radius / v_norm
         return Hypergradient(value.detach(), eps, v_norm, l1.detach(), per_task, mode)
 

@@ -1,0 +1,82 @@
+"""Vocabularies: canonical makes, enumeration codes, agreement with the task spec and the docs."""
+
+from pathlib import Path
+
+import pytest
+
+from bfdkern.exif import vocab
+from bfdkern.tasks import CATEGORICAL_TAGS, blades_spec
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    "maker, make",
+    [
+        ("NIKON CORPORATION", "Nikon"),
+        ("NIKON", "Nikon"),
+        ("Canon", "Canon"),
+        ("CANON INC.\x00\x00", "Canon"),
+        ("samsung", "Samsung"),
+        ("SAMSUNG TECHWIN", "Samsung"),
+        ("SONY", "Sony"),
+        ("Sony Ericsson", "others"),
+        ("FUJIFILM", "Fujifilm"),
+        ("Fuji Photo Film Co., Ltd.", "Fujifilm"),
+        ("OLYMPUS OPTICAL CO.,LTD", "Olympus"),
+        ("OLYMPUS IMAGING CORP.", "Olympus"),
+        ("OM Digital Solutions", "Olympus"),
+        ("Panasonic", "Panasonic"),
+        ("HUAWEI", "Huawei"),
+        ("Apple", "Apple"),
+        ("  apple  ", "Apple"),
+        ("EASTMAN KODAK COMPANY", "others"),
+        ("Xiaomi", "others"),
+        ("Canonical Ltd", "others"),  # a first word that merely starts like a make
+    ],
+)
+def test_canonical_make(maker, make):
+    assert vocab.canonical_make(maker) == make
+
+
+@pytest.mark.parametrize(
+    "task, code, name",
+    [
+        ("metering_mode", 1, "average"),
+        ("metering_mode", 5, "pattern"),
+        ("metering_mode", 6, "partial"),
+        ("metering_mode", 0, "others"),
+        ("metering_mode", 255, "others"),
+        ("metering_mode", 7, "others"),
+        ("exposure_mode", 2, "auto_bracket"),
+        ("exposure_mode", 3, None),
+        ("white_balance", 1, "manual"),
+        ("white_balance", 2, None),
+        ("exposure_program", 0, "others"),
+        ("exposure_program", 8, "landscape"),
+        ("exposure_program", 9, "others"),
+    ],
+)
+def test_class_of_code(task, code, name):
+    assert vocab.class_of_code(task, code) == name
+
+
+def test_unknown_enumeration_task_is_named():
+    with pytest.raises(KeyError, match="no enumeration task named 'make'"):
+        vocab.class_of_code("make", 1)
+
+
+def test_codes_follow_the_spec_class_order():
+    # Standard codes in increasing order give the spec's classes in order, "others" last.
+    spec = blades_spec()
+    for task, table in vocab.CODES.items():
+        classes = spec[task].classes
+        assert classes == CATEGORICAL_TAGS[task]
+        assert [table[c] for c in sorted(table)] == [c for c in classes if c != vocab.OTHERS]
+    makes = set(vocab.MAKE_FIRST_WORDS.values())
+    assert makes == set(spec["make"].classes) - {vocab.OTHERS}
+
+
+def test_docs_carry_the_vocabulary_table():
+    docs = (ROOT / "docs" / "exif.md").read_text()
+    assert vocab.vocabulary_table() in docs, "docs/exif.md is out of date: paste vocab.vocabulary_table()"

@@ -137,7 +137,11 @@ def index_file(root: str, item: Item, reader: ExifBackend, max_bytes: int = DEFA
             raise ExifReadError("too_large", f"{path}: {size:,} bytes, more than the {max_bytes:,} allowed")
         try:
             with open(path, "rb") as fh:
-                data = fh.read(max_bytes + 1)
+                # Ask for the scanned size + 1 (not max_bytes: that would allocate it for every file);
+                # a file that grew since the scan is read on, up to the cap.
+                data = fh.read(size + 1)
+                if len(data) > size:
+                    data += fh.read(max_bytes + 1 - len(data))
         except OSError as exc:
             raise ExifReadError("unreadable", f"{path}: cannot read the file: {exc.strerror or exc}") from None
         if len(data) > max_bytes:

@@ -13,11 +13,10 @@ A value that is not usable becomes missing with one of :data:`REASONS`; it never
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from fractions import Fraction
+from typing import NamedTuple
 
 REASONS: dict[str, str] = {
     "absent": "the file has no such tag",
@@ -62,8 +61,8 @@ CATEGORICAL_SOURCES: dict[str, str] = {
 EXIF_TAGS: tuple[str, ...] = tuple(t for s in ORDINAL_SOURCES.values() for t in s) + tuple(CATEGORICAL_SOURCES.values())
 """Every EXIF tag the readers must return (standard EXIF names)."""
 
-_RATIONAL = re.compile(r"[+-]?\d+/[+-]?\d+")
-_DECIMAL = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_DECIMAL = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)")
 
 
 class ParseError(ValueError):
@@ -74,8 +73,7 @@ class ParseError(ValueError):
         self.reason = reason
 
 
-@dataclass(frozen=True)
-class TagValue:
+class TagValue(NamedTuple):
     """One task's value read from a file.
 
     Args:
@@ -102,25 +100,39 @@ def clean_text(raw: str) -> str:
     return " ".join(raw.split("\x00", 1)[0].split())
 
 
+def _first_value(raw: str) -> str:
+    text = clean_text(raw)
+    if not text:
+        raise ParseError("empty", f"{raw!r} is empty")
+    return text.split(" ", 1)[0]
+
+
+def _whole(token: str) -> bool:
+    return token.isascii() and token.isdigit()
+
+
 def parse_number(raw: str) -> Fraction:
     """The first value of a raw EXIF number (``"71/10"``, ``"400"``, ``"100 100"``, ``"2.8"``), exactly.
 
     Raises ParseError with reason ``empty``, ``malformed``, ``zero_denominator`` or ``sentinel``.
     """
-    text = clean_text(raw)
-    if not text:
-        raise ParseError("empty", f"{raw!r} is empty")
-    first = text.split(" ", 1)[0]
-    if _RATIONAL.fullmatch(first):
-        num, den = (int(part) for part in first.split("/"))
-        if abs(num) == SENTINEL or abs(den) == SENTINEL:
+    first = _first_value(raw)
+    num, slash, den = first.partition("/")
+    if slash:
+        if not (_INTEGER.fullmatch(num) and _INTEGER.fullmatch(den)):
+            raise ParseError("malformed", f"{raw!r} is not a number")
+        n, d = int(num), int(den)
+        if abs(n) == SENTINEL or abs(d) == SENTINEL:
             raise ParseError("sentinel", f"{raw!r} holds the 0xFFFFFFFF 'unknown' marker")
-        if den == 0:
+        if d == 0:
             raise ParseError("zero_denominator", f"{raw!r} has a zero denominator")
-        return Fraction(num, den)
-    if not _DECIMAL.fullmatch(first):
+        return Fraction(n, d)
+    if _whole(first):
+        value = Fraction(int(first))
+    elif _DECIMAL.fullmatch(first):
+        value = Fraction(first)
+    else:
         raise ParseError("malformed", f"{raw!r} is not a number")
-    value = Fraction(first)
     if value == SENTINEL:
         raise ParseError("sentinel", f"{raw!r} holds the 0xFFFFFFFF 'unknown' marker")
     return value
@@ -128,6 +140,12 @@ def parse_number(raw: str) -> Fraction:
 
 def parse_code(raw: str) -> int:
     """The first value of a raw EXIF SHORT enumeration (``"5"``) as an int; ParseError otherwise."""
+    first = _first_value(raw)
+    if _whole(first):  # the common case, without a Fraction
+        code = int(first)
+        if code == SENTINEL:
+            raise ParseError("sentinel", f"{raw!r} holds the 0xFFFFFFFF 'unknown' marker")
+        return code
     value = parse_number(raw)
     if value.denominator != 1:
         raise ParseError("malformed", f"{raw!r} is not an integer code")
@@ -149,15 +167,16 @@ _APEX = {"ApertureValue": apex_to_f_number, "ShutterSpeedValue": apex_to_seconds
 
 def _ordinal_from(task: str, tag: str, raw: str) -> Fraction | float:
     value = parse_number(raw)
+    approx = float(value)  # the checks compare floats: Fraction-to-float comparisons are slow
     if tag in _APEX:
         # APEX values may be negative (f/0.7, 4 s): only the converted value is range-checked.
-        if abs(value) > 1000:
+        if abs(approx) > 1000:
             raise ParseError("out_of_range", f"{tag} {raw!r} is not a plausible APEX value")
-        value = _APEX[tag](value)
+        value = approx = _APEX[tag](value)
     low, high = PLAUSIBLE[task]
-    if value <= 0:
+    if approx <= 0:
         raise ParseError("non_positive", f"{tag} {raw!r} must be positive")
-    if not low <= value <= high or (isinstance(value, float) and not math.isfinite(value)):
+    if not low <= approx <= high:
         raise ParseError("out_of_range", f"{tag} {raw!r} is outside the plausible range [{low:g}, {high:g}]")
     return value
 

@@ -29,6 +29,8 @@ The class names and their order are those of :data:`bfdkern.tasks.CATEGORICAL_TA
 
 from __future__ import annotations
 
+import functools
+
 from bfdkern.tasks import (
     CATEGORICAL_TAGS,
     EXPOSURE_MODE_CLASSES,
@@ -55,10 +57,10 @@ MAKE_FIRST_WORDS: dict[str, str] = {
 """First word of the maker string (case-folded, punctuation stripped) -> canonical make."""
 
 MAKE_EXCEPTIONS: dict[str, str] = {
-    "sony ericsson": OTHERS,  # a phone maker of its own, not Sony's camera line
-    "om digital solutions": "Olympus",  # Olympus' camera business since 2021
+    "Sony Ericsson": OTHERS,  # a phone maker of its own, not Sony's camera line
+    "OM Digital Solutions": "Olympus",  # Olympus' camera business since 2021
 }
-"""First two words (case-folded) that override :data:`MAKE_FIRST_WORDS`."""
+"""Leading words (compared case-folded) that override :data:`MAKE_FIRST_WORDS`."""
 
 CODES: dict[str, dict[int, str]] = {
     "metering_mode": {1: "average", 2: "center_weighted", 3: "spot", 4: "multi_spot", 5: "pattern", 6: "partial"},
@@ -92,15 +94,17 @@ def _words(text: str) -> list[str]:
     return cleaned.split()
 
 
+@functools.lru_cache(maxsize=4096)  # a collection holds few distinct maker strings
 def canonical_make(maker: str) -> str:
     """The canonical make of an EXIF Make string (``"NIKON CORPORATION"`` -> ``"Nikon"``,
     ``"samsung"`` -> ``"Samsung"``), ``"others"`` for makers outside the named nine."""
     words = _words(maker)
     if not words:
         return OTHERS
-    two = " ".join(words[:2])
-    if two in MAKE_EXCEPTIONS:
-        return MAKE_EXCEPTIONS[two]
+    for lead, make in MAKE_EXCEPTIONS.items():
+        lead_words = _words(lead)
+        if words[: len(lead_words)] == lead_words:
+            return make
     return MAKE_FIRST_WORDS.get(words[0], OTHERS)
 
 
@@ -124,11 +128,11 @@ def vocabulary_table() -> str:
         for cls in MAKE_CLASSES
         if cls != OTHERS
     )
-    exceptions = "; ".join(f"{k.title()}* -> {v}" for k, v in MAKE_EXCEPTIONS.items())
+    exceptions = ", ".join(f"{k}* -> {v}" for k, v in MAKE_EXCEPTIONS.items())
     rows = [
         "| task | stored value -> class | not in the standard |",
         "|---|---|---|",
-        f"| make | {makes}; {exceptions} (case, NUL padding, punctuation ignored; the first word decides) "
+        f"| make | {makes}; but {exceptions} (case, NUL padding, punctuation ignored; the first word decides) "
         "| any other maker -> others; no letters -> missing (malformed); blank -> missing (empty) |",
     ]
     for task, table in CODES.items():

@@ -3,7 +3,7 @@
 import pytest
 
 from bfdkern.exif import ExifReadError, get_backend, labels_of, read_exif, read_raw
-from bfdkern.exif.reader import READ_REASONS
+from bfdkern.exif.reader import READ_REASONS, Pyexiv2Backend
 from tests.exif import photos
 
 BACKENDS = ["pyexiv2", "pillow"]
@@ -112,3 +112,21 @@ def test_missing_file_and_unknown_backend(tmp_path):
     assert info.value.reason == "unreadable"
     with pytest.raises(ValueError, match="unknown EXIF backend 'exiftool'"):
         get_backend("exiftool")
+
+
+def test_pyexiv2_low_level_path_matches_the_public_api(tmp_path):
+    fast, public = Pyexiv2Backend(low_level=True), Pyexiv2Backend(low_level=False)
+    written = [
+        photos.write_photo(tmp_path / "camera.jpg").read_bytes(),
+        photos.write_photo(
+            tmp_path / "ifd0.jpg", {"Exif.Image.FNumber": "8/1", "Exif.Image.Make": "Canon\0"}
+        ).read_bytes(),
+    ]
+    for data in [*written, *_hostile(tmp_path).values()]:
+        outcomes = []
+        for backend in (fast, public):
+            try:
+                outcomes.append(backend.read(data))
+            except ExifReadError as exc:
+                outcomes.append(exc.reason)
+        assert outcomes[0] == outcomes[1]

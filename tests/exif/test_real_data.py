@@ -12,6 +12,7 @@ import pytest
 from bfdkern.exif import TASKS, ExifReadError, build_manifest, get_backend, parse_tags, read_raw
 from bfdkern.exif.manifest import FILE_REASONS, IMAGE_EXTENSIONS
 from bfdkern.exif.parse import PLAUSIBLE, REASONS, clean_text
+from bfdkern.exif.reader import Pyexiv2Backend
 
 
 def _real_files(root):
@@ -146,6 +147,20 @@ def test_values_agree_with_exiftool(shared_data, parsed):
     print("\n".join(disagreements))
     assert total > 2000
     assert agree / total >= 0.99
+
+
+def test_pyexiv2_paths_agree_on_real_files(shared_data):
+    # The fast path through pyexiv2's compiled module against its public ImageData API.
+    fast, public = Pyexiv2Backend(low_level=True), Pyexiv2Backend(low_level=False)
+    for path in _real_files(shared_data):
+        data = path.read_bytes()
+        outcomes = []
+        for backend in (fast, public):
+            try:
+                outcomes.append(backend.read(data))
+            except ExifReadError as exc:
+                outcomes.append(exc.reason)
+        assert outcomes[0] == outcomes[1], path
 
 
 def test_backends_agree_on_real_files(parsed):

@@ -1,28 +1,15 @@
 """Vocabularies of the categorical EXIF tasks: canonical camera makes and the EXIF standard's
 enumerations, mapped onto the classes of the task spec (:mod:`bfdkern.tasks`).
 
-The one table (also in docs/exif.md; :func:`vocabulary_table` renders it):
+The one table (also in docs/exif.md; :func:`vocabulary_table` renders it, a test keeps both in step):
 
-================  ==================================================  ====================================
-task              stored value -> class                               not in the standard
-================  ==================================================  ====================================
-make              Canon* -> Canon; Nikon* -> Nikon; Sony* -> Sony;    any other maker -> others;
-                  Apple* -> Apple; Samsung* -> Samsung;               no letters -> missing (malformed);
-                  Fujifilm*, Fuji Photo Film* -> Fujifilm;            blank / NUL -> missing (empty)
-                  Olympus*, OM Digital Solutions* -> Olympus;
-                  Panasonic* -> Panasonic; Huawei* -> Huawei
-                  (case, NUL padding, spaces ignored; the first word
-                  decides; Sony Ericsson -> others)
-metering_mode     1 average, 2 center_weighted, 3 spot, 4 multi_spot,  0 (unknown), 255 (other), any other
-                  5 pattern, 6 partial                                code -> others
-exposure_mode     0 auto, 1 manual, 2 auto_bracket                    any other code -> missing
-                                                                      (nonstandard_code)
-white_balance     0 auto, 1 manual                                    any other code (2 occurs) -> missing
-                                                                      (nonstandard_code)
-exposure_program  1 manual, 2 normal, 3 aperture_priority,            0 (not defined), any other code ->
-                  4 shutter_priority, 5 creative, 6 action,           others
-                  7 portrait, 8 landscape
-================  ==================================================  ====================================
+| task | stored value -> class | everything else |
+|---|---|---|
+| make | Canon* -> Canon; Nikon* -> Nikon; Sony* -> Sony; Apple* -> Apple; Samsung* -> Samsung; Fujifilm*, Fuji* -> Fujifilm; Olympus* -> Olympus; Panasonic* -> Panasonic; Huawei* -> Huawei; but Sony Ericsson* -> others, OM Digital Solutions* -> Olympus (case, NUL padding, punctuation ignored; the first word decides) | any other maker -> others; no letters -> missing (malformed); blank -> missing (empty) |
+| metering_mode | 1 average, 2 center_weighted, 3 spot, 4 multi_spot, 5 pattern, 6 partial | 0 (unknown), 255 (other), any other code -> others |
+| exposure_mode | 0 auto, 1 manual, 2 auto_bracket | any other code -> missing (nonstandard_code) |
+| white_balance | 0 auto, 1 manual | any other code -> missing (nonstandard_code) |
+| exposure_program | 1 manual, 2 normal, 3 aperture_priority, 4 shutter_priority, 5 creative, 6 action, 7 portrait, 8 landscape | 0 (not defined), any other code -> others |
 
 The class names and their order are those of :data:`bfdkern.tasks.CATEGORICAL_TAGS`.
 """
@@ -80,6 +67,12 @@ CODES: dict[str, dict[int, str]] = {
 """EXIF standard code -> class name, per enumeration task. Codes not listed go to ``others`` where
 the task has that class, else they are missing."""
 
+STANDARD_OTHERS: dict[str, dict[int, str]] = {
+    "metering_mode": {0: "unknown", 255: "other"},
+    "exposure_program": {0: "not defined"},
+}
+"""Codes the standard defines that carry no class of their own (they go to ``others``)."""
+
 _CLASSES = {
     "make": MAKE_CLASSES,
     "metering_mode": METERING_MODE_CLASSES,
@@ -130,7 +123,7 @@ def vocabulary_table() -> str:
     )
     exceptions = ", ".join(f"{k}* -> {v}" for k, v in MAKE_EXCEPTIONS.items())
     rows = [
-        "| task | stored value -> class | not in the standard |",
+        "| task | stored value -> class | everything else |",
         "|---|---|---|",
         f"| make | {makes}; but {exceptions} (case, NUL padding, punctuation ignored; the first word decides) "
         "| any other maker -> others; no letters -> missing (malformed); blank -> missing (empty) |",
@@ -138,7 +131,8 @@ def vocabulary_table() -> str:
     for task, table in CODES.items():
         mapping = ", ".join(f"{code} {name}" for code, name in table.items())
         if OTHERS in _CLASSES[task]:
-            rest = "any other code -> others"
+            named = "".join(f"{code} ({meaning}), " for code, meaning in STANDARD_OTHERS.get(task, {}).items())
+            rest = f"{named}any other code -> others"
         else:
             rest = "any other code -> missing (nonstandard_code)"
         rows.append(f"| {task} | {mapping} | {rest} |")

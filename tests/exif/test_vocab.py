@@ -5,6 +5,8 @@ from pathlib import Path
 import pytest
 
 from bfdkern.exif import vocab
+from bfdkern.exif.manifest import FILE_REASONS
+from bfdkern.exif.parse import REASONS
 from bfdkern.tasks import CATEGORICAL_TAGS, blades_spec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,6 +79,10 @@ def test_codes_follow_the_spec_class_order():
     assert makes == set(spec["make"].classes) - {vocab.OTHERS}
 
 
-def test_docs_carry_the_vocabulary_table():
+def test_docs_carry_the_vocabulary_table_and_the_reasons():
     docs = (ROOT / "docs" / "exif.md").read_text()
-    assert vocab.vocabulary_table() in docs, "docs/exif.md is out of date: paste vocab.vocabulary_table()"
+    table = vocab.vocabulary_table()
+    assert table in docs, "docs/exif.md is out of date: paste vocab.vocabulary_table()"
+    assert table in vocab.__doc__, "the vocab module docstring is out of date: paste vocab.vocabulary_table()"
+    for reason, meaning in {**REASONS, **FILE_REASONS}.items():
+        assert f"| `{reason}` | {meaning} |" in docs, reason

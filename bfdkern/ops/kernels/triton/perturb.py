@@ -6,6 +6,11 @@ of squares of its strided chunks of v) and a persistent elementwise pass in whic
 sums the same P partials in the same order, so all agree on ||v|| and the result is bitwise
 repeatable, computes eps with the guard (||v|| = 0 or not finite: eps = 0, out = (theta, theta),
 flag set) and writes both rows. Arithmetic in float64 for float64 theta, else float32.
+
+v is read twice: eps depends on all of v before any output can be written, and a model's v does
+not fit on chip. (Walking the second pass in reverse, so that the chunks of v read last by the
+norm pass might still be in L2, with streaming hints on theta and the output, measured no gain
+on an H100.)
 """
 
 from __future__ import annotations

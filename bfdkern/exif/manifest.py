@@ -106,7 +106,7 @@ class IndexReport:
     skipped_other: int = 0
     labelled: int = 0
     reasons: Counter = field(default_factory=Counter)
-    unreadable_dirs: list[str] = field(default_factory=list)
+    not_indexed: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     def __str__(self) -> str:
@@ -118,7 +118,7 @@ class IndexReport:
             f"  read now: {self.labelled} with labels, {self.indexed - self.labelled} without:",
         ]
         lines += [f"    {n:6d}  {r}: {FILE_REASONS.get(r, '')}" for r, n in self.reasons.most_common()]
-        lines += [f"  cannot list folder: {d}" for d in self.unreadable_dirs]
+        lines += [f"  not indexed: {d}" for d in self.not_indexed]
         return "\n".join(lines)
 
 
@@ -194,21 +194,33 @@ def _failed_row(item: Item, backend: str, reason: str, detail: str) -> tuple:
 # --------------------------------------------------------------------------------------------
 # Scanning
 # --------------------------------------------------------------------------------------------
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+        return True
+    except UnicodeEncodeError:  # undecodable bytes in a file name (surrogate escapes)
+        return False
+
+
 def scan(root: str | os.PathLike) -> tuple[list[Item], int, list[str]]:
-    """(image files under ``root`` sorted by path, count of other files, folders that could not be
-    listed). Follows links to files, not links to folders (no cycles)."""
+    """(image files under ``root`` sorted by path, count of other files, what could not be indexed:
+    folders that cannot be listed, names that are not UTF-8). Follows links to files, not links to
+    folders (no cycles)."""
     root = os.fspath(root)
-    items, others, bad_dirs = [], 0, []
+    items, others, problems = [], 0, []
     stack = [""]
     while stack:
         rel_dir = stack.pop()
         try:
             entries = list(os.scandir(os.path.join(root, rel_dir)))
         except OSError as exc:
-            bad_dirs.append(f"{os.path.join(root, rel_dir)}: {exc.strerror or exc}")
+            problems.append(f"{os.path.join(root, rel_dir)}: cannot list the folder: {exc.strerror or exc}")
             continue
         for entry in entries:
             rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+            if not _utf8(rel):
+                problems.append(f"{os.path.join(root, rel)!a}: the name is not UTF-8, so the manifest cannot hold it")
+                continue
             try:
                 if entry.is_dir(follow_symlinks=False):
                     stack.append(rel)
@@ -223,7 +235,7 @@ def scan(root: str | os.PathLike) -> tuple[list[Item], int, list[str]]:
                 continue
             items.append((rel, st.st_size, st.st_mtime_ns))
     items.sort()
-    return items, others, bad_dirs
+    return items, others, problems
 
 
 # --------------------------------------------------------------------------------------------
@@ -441,6 +453,8 @@ def build_manifest(
     if timeout_s <= 0 or max_bytes <= 0:
         raise ValueError(f"timeout_s and max_bytes must be > 0, got {timeout_s} and {max_bytes}")
     manifest_path = Path(manifest)
+    if not manifest_path.parent.is_dir():
+        raise FileNotFoundError(f"{manifest_path}: the folder {manifest_path.parent} does not exist")
     reader_name = backend if isinstance(backend, str) else backend.name
     if isinstance(backend, str):
         get_backend(backend)  # fail here, not in every worker, when the backend cannot load
@@ -460,7 +474,7 @@ def build_manifest(
                         ("created", time.strftime("%Y-%m-%dT%H:%M:%S%z")),
                     ],
                 )
-        items, report.skipped_other, report.unreadable_dirs = scan(root_path)
+        items, report.skipped_other, report.not_indexed = scan(root_path)
         report.scanned = len(items)
         known = {
             p: (s, m)

@@ -175,6 +175,8 @@ def test_bad_arguments_name_the_problem(tmp_path):
     photos.write_photo(root / "a.jpg")
     with pytest.raises(NotADirectoryError, match="nowhere: not a folder"):
         build_manifest(tmp_path / "nowhere", tmp_path / "m.sqlite", progress=False)
+    with pytest.raises(FileNotFoundError, match="the folder .*nodir does not exist"):
+        build_manifest(root, tmp_path / "nodir" / "m.sqlite", progress=False)
     (tmp_path / "junk.sqlite").write_bytes(b"this is no database at all, just some bytes" * 50)
     with pytest.raises(ValueError, match="junk.sqlite: not a usable SQLite manifest"):
         build_manifest(root, tmp_path / "junk.sqlite", progress=False)
@@ -208,7 +210,13 @@ def test_scan_and_columns(tmp_path):
     photos.write_photo(tmp_path / "a" / "b.JPEG")
     (tmp_path / "c.txt").write_text("x")
     os.symlink(tmp_path, tmp_path / "a" / "loop")  # a link back up must not recurse forever
-    items, others, bad = scan(tmp_path)
-    assert [i[0] for i in items] == ["a/b.JPEG"] and others == 1 and bad == []
+    items, others, problems = scan(tmp_path)
+    assert [i[0] for i in items] == ["a/b.JPEG"] and others == 1 and problems == []
+    # A name with bytes that are not UTF-8 cannot go into SQLite text: reported, not lost silently.
+    os.rename(tmp_path / "a" / "b.JPEG", os.path.join(os.fsencode(tmp_path), b"a", b"\xff.jpg"))
+    photos.write_photo(tmp_path / "ok.jpg")
+    report = build_manifest(tmp_path, tmp_path / "m.sqlite", workers=0, progress=False)
+    assert report.indexed == 1 and len(report.not_indexed) == 1 and "not UTF-8" in report.not_indexed[0]
+    assert "not UTF-8" in str(report)
     assert ".jpg" in IMAGE_EXTENSIONS and ".heic" in IMAGE_EXTENSIONS
     assert COLUMNS[0] == "path" and len(COLUMNS) == len(set(COLUMNS))

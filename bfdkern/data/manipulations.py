@@ -186,7 +186,9 @@ def manipulate(
     return resample(out, shift), labels
 
 
-def save_examples(path: str | os.PathLike, image: np.ndarray, parts: FaceParts, seed: int = 0, draws: int = 2) -> Path:
+def save_examples(
+    path: str | os.PathLike, image: np.ndarray, parts: FaceParts, seed: int = 0, draws: int = 2, dpi: int = 100
+) -> Path:
     """A PNG grid for the docs: one column per kind (original first), ``draws`` rows of examples, and a row
     with the change against the resampled original (amplified), titled with the labels."""
     import matplotlib
@@ -214,7 +216,7 @@ def save_examples(path: str | os.PathLike, image: np.ndarray, parts: FaceParts, 
         axes[draws, col].set_title("|change|", fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
 
@@ -231,10 +233,9 @@ def _checked(box: Box, name: str, w: int, h: int) -> Box:
     return clipped
 
 
-if __name__ == "__main__":  # python -m bfdkern.data.manipulations docs/manipulations.png
-    import sys
-
+def docs_figure(path: str | os.PathLike = "docs/manipulations.png", size: int = 128, seed: int = 5) -> Path:
+    """The docs' example grid, made from a simulated camera photo (never from real data)."""
     from bfdkern.data.simulator import example_face
 
-    face, face_parts = example_face(size=160, seed=3)
-    print(save_examples(sys.argv[1] if len(sys.argv) > 1 else "docs/manipulations.png", face, face_parts))
+    face, parts = example_face(size=size, seed=seed)
+    return save_examples(path, face, parts, seed=0, draws=1, dpi=80)

@@ -34,18 +34,17 @@ _STD = (0.229, 0.224, 0.225)
 
 
 class SmallBackbone(nn.Module):
-    """A tiny CNN for CPU runs on small images (64 x 64): five 3x3 conv-BN-ReLU blocks, the first at full
-    resolution so pixel-level traces (sensor noise, demosaicing, JPEG blocks) reach the deeper layers, then
-    global average pooling. Output ``[B, width * 4]``."""
+    """A tiny CNN for CPU runs on small images (64 x 64): four 3x3 conv-BN-ReLU blocks of stride 2 (widths
+    w, 2w, 4w, 8w), then global average pooling. The first convolution sees every input pixel, so
+    pixel-level traces (sensor noise, demosaicing, JPEG blocks) reach the deeper layers. Output ``[B, 8w]``."""
 
-    def __init__(self, width: int = 32):
+    def __init__(self, width: int = 16):
         super().__init__()
-        chans = [3, width, width, 2 * width, 4 * width, 4 * width]
-        strides = [1, 2, 2, 2, 2]
+        chans = [3, width, 2 * width, 4 * width, 8 * width]
         layers: list[nn.Module] = []
-        for cin, cout, s in zip(chans[:-1], chans[1:], strides):
+        for cin, cout in zip(chans[:-1], chans[1:]):
             layers += [
-                nn.Conv2d(cin, cout, 3, stride=s, padding=1, bias=False),
+                nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False),
                 nn.BatchNorm2d(cout),
                 nn.ReLU(inplace=True),
             ]

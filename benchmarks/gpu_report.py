@@ -1,12 +1,12 @@
 """GPU verification and timing report for the CUDA and Triton kernels (run by gpu_check.sh).
 
-    python benchmarks/gpu_report.py OUT_DIR [--dry-run] [--skip-step]
+    python benchmarks/gpu_report.py OUT_DIR [--dry-run]
 
 Checks every CUDA and Triton op against the float64 reference on fresh random inputs, with the
 caching allocator poisoned (NaN) before each run so unwritten outputs show, and a repeat run
 that must be bitwise identical (no races). Times the ops with CUDA events (median), measures the
-card's device-to-device copy bandwidth once, and times one bi-level step of ResNet-50 at 224x224,
-B = 48. Writes OUT_DIR/gpu_report.json and prints a short table last.
+card's device-to-device copy bandwidth once. (The bi-level step is timed by
+benchmarks/bench_bilevel.py, which gpu_check.sh runs next.) Writes OUT_DIR/gpu_report.json and prints a short table last.
 
 ``--dry-run`` runs the same code paths on the CPU at toy sizes (reference and C++ backends), to
 check the script, the JSON format and the table without a GPU.
@@ -161,29 +161,10 @@ def time_perturb(device, backends, n, copy_bw, results) -> None:
                         "speedup": base / t, "GBps": moved / t / 1e9, "pct_copy_bw": 100 * moved / t / copy_bw})
 
 
-def time_bilevel_step(device, results, size: int, batch: int, backbone: str) -> None:
-    """One bi-level step per mode and order against the research-code baseline and a plain step."""
-    try:
-        from benchmarks.bilevel_cases import bilevel_step_cases
-    except ImportError as exc:  # the bi-level benchmark cases are optional for the op report
-        results.append({"op": "bilevel step", "backend": "-", "shape": "-", "error": f"unavailable: {exc}"})
-        return
-    base = None
-    for name, fn in bilevel_step_cases(device, size=size, batch=batch, backbone=backbone):
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        t = timed(fn, device, warmup=2, repeats=5 if device.type == "cuda" else 2)
-        peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
-        base = t if name == "baseline" else base
-        results.append({"op": "bilevel step", "backend": name, "shape": f"{backbone} {size}px B={batch}",
-                        "median_s": t, "speedup": (base / t) if base else None, "peak_bytes": peak})
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", type=Path)
     ap.add_argument("--dry-run", action="store_true", help="CPU, toy sizes: check the script itself")
-    ap.add_argument("--skip-step", action="store_true", help="skip the bi-level step timing")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     device = torch.device("cpu" if args.dry_run else "cuda")
@@ -203,11 +184,6 @@ def main() -> int:
     check_perturb(device, fused, 1000 if toy else 25_557_032, report["checks"])
     time_loss(device, fused, [48] if toy else [48, 256, 1024], report["timings"])
     time_perturb(device, fused, 10_000 if toy else 25_557_032, copy_bw, report["timings"])
-    if not args.skip_step:
-        if toy:
-            time_bilevel_step(device, report["timings"], size=32, batch=4, backbone="resnet18")
-        else:
-            time_bilevel_step(device, report["timings"], size=224, batch=48, backbone="resnet50")
     (args.out / "gpu_report.json").write_text(json.dumps(report, indent=2))
     print_table(report)
     ok = bool(report["checks"]) and all(

@@ -229,21 +229,44 @@ def validation_gradient(
     model: nn.Module,
     spec: TaskSpec,
     layout: ParamLayout,
-    theta_prime: Tensor,
+    theta_prime: list[Tensor],
     inputs: Tensor,
     targets: Tensor,
     *,
     amp_dtype: torch.dtype | None = None,
     backend: str | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """(v, l_1): v = grad_theta' l_1(B_val; theta') as a flat master-dtype [N] buffer, at flat theta'."""
-    theta_prime = theta_prime.detach().requires_grad_(True)
-    params = layout.as_dict(layout.views(theta_prime, dtype=layout.dtype))
+    """(v, l_1): v = grad_theta' l_1(B_val; theta') as a flat master-dtype [N] buffer.
+
+    ``theta_prime`` holds one tensor per layout parameter. The backward accumulates each
+    parameter's gradient straight into its slice of v (the slice is preset as the leaf's
+    ``.grad``), so v costs N values and no concatenation.
+    """
+    v = torch.zeros(layout.numel, dtype=layout.master_dtype, device=layout.device)
+    slices = layout.views(v)
+    leaves = []
+    for t, gv in zip(theta_prime, slices):
+        leaf = t.detach().requires_grad_(True)
+        if leaf.dtype == gv.dtype:
+            leaf.grad = gv  # accumulated in place (no grad mode in the backward)
+        leaves.append(leaf)
     per_task = forward_losses(
-        model, spec, inputs, targets, params=params, amp_dtype=amp_dtype, backend=backend, what="model (validation)"
+        model,
+        spec,
+        inputs,
+        targets,
+        params=layout.as_dict(leaves),
+        amp_dtype=amp_dtype,
+        backend=backend,
+        what="model (validation)",
     )
     l1 = outer_loss(per_task, spec)
-    (v,) = torch.autograd.grad(l1, theta_prime)
+    if l1.requires_grad:
+        l1.backward(inputs=leaves)
+    with torch.no_grad():
+        for leaf, gv in zip(leaves, slices):
+            if leaf.grad is not None and leaf.grad.data_ptr() != gv.data_ptr():
+                gv.copy_(leaf.grad)  # half-precision parameters, or autograd replaced the buffer
     return v, l1.detach()
 
 
@@ -291,12 +314,16 @@ def hypergradient_from(
     radius: float = 0.01,
     batched: bool = True,
     keep_graph: bool = False,
+    consume_grads: bool = False,
     amp_dtype: torch.dtype | None = None,
     backend: str | None = None,
 ) -> Hypergradient:
     """Steps 1-3 of the bi-level step after the forward at theta (``inner``): virtual step, v,
     and the hypergradient by ``mode``. The model's parameters, buffers and the global random
-    streams are left as they are (the validation forward draws from the streams like any forward)."""
+    streams are left as they are (the validation forward draws from the streams like any forward).
+
+    ``consume_grads``: ``inner.grads`` is not needed afterwards, so theta' may be written over it
+    (it is set to None). ``keep_graph``: keep the graph of ``inner.per_task`` alive."""
     check_mode(mode)
     per_task = inner.per_task.detach()
     if mode == "unroll":
@@ -317,8 +344,11 @@ def hypergradient_from(
         eps = radius / v_norm
         return Hypergradient(value.detach(), eps, v_norm, l1.detach(), per_task, mode)
 
-    theta = layout.flatten()
-    theta_prime = step.apply(theta, inner.grads, layout)
+    if consume_grads and layout.dtype == layout.master_dtype:
+        theta_prime = step.apply_(inner.grads, layout.params)  # over g: no new N-sized buffer
+        inner.grads = None
+    else:
+        theta_prime = layout.views(step.apply(layout.theta(), inner.grads, layout), dtype=layout.dtype)
     v, l1 = validation_gradient(
         model, spec, layout, theta_prime, inputs_val, targets_val, amp_dtype=amp_dtype, backend=backend
     )
@@ -330,8 +360,8 @@ def hypergradient_from(
         eps = radius / torch.linalg.vector_norm(w)
         return Hypergradient(-step.scale * jv.to(per_task.dtype), eps, v_norm, l1, per_task, mode)
 
-    pair, eps, _ = perturb_pair(theta, w, radius)
-    del theta, v, w
+    pair, eps, _ = perturb_pair(layout.theta(), w, radius)
+    del v, w
     collapsed = None
     compute = effective_dtype(layout.dtype, amp_dtype)
     if compute in LOW_PRECISION:
@@ -425,6 +455,7 @@ def hypergradient(
             mode=mode,
             radius=radius,
             batched=batched,
+            consume_grads=True,
             amp_dtype=amp_dtype,
             backend=backend,
         )

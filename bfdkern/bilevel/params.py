@@ -12,6 +12,7 @@ and the perturbation are computed in, also when the model's parameters are half 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +32,7 @@ class ParamLayout:
         numel: N, the flat length.
         dtype: the parameters' dtype (the compute dtype of the forward).
         master_dtype: the flat buffer's dtype (float32, or float64 for a float64 model).
+        flat: after :meth:`make_contiguous`, the ``[N]`` buffer the parameters are views of.
     """
 
     names: tuple[str, ...]
@@ -41,6 +43,7 @@ class ParamLayout:
     numel: int
     dtype: torch.dtype
     master_dtype: torch.dtype
+    flat: Tensor | None = None
 
     @classmethod
     def from_model(cls, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> ParamLayout:
@@ -86,6 +89,34 @@ class ParamLayout:
     @property
     def device(self) -> torch.device:
         return self.params[0].device
+
+    def make_contiguous(self) -> ParamLayout:
+        """Move the parameters into one flat ``[N]`` buffer (each becomes a view of it, same values,
+        same Parameter objects, so optimizers and their state are unaffected) and return the
+        layout that knows it. theta is then available without a copy (:meth:`theta`). A no-op for
+        half-precision parameters, whose master copy must be float32 anyway."""
+        if self.dtype != self.master_dtype or self.aliased():
+            return self
+        flat = self.flatten()
+        with torch.no_grad():
+            for p, view in zip(self.params, self.views(flat)):
+                p.data = view
+        return dataclasses.replace(self, flat=flat)
+
+    def aliased(self) -> bool:
+        """The parameters are still views of :attr:`flat` (not so after e.g. ``model.to(...)``)."""
+        if self.flat is None:
+            return False
+        base, size = self.flat.data_ptr(), self.flat.element_size()
+        return all(
+            p.dtype == self.flat.dtype and p.is_contiguous() and p.data_ptr() == base + o * size
+            for p, o in zip(self.params, self.offsets)
+        )
+
+    def theta(self) -> Tensor:
+        """[N] theta in the master dtype: the shared buffer itself when the parameters are views of
+        it (no copy; it changes when the optimizer steps), else a fresh copy."""
+        return self.flat if self.aliased() else self.flatten()
 
     def flatten(self, tensors: list[Tensor] | tuple[Tensor, ...] | None = None) -> Tensor:
         """[N] master-dtype copy of ``tensors`` (default: the parameters' current values), detached."""

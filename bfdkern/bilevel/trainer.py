@@ -111,6 +111,9 @@ class BilevelTrainer:
             virtual step uses the unclipped gradient.
         backend: loss and perturbation backend (default by device).
         sync_timings: synchronise CUDA at phase boundaries so the timings are device times.
+        contiguous_params: move the trainable parameters into one flat buffer (each becomes a view
+            of it; same Parameter objects and values), so theta reaches the perturbation op
+            without a copy. Move the model to its device before building the trainer.
     """
 
     def __init__(
@@ -133,6 +136,7 @@ class BilevelTrainer:
         clip_grad_norm: float | None = None,
         backend: str | None = None,
         sync_timings: bool = False,
+        contiguous_params: bool = True,
     ):
         check_mode(mode)
         check_outer(spec)
@@ -167,6 +171,8 @@ class BilevelTrainer:
         self.backend = backend
         self.sync_timings = sync_timings
         self.layout = ParamLayout.from_model(model, optimizer)
+        if contiguous_params:
+            self.layout = self.layout.make_contiguous()
         self.steps = 0
         self._warned_collapse = False
         self._raw = nn.Parameter(self._initial_raw(lambda_init))
@@ -253,7 +259,6 @@ class BilevelTrainer:
             self.model, self.spec, inputs, targets, amp_dtype=self.amp_dtype, backend=self.backend
         )
         self._check_finite(per_task)
-        self.optimizer.zero_grad(set_to_none=True)
         per_task.backward(w.to(per_task.dtype))
         self._real_update()
         self.steps += 1
@@ -275,6 +280,8 @@ class BilevelTrainer:
         timings: dict[str, float] = {}
         start = t = time.perf_counter()
         x_tr, y_tr = self._to_device(batch_tr, "training batch")
+        # Last step's gradients are not needed: free them before the forward (lower peak memory).
+        self.optimizer.zero_grad(set_to_none=True)
         if self.steps % self.outer_every != 0:
             return self._plain_step(x_tr, y_tr, timings, start)
         x_val, y_val = self._to_device(batch_val, "validation batch")
@@ -316,6 +323,7 @@ class BilevelTrainer:
             radius=self.radius,
             batched=self.batched_pair,
             keep_graph=keep_graph,
+            consume_grads=not lagged,
             amp_dtype=self.amp_dtype,
             backend=self.backend,
         )
@@ -330,7 +338,6 @@ class BilevelTrainer:
         w_new = self.lambdas
         t = self._tick(timings, "lambda", t)
 
-        self.optimizer.zero_grad(set_to_none=True)
         if lagged:
             for p, g in zip(self.layout.params, inner.grads):
                 p.grad = g.detach()

@@ -102,6 +102,30 @@ class VirtualStep:
                 t.sub_(d, alpha=self.lr[i])
         return out
 
+    def apply_(self, grads: list[Tensor], params: tuple[Tensor, ...]) -> list[Tensor]:
+        """theta' per parameter, written over ``grads`` (which the caller no longer needs), in the
+        parameters' dtype: the virtual step without allocating another N values."""
+        # autograd may hand back expanded (stride-0) gradients, or one tensor for two parameters
+        # (the gradient of a + b): copy those first, before anything is written.
+        work, seen = [], set()
+        for p, g in zip(params, grads):
+            d = g.detach()
+            storage = d.untyped_storage().data_ptr()
+            if not d.is_contiguous() or d.dtype != p.dtype or storage in seen:
+                d = d.to(p.dtype, memory_format=torch.contiguous_format, copy=True)
+            seen.add(storage)
+            work.append(d)
+        with torch.no_grad():
+            for i, (p, d) in enumerate(zip(params, work)):
+                if self.weight_decay[i] != 0.0:
+                    d.add_(p, alpha=self.weight_decay[i])
+                if self.coef[i] != 1.0:
+                    d.mul_(self.coef[i])
+                if self.momentum[i] is not None:
+                    d.add_(self.momentum[i].to(p.dtype))
+                d.mul_(-self.lr[i]).add_(p)
+        return work
+
     def apply_differentiable(self, params: tuple[Tensor, ...], grads: list[Tensor]) -> list[Tensor]:
         """theta' per parameter, differentiable in ``grads`` (built with ``create_graph=True``): the
         unrolled path, where the hypergradient is the gradient of l_1(theta') through this step."""

@@ -67,3 +67,30 @@ def test_bad_layouts_are_named():
         p.requires_grad_(False)
     with pytest.raises(ValueError, match="no trainable parameter"):
         ParamLayout.from_model(model)
+
+
+def test_make_contiguous_keeps_parameters_values_and_optimizer_and_gives_theta_without_copy():
+    model = make_model("cnn")
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    opt.step()  # momentum buffers exist
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    ids = [id(p) for p in model.parameters()]
+    layout = ParamLayout.from_model(model, opt).make_contiguous()
+    assert [id(p) for p in model.parameters()] == ids
+    assert layout.aliased()
+    theta = layout.theta()
+    assert theta is layout.flat
+    for n, p in model.named_parameters():
+        assert torch.equal(p, before[n])
+    opt.step()  # the optimizer updates the parameters, hence theta, in place
+    torch.testing.assert_close(theta, ParamLayout.from_model(model).flatten(), rtol=0, atol=0)
+    assert not torch.equal(theta, ParamLayout.from_model(model).flatten(list(before.values())))
+    # Storage moved away (as model.to(...) would): theta falls back to a copy.
+    first = next(model.parameters())
+    first.data = first.data.clone()
+    assert not layout.aliased()
+    copy = layout.theta()
+    assert copy is not layout.flat
+    torch.testing.assert_close(copy, ParamLayout.from_model(model).flatten(), rtol=0, atol=0)

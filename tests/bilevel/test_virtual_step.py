@@ -93,3 +93,21 @@ def test_maximize_is_rejected():
     opt = torch.optim.SGD(model.parameters(), lr=0.1, maximize=True)
     with pytest.raises(ValueError, match="maximize"):
         VirtualStep.from_optimizer(opt, ParamLayout.from_model(model, opt))
+
+
+def test_in_place_step_copes_with_shared_and_expanded_gradients():
+    a = torch.nn.Parameter(torch.randn(3, dtype=torch.float64))
+    b = torch.nn.Parameter(torch.randn(3, dtype=torch.float64))
+    c = torch.nn.Parameter(torch.randn(2, 2, dtype=torch.float64))
+    model = torch.nn.ParameterList([a, b, c])
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, weight_decay=0.2)
+    layout = ParamLayout.from_model(model, opt)
+    rule = VirtualStep.from_optimizer(opt, layout)
+    # The gradient of a + b is one tensor for both; that of c.sum() is expanded (stride 0).
+    ga, gb = torch.autograd.grad((a + b).pow(2).sum(), [a, b])
+    assert ga.data_ptr() == gb.data_ptr()
+    (gc,) = torch.autograd.grad(c.sum(), [c])
+    assert gc.stride() == (0, 0)
+    want = rule.apply(layout.flatten(), [ga.clone(), gb.clone(), gc.clone()], layout)
+    got = rule.apply_([ga, gb, gc], layout.params)
+    torch.testing.assert_close(layout.flatten(got), want, rtol=1e-15, atol=1e-15)

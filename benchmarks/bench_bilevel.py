@@ -1,0 +1,285 @@
+"""Benchmarks of the bi-level step: one full step per variant against the research-code baseline
+and a plain weighted-sum step; the paired evaluation (batched vs sequential); the perturbation op.
+
+Run: ``python -m pytest --benchmark benchmarks/bench_bilevel.py -s`` (``-s`` shows the summary
+tables). CPU: torchvision ResNet-18 at 64x64, B = 16; CUDA (when present): ResNet-50 at 224x224,
+B = 48; both with the BLADES spec and a packed linear head (``num_classes = spec.num_columns``).
+
+``test_step_summary`` times the step variants round-robin (so load from other processes hits all
+of them alike) and prints medians, ratios, peak memory and the issue's targets.
+Peak memory of a step: on CUDA ``torch.cuda.max_memory_allocated`` minus the allocation before the
+step; on the CPU the resident-set high-water mark (``VmHWM``, reset through
+``/proc/self/clear_refs``) minus the resident set before the step, in a fresh subprocess per
+variant with ``MALLOC_MMAP_THRESHOLD_=65536`` so freed tensors leave the resident set.
+
+Cost model (f = one forward, a backward ~ 2f): plain 3f; baseline ~11f plus a model copy;
+paper order with the forward reused ~10f; lagged ~8f.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+
+from benchmarks.baselines import research_bilevel_step
+from bfdkern.bilevel import BilevelTrainer
+from bfdkern.bilevel.paired_eval import paired_losses
+from bfdkern.bilevel.params import ParamLayout
+from bfdkern.ops import multitask_loss, perturb_pair
+from bfdkern.tasks import blades_spec
+from tests.helpers import random_targets
+
+ROOT = Path(__file__).resolve().parent.parent
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+SETTINGS = {
+    "cpu": {"arch": "resnet18", "size": 64, "batch": 16, "rounds": 5},
+    "cuda": {"arch": "resnet50", "size": 224, "batch": 48, "rounds": 20},
+}
+LR, WEIGHT_DECAY = 1e-5, 1e-3  # the paper's AdamW settings
+STEP_VARIANTS = {
+    "plain": None,
+    "baseline": None,
+    "fd": {"mode": "fd"},
+    "fd_fresh_forward": {"mode": "fd", "reuse_forward": False},
+    "fd_lagged": {"mode": "fd", "update_order": "lagged"},
+    "fd_sequential_pair": {"mode": "fd", "batched_pair": False},
+    "jvp": {"mode": "jvp"},
+    "unroll": {"mode": "unroll"},
+}
+
+
+def _rounds(device: str) -> int:
+    return int(os.environ.get("BFDKERN_BENCH_ROUNDS", SETTINGS[device]["rounds"]))
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def random_batch(spec, device: str, seed: int):
+    """(images [B, 3, S, S] in [0, 1], targets [B, J]) with the outer task always labelled."""
+    s = SETTINGS[device]
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(s["batch"], 3, s["size"], s["size"], generator=g)
+    y = random_targets(spec, s["batch"], generator=g, dtype=torch.float32)
+    for k in spec.outer_indices:
+        y[:, spec.target_columns(k)] = torch.randint(0, 2, (s["batch"], 1), generator=g).float()
+    return x.to(device), y.to(device)
+
+
+def build_model(spec, device: str, seed: int = 0) -> torch.nn.Module:
+    """torchvision ResNet with a packed linear head for the spec, in train mode."""
+    torch.manual_seed(seed)
+    model = getattr(torchvision.models, SETTINGS[device]["arch"])(num_classes=spec.num_columns)
+    return model.to(device).train()
+
+
+def make_step(variant: str, device: str):
+    """A closure running one training step of ``variant`` (model, optimizer and batches built here)."""
+    spec = blades_spec()
+    model = build_model(spec, device)
+    batch_tr, batch_val = random_batch(spec, device, 1), random_batch(spec, device, 2)
+    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+    if variant == "plain":
+        lam = torch.ones(spec.num_tasks, device=device)
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            _, total = multitask_loss(model(batch_tr[0]), batch_tr[1], spec, lam)
+            total.backward()
+            opt.step()
+
+    elif variant == "baseline":
+        lam = torch.ones(spec.num_tasks, device=device, requires_grad=True)
+        lam_opt = torch.optim.Adam([lam], lr=3e-4)
+
+        def step():
+            research_bilevel_step(model, spec, lam, lam_opt, opt, batch_tr, batch_val)
+
+    else:
+        trainer = BilevelTrainer(model, spec, opt, **STEP_VARIANTS[variant])
+
+        def step():
+            trainer.step(batch_tr, batch_val)
+
+    def timed_step():
+        step()
+        _sync(device)
+
+    return timed_step
+
+
+# ---------------------------------------------------------------------------------------------
+# pytest-benchmark: one full step per variant
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("variant", list(STEP_VARIANTS))
+def test_step(benchmark, device, variant):
+    benchmark.group = f"bilevel step ({device}, {SETTINGS[device]['arch']})"
+    step = make_step(variant, device)
+    benchmark.pedantic(step, rounds=_rounds(device), warmup_rounds=1, iterations=1)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("batched", [True, False], ids=["batched", "sequential"])
+def test_paired_eval(benchmark, device, batched):
+    benchmark.group = f"paired evaluation L(theta+), L(theta-) ({device})"
+    spec = blades_spec()
+    model = build_model(spec, device)
+    x, y = random_batch(spec, device, 1)
+    layout = ParamLayout.from_model(model)
+    theta = layout.flatten()
+    pair, _, _ = perturb_pair(theta, torch.randn_like(theta))
+
+    def run():
+        paired_losses(model, spec, layout, pair, x, y, batched=batched)
+        _sync(device)
+
+    benchmark.pedantic(run, rounds=_rounds(device), warmup_rounds=1, iterations=1)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("op", ["perturb_pair", "copy"])
+def test_perturbation(benchmark, device, op):
+    """perturb_pair over all ResNet parameters vs a plain copy of the same [2, N] bytes (GB/s =
+    bytes read + written: 16 N for both)."""
+    benchmark.group = f"perturbation ({device})"
+    spec = blades_spec()
+    layout = ParamLayout.from_model(build_model(spec, device))
+    theta = layout.flatten()
+    v = torch.randn_like(theta)
+    src, dst = torch.randn(2, theta.numel(), device=device), torch.empty(2, theta.numel(), device=device)
+
+    def run():
+        if op == "perturb_pair":
+            perturb_pair(theta, v)
+        else:
+            dst.copy_(src)
+        _sync(device)
+
+    benchmark.pedantic(run, rounds=10 * _rounds(device), warmup_rounds=2, iterations=1)
+    nbytes = 16 * theta.numel()
+    benchmark.extra_info["N"] = theta.numel()
+    benchmark.extra_info["GB/s (median)"] = nbytes / benchmark.stats.stats.median / 1e9
+
+
+# ---------------------------------------------------------------------------------------------
+# Interleaved summary: medians, ratios, peak memory, targets
+# ---------------------------------------------------------------------------------------------
+def peak_memory(variant: str, device: str) -> dict:
+    """Peak memory of one step of ``variant`` (MiB) in a fresh subprocess (see the module doc)."""
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", PYTHONPATH=str(ROOT))
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_bilevel", "peak", variant, device],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"peak-memory run of {variant} on {device} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _measure_peak(variant: str, device: str) -> dict:
+    step = make_step(variant, device)
+    step()
+    step()  # optimizer state and lazy initialisation exist from here on
+    gc.collect()
+    if device == "cuda":
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        step()
+        peak = torch.cuda.max_memory_allocated()
+        return {"variant": variant, "base_mib": before / 2**20, "step_peak_mib": (peak - before) / 2**20}
+    status = Path("/proc/self/status")
+
+    def field(name):
+        line = next(ln for ln in status.read_text().splitlines() if ln.startswith(name + ":"))
+        return int(line.split()[1]) / 1024  # kB -> MiB
+
+    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current resident set
+    before = field("VmRSS")
+    step()
+    peak = field("VmHWM")
+    return {"variant": variant, "base_mib": before, "step_peak_mib": peak - before}
+
+
+TARGETS = [
+    ("fd (paper order, reused forward) vs baseline: speedup >= 1.15", "baseline", "fd", 1.15),
+    ("fd lagged vs baseline: speedup >= 1.35", "baseline", "fd_lagged", 1.35),
+    ("fd vs plain step: ratio <= 3.4", "fd", "plain", 1 / 3.4),
+    ("jvp faster than unroll", "unroll", "jvp", 1.0),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_step_summary(device, capsys):
+    """All step variants round-robin; medians, ratios to the baseline and plain step, peak memory."""
+    steps = {v: make_step(v, device) for v in STEP_VARIANTS}
+    times = {v: [] for v in steps}
+    for step in steps.values():
+        step()  # warm-up
+    for _ in range(_rounds(device)):
+        for v, step in steps.items():
+            t = time.perf_counter()
+            step()
+            times[v].append(time.perf_counter() - t)
+    del steps
+    gc.collect()
+    med = {v: statistics.median(ts) for v, ts in times.items()}
+    peaks = {v: peak_memory(v, device) for v in STEP_VARIANTS}
+    s = SETTINGS[device]
+    lines = [
+        f"bi-level step on {device} ({torch.cuda.get_device_name() if device == 'cuda' else 'CPU'}): "
+        f"{s['arch']} {s['size']}x{s['size']} B={s['batch']}, {_rounds(device)} interleaved rounds",
+        f"{'variant':<20}{'median s':>10}{'x plain':>9}{'baseline/x':>12}{'peak MiB':>10}{'x baseline mem':>16}",
+    ]
+    for v in STEP_VARIANTS:
+        lines.append(
+            f"{v:<20}{med[v]:>10.3f}{med[v] / med['plain']:>9.2f}{med['baseline'] / med[v]:>12.2f}"
+            f"{peaks[v]['step_peak_mib']:>10.0f}{peaks[v]['step_peak_mib'] / peaks['baseline']['step_peak_mib']:>16.2f}"
+        )
+    for text, num, den, target in TARGETS:
+        ratio = med[num] / med[den]
+        lines.append(f"{'MET   ' if ratio >= target else 'MISSED'} {text}: {ratio:.2f}")
+    mem_fd = peaks["fd"]["step_peak_mib"] / peaks["baseline"]["step_peak_mib"]
+    lines.append(f"{'MET   ' if mem_fd <= 1.0 else 'MISSED'} fd peak memory <= baseline: {mem_fd:.2f}x")
+    mem_jvp = peaks["jvp"]["step_peak_mib"] / peaks["unroll"]["step_peak_mib"]
+    lines.append(f"{'MET   ' if mem_jvp <= 0.6 else 'MISSED'} jvp peak memory <= 0.6x unroll: {mem_jvp:.2f}x")
+    report = "\n".join(lines)
+    out = ROOT / ".benchmarks" / f"bilevel_summary_{device}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(
+        json.dumps({"settings": s, "median_s": med, "times_s": times, "peak": peaks, "report": report}, indent=1)
+    )
+    with capsys.disabled():
+        print("\n" + report)
+    assert all(t > 0 for ts in times.values() for t in ts)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="peak memory of one bi-level step variant (JSON on stdout)")
+    parser.add_argument("what", choices=["peak"])
+    parser.add_argument("variant", choices=list(STEP_VARIANTS))
+    parser.add_argument("device", choices=["cpu", "cuda"])
+    args = parser.parse_args(argv)
+    print(json.dumps(_measure_peak(args.variant, args.device)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

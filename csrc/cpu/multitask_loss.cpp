@@ -136,15 +136,22 @@ T ordinal_score(const scalar_t* z, int64_t levels) {
   return weighted / sum;
 }
 
-// log-sum-exp of one row's task columns.
+// log softmax of one row's task columns is (z_c - max) - log_norm: both terms exact enough that
+// lp keeps full relative precision when the logits are large (+-1e4).
+template <typename T>
+struct LogNorm {
+  T max, log_sum;
+  T log_prob(T zc) const { return (zc - max) - log_sum; }
+};
+
 template <typename scalar_t, typename T>
-T log_sum_exp(const scalar_t* z, int64_t n) {
+LogNorm<T> log_norm(const scalar_t* z, int64_t n) {
   T zmax = -std::numeric_limits<T>::infinity();
   for (int64_t c = 0; c < n; ++c) zmax = std::max(zmax, static_cast<T>(z[c]));
-  if (std::isinf(zmax)) return zmax;
+  if (std::isinf(zmax)) return {T(0), zmax};
   T sum = 0;
   for (int64_t c = 0; c < n; ++c) sum += std::exp(static_cast<T>(z[c]) - zmax);
-  return zmax + std::log(sum);
+  return {zmax, std::log(sum)};
 }
 
 // The class index of a categorical label, or -1 when it is not an integer in [0, n).
@@ -218,7 +225,7 @@ void row_loss_terms(const LossSpec& spec, const scalar_t* z, const T* y, int64_t
         if (std::isnan(yk[0])) continue;
         const int64_t cls = class_index(yk[0], n);
         const T lp = cls < 0 ? std::numeric_limits<T>::quiet_NaN()
-                             : static_cast<T>(zk[cls]) - log_sum_exp<scalar_t, T>(zk, n);
+                             : log_norm<scalar_t, T>(zk, n).log_prob(static_cast<T>(zk[cls]));
         acc[k] += math::fidelity(lp, gamma);
       }
     }
@@ -280,12 +287,12 @@ void row_grads(const LossSpec& spec, const scalar_t* z, const T* y, const std::v
           continue;
         }
         const int64_t cls = class_index(yk[0], n);
-        const T lse = log_sum_exp<scalar_t, T>(zk, n);
-        const T lp = cls < 0 ? std::numeric_limits<T>::quiet_NaN() : static_cast<T>(zk[cls]) - lse;
+        const LogNorm<T> norm = log_norm<scalar_t, T>(zk, n);
+        const T lp = cls < 0 ? std::numeric_limits<T>::quiet_NaN() : norm.log_prob(static_cast<T>(zk[cls]));
         const T dl = coef[k] * math::fidelity_grad(lp, gamma);
         // d lp / d z_c = [c = y] - softmax_c
         for (int64_t c = 0; c < n; ++c)
-          gk[c] = static_cast<scalar_t>(dl * ((c == cls ? T(1) : T(0)) - std::exp(static_cast<T>(zk[c]) - lse)));
+          gk[c] = static_cast<scalar_t>(dl * ((c == cls ? T(1) : T(0)) - std::exp(norm.log_prob(static_cast<T>(zk[c])))));
       }
     }
   }

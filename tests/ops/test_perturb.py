@@ -1,0 +1,181 @@
+"""bfdkern.perturb_pair on every backend against the reference, on fresh random inputs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import bfdkern
+from bfdkern.ops import reference
+from tests.ops.backends import backend_params, interpreted, require
+
+DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
+
+
+@pytest.fixture(params=backend_params())
+def target(request):
+    """(backend, device) that can serve, else skipped with the reason."""
+    backend, device = request.param
+    return backend, require(backend, device, "perturb")
+
+
+def fresh(n: int, theta_dtype, v_dtype=None, device="cpu"):
+    g = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ()).item()))
+    theta = torch.randn(n, generator=g, dtype=torch.float64).to(theta_dtype)
+    v = (torch.randn(n, generator=g, dtype=torch.float64) * 1e-3).to(v_dtype or theta_dtype)
+    return theta.to(device), v.to(device)
+
+
+def check(theta, v, radius, backend):
+    """The op against the definition: rows theta +- eps v, eps = r / ||v||, theta untouched."""
+    before = theta.clone()
+    out, eps, nonfinite = bfdkern.perturb_pair(theta, v, radius, backend=backend)
+    ct = reference.compute_dtype(theta.dtype)
+    n = theta.shape[0]
+    assert out.shape == (2, n) and out.dtype == theta.dtype and out.device == theta.device
+    assert eps.shape == () and eps.dtype == ct
+    assert nonfinite.shape == () and nonfinite.dtype == torch.bool
+    assert torch.equal(theta, before)
+    norm = torch.linalg.vector_norm(v.cpu().double()).item()
+    assert not nonfinite.item()
+    want_eps = radius / norm if norm > 0 else 0.0
+    # The compiled kernels sum ||v||^2 in double; the others may sum float32 in float32.
+    rel = 1e-12 if ct == torch.float64 else (2e-6 if backend in ("cpp", "cuda") else 5e-5)
+    assert math.isclose(eps.item(), want_eps, rel_tol=rel)
+    # Each element: theta +- eps v rounded once to theta's dtype, from the op's own eps.
+    t, d, e = theta.cpu().double(), v.cpu().double(), eps.item()
+    plus, minus = (t + e * d).to(theta.dtype), (t - e * d).to(theta.dtype)
+    ulp = torch.finfo(theta.dtype).eps
+    for got, want in ((out[0].cpu(), plus), (out[1].cpu(), minus)):
+        torch.testing.assert_close(got.double(), want.double(), rtol=ulp, atol=ulp * 1e-3)
+    ref_out, ref_eps, ref_flag = reference.perturb_pair(theta.cpu(), v.cpu(), radius)
+    # eps itself may differ from the reference's in its last bit: compare on the scale of theta.
+    scale = t.abs().max().item()
+    torch.testing.assert_close(out.cpu().double(), ref_out.double(), rtol=2 * ulp, atol=2 * ulp * scale)
+    assert ref_flag.item() == nonfinite.item()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [1, 7, 1000, 4099])
+def test_matches_definition(target, dtype, n):
+    backend, device = target
+    theta, v = fresh(n, dtype, device=device)
+    check(theta, v, 0.01, backend)
+
+
+@pytest.mark.parametrize(
+    ("theta_dtype", "v_dtype"),
+    [
+        (torch.bfloat16, torch.float32),
+        (torch.float16, torch.float64),
+        (torch.float32, torch.bfloat16),
+        (torch.float64, torch.float32),
+    ],
+)
+def test_mixed_dtypes(target, theta_dtype, v_dtype):
+    """v is read in the compute dtype of theta, whatever its own dtype."""
+    backend, device = target
+    theta, v = fresh(1029, theta_dtype, v_dtype, device=device)
+    check(theta, v, 0.05, backend)
+
+
+def test_large_buffer(target):
+    """Many blocks of the norm reduction, and a length that is no multiple of any vector width."""
+    backend, device = target
+    if interpreted(backend, device):
+        pytest.skip("the Triton interpreter is slow: small buffers only")
+    theta, v = fresh((1 << 20) + 13, torch.float32, device=device)
+    check(theta, v, 0.01, backend)
+
+
+def test_unaligned_views(target):
+    """Buffers that start off a 16-byte boundary (the CUDA kernel falls back to scalar accesses)."""
+    backend, device = target
+    theta, v = fresh(3001, torch.float32, device=device)
+    check(theta[1:], v[:-1], 0.01, backend)
+    check(theta[:-1], v[1:], 0.01, backend)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_zero_direction(target, dtype):
+    backend, device = target
+    theta, _ = fresh(513, dtype, device=device)
+    out, eps, nonfinite = bfdkern.perturb_pair(theta, torch.zeros_like(theta), backend=backend)
+    assert eps.item() == 0.0 and not nonfinite.item()
+    assert torch.equal(out[0], theta) and torch.equal(out[1], theta)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_nonfinite_direction(target, bad):
+    """A NaN or Inf in v: eps = 0, both rows are theta (no NaN leaks through 0 * NaN), flag set."""
+    backend, device = target
+    theta, v = fresh(777, torch.float32, device=device)
+    v[100] = bad
+    before = theta.clone()
+    out, eps, nonfinite = bfdkern.perturb_pair(theta, v, backend=backend)
+    assert eps.item() == 0.0 and nonfinite.item()
+    assert torch.equal(out[0], theta) and torch.equal(out[1], theta)
+    assert torch.equal(theta, before)
+
+
+def test_no_host_sync_needed(target):
+    """eps and the flag come back as device tensors (the caller decides when to read them)."""
+    backend, device = target
+    theta, v = fresh(64, torch.float32, device=device)
+    out, eps, nonfinite = bfdkern.perturb_pair(theta, v, backend=backend)
+    assert out.device == eps.device == nonfinite.device == theta.device
+
+
+def test_opcheck_public_op(target):
+    backend, device = target
+    theta, v = fresh(300, torch.float32, device=device)
+    torch.library.opcheck(torch.ops.bfdkern.perturb_pair.default, (theta, v, 0.01, backend))
+
+
+@pytest.mark.parametrize("device", [pytest.param("cpu"), pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_opcheck_compiled_op(device):
+    dev = require("cpp" if device == "cpu" else "cuda", device, "perturb")
+    for theta_dtype, v_dtype in (
+        (torch.float32, torch.float32),
+        (torch.bfloat16, torch.float32),
+        (torch.float64, torch.float64),
+    ):
+        theta, v = fresh(1000, theta_dtype, v_dtype, device=dev)
+        torch.library.opcheck(torch.ops.bfdkern_C.perturb_pair.default, (theta, v, 0.01))
+
+
+@pytest.mark.parametrize("device", [pytest.param("cpu"), pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_compiled_op_repeat_bitwise(device):
+    dev = require("cpp" if device == "cpu" else "cuda", device, "perturb")
+    theta, v = fresh(300_007, torch.float32, device=dev)
+    first = torch.ops.bfdkern_C.perturb_pair(theta, v, 0.01)
+    again = torch.ops.bfdkern_C.perturb_pair(theta, v, 0.01)
+    for x, y in zip(first, again):
+        assert torch.equal(x, y)
+
+
+def test_bad_input(target):
+    backend, device = target
+    theta, v = fresh(10, torch.float32, device=device)
+    cases = [
+        ((theta.reshape(2, 5), v.reshape(2, 5), 0.01), "flat \\[N\\] buffer"),
+        ((theta, v[:-1], 0.01), "differ in shape"),
+        ((theta.to(torch.int64), v, 0.01), "theta must be floating point"),
+        ((theta, v.to("meta"), 0.01), "theta on .* but v on meta"),
+        ((theta, v, 0.0), "radius must be > 0"),
+        ((theta, v, float("nan")), "radius must be > 0"),
+    ]
+    for args, message in cases:
+        with pytest.raises(ValueError, match=message):
+            bfdkern.perturb_pair(*args, backend=backend)
+
+
+def test_compiled_op_checks_its_inputs():
+    require("cpp", "cpu", "perturb")
+    theta, v = fresh(10, torch.float32)
+    with pytest.raises(ValueError, match="differ in shape"):
+        torch.ops.bfdkern_C.perturb_pair(theta, v[:-1], 0.01)
+    with pytest.raises(ValueError, match="radius must be > 0"):
+        torch.ops.bfdkern_C.perturb_pair(theta, v, -1.0)

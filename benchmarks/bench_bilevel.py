@@ -246,12 +246,14 @@ def test_step_summary(device, capsys):
     lines = [
         f"bi-level step on {device} ({torch.cuda.get_device_name() if device == 'cuda' else 'CPU'}): "
         f"{s['arch']} {s['size']}x{s['size']} B={s['batch']}, {_rounds(device)} interleaved rounds",
-        f"{'variant':<20}{'median s':>10}{'x plain':>9}{'baseline/x':>12}{'peak MiB':>10}{'x baseline mem':>16}",
+        f"{'variant':<20}{'median s':>10}{'x plain':>9}{'baseline/x':>12}{'step MiB':>10}{'x baseline':>12}"
+        f"{'abs peak MiB':>14}",
     ]
     for v in STEP_VARIANTS:
+        step_mib, base_mib = peaks[v]["step_peak_mib"], peaks[v]["base_mib"]
         lines.append(
             f"{v:<20}{med[v]:>10.3f}{med[v] / med['plain']:>9.2f}{med['baseline'] / med[v]:>12.2f}"
-            f"{peaks[v]['step_peak_mib']:>10.0f}{peaks[v]['step_peak_mib'] / peaks['baseline']['step_peak_mib']:>16.2f}"
+            f"{step_mib:>10.0f}{step_mib / peaks['baseline']['step_peak_mib']:>12.2f}{base_mib + step_mib:>14.0f}"
         )
     for text, num, den, target in TARGETS:
         ratio = med[num] / med[den]
@@ -271,12 +273,32 @@ def test_step_summary(device, capsys):
     assert all(t > 0 for ts in times.values() for t in ts)
 
 
+def probe(device: str) -> dict:
+    """One tiny trainer step and a perturbation with the default backends (does this device work?)."""
+    import bfdkern.ops as ops
+
+    spec = blades_spec()
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, spec.num_columns)).to(device)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(8, 12, generator=g).to(device)
+    y = random_targets(spec, 8, generator=g, dtype=torch.float32, missing=0.0).to(device)
+    record = BilevelTrainer(model, spec).step((x, y), (x, y))
+    theta = torch.randn(1000, device=device)
+    perturb_pair(theta, theta)
+    return {"backends": ops.available(torch.device(device)), "lambdas": record.lambdas.tolist()}
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="peak memory of one bi-level step variant (JSON on stdout)")
-    parser.add_argument("what", choices=["peak"])
-    parser.add_argument("variant", choices=list(STEP_VARIANTS))
+    parser = argparse.ArgumentParser(description="peak memory of one step variant, or a device probe (JSON)")
+    parser.add_argument("what", choices=["peak", "probe"])
+    parser.add_argument("variant", nargs="?", choices=list(STEP_VARIANTS))
     parser.add_argument("device", choices=["cpu", "cuda"])
     args = parser.parse_args(argv)
+    if args.what == "probe":
+        print(json.dumps(probe(args.device)))
+        return 0
+    if args.variant is None:
+        parser.error("peak needs a variant")
     print(json.dumps(_measure_peak(args.variant, args.device)))
     return 0
 

@@ -119,11 +119,10 @@ class VirtualStep:
             for i, (p, d) in enumerate(zip(params, work)):
                 if self.weight_decay[i] != 0.0:
                     d.add_(p, alpha=self.weight_decay[i])
-                if self.coef[i] != 1.0:
-                    d.mul_(self.coef[i])
+                # theta - lr c d in one pass, written over d
+                torch.add(p, d, alpha=-self.lr[i] * self.coef[i], out=d)
                 if self.momentum[i] is not None:
-                    d.add_(self.momentum[i].to(p.dtype))
-                d.mul_(-self.lr[i]).add_(p)
+                    d.add_(self.momentum[i].to(p.dtype), alpha=-self.lr[i])
         return work
 
     def apply_differentiable(self, params: tuple[Tensor, ...], grads: list[Tensor]) -> list[Tensor]:

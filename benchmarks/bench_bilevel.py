@@ -6,7 +6,8 @@ tables). CPU: torchvision ResNet-18 at 64x64, B = 16; CUDA (when present): ResNe
 B = 48; both with the BLADES spec and a packed linear head (``num_classes = spec.num_columns``).
 
 ``test_step_summary`` times the step variants round-robin (so load from other processes hits all
-of them alike) and prints medians, ratios, peak memory and the issue's targets.
+of them alike) and prints medians, ratios, peak memory and the issue's targets (MET / MISSED;
+``BFDKERN_BENCH_STRICT=1`` makes a miss fail the run). ``BFDKERN_BENCH_ROUNDS`` sets the rounds.
 Peak memory of a step: on CUDA ``torch.cuda.max_memory_allocated`` minus the allocation before the
 step; on the CPU the resident-set high-water mark (``VmHWM``, reset through
 ``/proc/self/clear_refs``) minus the resident set before the step, in a fresh subprocess per
@@ -219,10 +220,11 @@ def _measure_peak(variant: str, device: str) -> dict:
 
 
 TARGETS = [
-    ("fd (paper order, reused forward) vs baseline: speedup >= 1.15", "baseline", "fd", 1.15),
-    ("fd lagged vs baseline: speedup >= 1.35", "baseline", "fd_lagged", 1.35),
-    ("fd vs plain step: ratio <= 3.4", "fd", "plain", 1 / 3.4),
-    ("jvp faster than unroll", "unroll", "jvp", 1.0),
+    # (what, numerator, denominator, ">=" or "<=", bound) on median time ratios
+    ("speedup of fd (paper order, reused forward) over the baseline", "baseline", "fd", ">=", 1.15),
+    ("speedup of fd lagged over the baseline", "baseline", "fd_lagged", ">=", 1.35),
+    ("fd step / plain step", "fd", "plain", "<=", 3.4),
+    ("unroll / jvp (jvp faster)", "unroll", "jvp", ">=", 1.0),
 ]
 
 
@@ -255,13 +257,15 @@ def test_step_summary(device, capsys):
             f"{v:<20}{med[v]:>10.3f}{med[v] / med['plain']:>9.2f}{med['baseline'] / med[v]:>12.2f}"
             f"{step_mib:>10.0f}{step_mib / peaks['baseline']['step_peak_mib']:>12.2f}{base_mib + step_mib:>14.0f}"
         )
-    for text, num, den, target in TARGETS:
+    verdicts = []
+    for text, num, den, op, bound in TARGETS:
         ratio = med[num] / med[den]
-        lines.append(f"{'MET   ' if ratio >= target else 'MISSED'} {text}: {ratio:.2f}")
+        verdicts.append((ratio >= bound if op == ">=" else ratio <= bound, f"{text}: {ratio:.2f} ({op} {bound})"))
     mem_fd = peaks["fd"]["step_peak_mib"] / peaks["baseline"]["step_peak_mib"]
-    lines.append(f"{'MET   ' if mem_fd <= 1.0 else 'MISSED'} fd peak memory <= baseline: {mem_fd:.2f}x")
+    verdicts.append((mem_fd <= 1.0, f"fd peak memory <= baseline: {mem_fd:.2f}x"))
     mem_jvp = peaks["jvp"]["step_peak_mib"] / peaks["unroll"]["step_peak_mib"]
-    lines.append(f"{'MET   ' if mem_jvp <= 0.6 else 'MISSED'} jvp peak memory <= 0.6x unroll: {mem_jvp:.2f}x")
+    verdicts.append((mem_jvp <= 0.6, f"jvp peak memory <= 0.6x unroll: {mem_jvp:.2f}x"))
+    lines += [f"{'MET   ' if ok else 'MISSED'} {text}" for ok, text in verdicts]
     report = "\n".join(lines)
     out = ROOT / ".benchmarks" / f"bilevel_summary_{device}.json"
     out.parent.mkdir(exist_ok=True)
@@ -270,7 +274,8 @@ def test_step_summary(device, capsys):
     )
     with capsys.disabled():
         print("\n" + report)
-    assert all(t > 0 for ts in times.values() for t in ts)
+    if os.environ.get("BFDKERN_BENCH_STRICT") == "1":  # fail on a missed target (a quiet machine only)
+        assert all(ok for ok, _ in verdicts), report
 
 
 def probe(device: str) -> dict:

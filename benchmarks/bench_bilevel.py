@@ -54,6 +54,7 @@ STEP_VARIANTS = {
     "fd": {"mode": "fd"},
     "fd_fresh_forward": {"mode": "fd", "reuse_forward": False},
     "fd_lagged": {"mode": "fd", "update_order": "lagged"},
+    "fd_batched_pair": {"mode": "fd", "batched_pair": True},
     "fd_sequential_pair": {"mode": "fd", "batched_pair": False},
     "jvp": {"mode": "jvp"},
     "unroll": {"mode": "unroll"},

@@ -39,7 +39,9 @@ constexpr double kInvSqrt2 = 0.70710678118654752440;
 constexpr double kInvSqrt2Pi = 0.39894228040143267794;
 constexpr int64_t kRowsPerUnit = 64;         // rows of the per-row terms in one work unit
 constexpr int64_t kPairsPerUnit = 8192;      // pair evaluations in one ordinal work unit
-constexpr int64_t kSerialWork = 16384;       // below this many pair evaluations, stay on one thread
+// Pair evaluations (~1 ns each, vectorised) a thread must get before another one is woken: a
+// parallel region costs tens of microseconds, and far more on a shared, oversubscribed CPU.
+constexpr double kWorkPerThread = 1 << 18;
 
 // ---- Thurstone pair sums over a contiguous range of compacted rows j --------------------------
 // Float: vectorised with the approximations of fastmath.h. Double: libm, scalar, exact to rounding.
@@ -309,9 +311,11 @@ int64_t rows_per_unit(const OrdinalRows<T>& rows) {
   return std::max<int64_t>(1, kPairsPerUnit / std::max<int64_t>(1, rows.n()));
 }
 
+// Runs body(u) for every unit, on as many threads as give each at least kWorkPerThread.
 template <typename F>
 void run_units(int64_t num_units, double pair_evaluations, const F& body) {
-  const int64_t grain = pair_evaluations < kSerialWork ? num_units : 1;
+  const double units_per_thread = std::ceil(num_units * kWorkPerThread / std::max(pair_evaluations, 1.0));
+  const int64_t grain = std::clamp<int64_t>(static_cast<int64_t>(units_per_thread), 1, std::max<int64_t>(num_units, 1));
   at::parallel_for(0, num_units, grain, [&](int64_t u0, int64_t u1) {
     for (int64_t u = u0; u < u1; ++u) body(u);
   });

@@ -1,0 +1,449 @@
+"""The pretraining run: photos -> :class:`~bfdkern.data.FaceDataset` -> two batch streams ->
+:class:`~bfdkern.bilevel.BilevelTrainer` -> ``RUN_DIR/encoder.pt``, with a run directory that can be
+resumed exactly.
+
+``RUN_DIR`` holds ``config.json``, ``checkpoint.pt`` (trainer state, stream positions, random states;
+written atomically every ``checkpoint_every`` steps, at each epoch end, at the end and on Ctrl-C),
+``log.csv`` (one row a step), ``chance.json`` (each task's chance level on the first batches),
+``lambda.png`` and ``losses.png``, ``skipped.csv`` (images the dataset could not use) and, at the end,
+``encoder.pt`` (:func:`bfdkern.models.save_model`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bfdkern.tasks import TaskSpec, blades_spec
+from bfdkern.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint, set_random_states
+from bfdkern.training.config import CONFIG_NAME, PretrainConfig
+from bfdkern.training.log import LOG_NAME, StepLog, read_log
+from bfdkern.training.streams import BatchStream
+
+CHANCE_NAME = "chance.json"
+SKIPPED_NAME = "skipped.csv"
+CHANCE_BATCHES = 8
+"""Training batches whose targets set each task's chance level."""
+
+
+@dataclass
+class PretrainResult:
+    """What a call of :func:`pretrain` did.
+
+    Attributes:
+        run_dir: the run directory.
+        steps: steps taken by the run so far (all sessions).
+        total_steps: the schedule's length (epochs x steps per epoch); ``stop_step`` is where this call stops.
+        status: ``finished`` (reached ``stop_step``), ``interrupted`` (Ctrl-C; checkpoint saved) or ``aborted``
+            (a second Ctrl-C during a step; the last checkpoint is kept).
+        encoder: ``RUN_DIR/encoder.pt`` when finished.
+        lambdas: [K] task weights now; ``initial_lambdas`` [K] at step 0.
+        first_losses, last_losses: [K] mean per-task loss over the first and the last ``window`` logged steps.
+        chance: [K] chance level of each task (NaN where unknown).
+        plots: name -> PNG path.
+        session_steps: steps taken by this call; ``step_seconds`` their median duration (the trainer's step);
+            ``data_seconds`` the median wait for the two batches; ``wall_seconds`` this call's training loop.
+        dataset: one line: images used and skipped.
+    """
+
+    run_dir: Path
+    steps: int
+    total_steps: int
+    stop_step: int
+    status: str
+    encoder: Path | None = None
+    lambdas: list[float] = field(default_factory=list)
+    initial_lambdas: list[float] = field(default_factory=list)
+    first_losses: list[float] = field(default_factory=list)
+    last_losses: list[float] = field(default_factory=list)
+    window: int = 0
+    chance: list[float] = field(default_factory=list)
+    plots: dict[str, Path] = field(default_factory=dict)
+    session_steps: int = 0
+    step_seconds: float = float("nan")
+    data_seconds: float = float("nan")
+    wall_seconds: float = 0.0
+    dataset: str = ""
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """None -> CUDA when available, else CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but this torch sees no CUDA GPU")
+    return dev
+
+
+def is_run_dir(path: str | os.PathLike) -> bool:
+    """Whether ``path`` already holds a pretraining run (a configuration or a checkpoint)."""
+    path = Path(path)
+    return (path / CONFIG_NAME).is_file() or (path / CHECKPOINT_NAME).is_file()
+
+
+class InterruptGuard:
+    """While active (main thread only), the first Ctrl-C only sets :attr:`requested`, so the loop finishes its
+    step, saves a checkpoint and stops; a second Ctrl-C raises KeyboardInterrupt at once. Forked DataLoader
+    workers inherit the handler and ignore the signal (the main process shuts them down)."""
+
+    def __init__(self, echo: Callable[[str], None]):
+        self.echo = echo
+        self.requested = False
+        self._previous = None
+        self._pid = os.getpid()
+
+    def _handle(self, signum, frame) -> None:
+        if os.getpid() != self._pid:
+            return
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.echo("Ctrl-C: finishing this step, then saving a checkpoint (Ctrl-C again aborts at once)")
+
+    def __enter__(self) -> InterruptGuard:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+
+def _echo(message: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(message, file=sys.stdout)
+
+
+def _write_skipped(run_dir: Path, dataset) -> None:
+    path = run_dir / SKIPPED_NAME
+    if not dataset.skipped_files:
+        path.unlink(missing_ok=True)
+        return
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "reason"])
+        writer.writerows(dataset.skipped_files)
+
+
+def _window_means(log: dict[str, np.ndarray], spec: TaskSpec) -> tuple[list[float], list[float], int]:
+    n = len(log.get("step", []))
+    if n == 0:
+        return [], [], 0
+    w = max(1, min(50, n // 5))
+    first = [float(np.nanmean(log[f"loss_{t}"][:w])) for t in spec.names]
+    last = [float(np.nanmean(log[f"loss_{t}"][-w:])) for t in spec.names]
+    return first, last, w
+
+
+class Pretraining:
+    """One pretraining session over a run directory (see :func:`pretrain`)."""
+
+    def __init__(
+        self,
+        config: PretrainConfig,
+        run_dir: str | os.PathLike,
+        *,
+        resume: bool = False,
+        spec: TaskSpec | None = None,
+        echo: Callable[[str], None] | None = None,
+    ):
+        from bfdkern.bilevel import BilevelTrainer
+        from bfdkern.data import FaceDataset, make_loaders
+        from bfdkern.models import BladesModel
+
+        self.config, self.run_dir, self.echo = config, Path(run_dir), echo or _echo
+        self.spec = spec or blades_spec()
+        if resume and not (self.run_dir / CHECKPOINT_NAME).is_file():
+            raise FileNotFoundError(f"{self.run_dir / CHECKPOINT_NAME}: no checkpoint to resume from")
+        if not resume and is_run_dir(self.run_dir):
+            raise ValueError(
+                f"{self.run_dir}: already holds a pretraining run; pass --resume to continue it, or choose another --out"
+            )
+        self.device = resolve_device(config.device)
+        self.dtype = getattr(torch, config.dtype)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        config.save(self.run_dir)
+
+        self.dataset = FaceDataset(
+            config.data,
+            self.spec,
+            size=config.image_size,
+            seed=config.seed,
+            face_crop=config.face_crop,
+            progress=config.progress,
+        )
+        self.echo(f"data: {self.dataset.summary()}")
+        _write_skipped(self.run_dir, self.dataset)
+        if self.dataset.skipped_files:
+            self.echo(f"data: the skipped files and why are listed in {self.run_dir / SKIPPED_NAME}")
+        loaders = make_loaders(
+            self.dataset,
+            config.batch_size,
+            seed=config.seed,
+            num_workers=config.workers,
+            val_fraction=config.val_fraction,
+            pin_memory=self.device.type == "cuda",
+        )
+        self.streams = {"tr": BatchStream(loaders[0]), "val": BatchStream(loaders[1])}
+        self.steps_per_epoch = self.streams["tr"].batches_per_epoch
+        self.total_steps = config.epochs * self.steps_per_epoch
+
+        torch.manual_seed(config.seed)
+        self.model = BladesModel(
+            self.spec,
+            backbone=config.backbone,
+            feature_dim=config.feature_dim,
+            backbone_weights=config.backbone_weights,
+        ).to(self.device, self.dtype)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.total_steps)
+        self.trainer = BilevelTrainer(
+            self.model,
+            self.spec,
+            optimizer,
+            scheduler,
+            mode=config.mode,
+            lambda_init=config.lambda_init,
+            lambda_lr=config.lambda_lr,
+        )
+        self.initial_lambdas = self.trainer.lambdas.tolist()
+        self.chance: list[float] | None = None
+        self._chance_targets: list[torch.Tensor] = []
+        if resume:
+            self._restore()
+        self.positions = {name: s.position for name, s in self.streams.items()}
+
+    # --- checkpoints -----------------------------------------------------------------------------------
+    def _identity(self) -> dict:
+        return {"images": len(self.dataset), "steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps}
+
+    def _restore(self) -> None:
+        path = self.run_dir / CHECKPOINT_NAME
+        ckpt = load_checkpoint(path, map_location="cpu")
+        extra = ckpt.get("extra", {})
+        saved, now = extra.get("identity", {}), self._identity()
+        if saved and saved != now:
+            raise ValueError(
+                f"{path}: the run was made with {saved['images']} images ({saved['steps_per_epoch']} steps per epoch), "
+                f"the data now gives {now['images']} ({now['steps_per_epoch']}): the collection changed, so the run "
+                "cannot continue exactly; start a new run directory"
+            )
+        self.trainer.load_state_dict(ckpt["trainer"])
+        for name, (epoch, batch) in ckpt["streams"].items():
+            self.streams[name] = BatchStream(self.streams[name].loader, epoch, batch)
+        set_random_states(ckpt["random"])
+        self.initial_lambdas = list(extra.get("initial_lambdas", self.initial_lambdas))
+        chance = extra.get("chance")
+        self.chance = None if chance is None else [float(v) for v in chance]
+        self.echo(f"resumed {self.run_dir} at step {self.trainer.steps} (epoch {self.streams['tr'].epoch + 1})")
+
+    def save_checkpoint(self) -> Path:
+        """Write ``RUN_DIR/checkpoint.pt`` for the last completed step."""
+        extra = {
+            "identity": self._identity(),
+            "config": self.config.to_dict(),
+            "initial_lambdas": self.initial_lambdas,
+            "chance": self.chance,
+        }
+        return save_checkpoint(self.run_dir / CHECKPOINT_NAME, self.trainer.state_dict(), self.positions, extra)
+
+    # --- the loop -----------------------------------------------------------------------------------------
+    def _batch(self, name: str):
+        x, y = self.streams[name].next()
+        return x.to(self.dtype), y.to(self.dtype)
+
+    def _collect_chance(self, targets: torch.Tensor, force: bool = False) -> None:
+        if self.chance is not None:
+            return
+        if targets is not None:
+            self._chance_targets.append(targets.detach().cpu())
+        if self._chance_targets and (force or len(self._chance_targets) >= CHANCE_BATCHES):
+            from bfdkern.training.chance import chance_losses
+
+            self.chance = chance_losses(self._chance_targets, self.spec).tolist()
+            self._chance_targets = []
+            (self.run_dir / CHANCE_NAME).write_text(
+                json.dumps(dict(zip(self.spec.names, self.chance)), indent=2) + "\n"
+            )
+
+    def run(self, on_step: Callable | None = None, plots: bool = True) -> PretrainResult:
+        """Train until ``max_steps`` or the schedule's end, or Ctrl-C. ``on_step(record)`` is called after each
+        step (for callers that watch the run); ``plots=False`` skips the PNG files (a second or two each)."""
+        from tqdm import tqdm
+
+        cfg, trainer = self.config, self.trainer
+        stop = self.total_steps if cfg.max_steps is None else min(int(cfg.max_steps), self.total_steps)
+        log = StepLog(self.run_dir, self.spec, resume_step=trainer.steps)
+        step_s, data_s = [], []
+        status, in_step = "finished", False
+        bar = tqdm(
+            total=stop,
+            initial=min(trainer.steps, stop),
+            desc="pretrain",
+            unit="step",
+            disable=not cfg.progress,
+            dynamic_ncols=True,
+            file=sys.stderr,
+        )
+        start = time.perf_counter()
+        self.model.train()
+        try:
+            with InterruptGuard(self.echo) as guard:
+                try:
+                    while trainer.steps < stop and not guard.requested:
+                        t0 = time.perf_counter()
+                        try:
+                            batch_tr, batch_val = self._batch("tr"), self._batch("val")
+                        except RuntimeError:
+                            if guard.requested:  # DataLoader workers that got the Ctrl-C have exited
+                                break
+                            raise
+                        waited = time.perf_counter() - t0
+                        lr = float(trainer.optimizer.param_groups[0]["lr"])
+                        in_step = True
+                        record = trainer.step(batch_tr, batch_val)
+                        in_step = False
+                        self.positions = {name: s.position for name, s in self.streams.items()}
+                        epoch = self.positions["tr"][0]
+                        log.write(record, epoch, lr, waited)
+                        step_s.append(record.timings.get("total", float("nan")))
+                        data_s.append(waited)
+                        self._collect_chance(batch_tr[1])
+                        bar.set_postfix(
+                            epoch=f"{epoch + 1}/{cfg.epochs}",
+                            l1=f"{record.outer_loss or 0:.3f}",
+                            lam=f"{float(record.lambdas.min()):.2f}..{float(record.lambdas.max()):.2f}",
+                            refresh=False,
+                        )
+                        bar.update(1)
+                        if on_step is not None:
+                            on_step(record)
+                        epoch_end = self.positions["tr"][1] == self.steps_per_epoch
+                        every = cfg.checkpoint_every and trainer.steps % cfg.checkpoint_every == 0
+                        if (epoch_end or every) and trainer.steps < stop:
+                            self.save_checkpoint()
+                except KeyboardInterrupt:
+                    if in_step:
+                        status = "aborted"
+                    else:
+                        guard.requested = True
+                if guard.requested and status != "aborted":
+                    status = "interrupted"
+        finally:
+            bar.close()
+            log.close()
+        wall = time.perf_counter() - start
+        for stream in self.streams.values():
+            stream.close()
+        if status == "aborted":
+            self.echo(
+                f"aborted during step {trainer.steps + 1}: the model is mid-update and is not saved; the last "
+                f"checkpoint in {self.run_dir / CHECKPOINT_NAME} is kept"
+            )
+            return self._result(status, step_s, data_s, wall, plots=plots)
+        self._collect_chance(None, force=True)
+        self.save_checkpoint()
+        encoder = None
+        if status == "finished":
+            from bfdkern.models import CHECKPOINT_NAME as ENCODER_NAME
+            from bfdkern.models import save_model
+
+            encoder = save_model(
+                self.run_dir / ENCODER_NAME,
+                self.model,
+                extra={
+                    "steps": trainer.steps,
+                    "lambdas": trainer.lambdas.tolist(),
+                    "tasks": list(self.spec.names),
+                    "pretrain_config": self.config.to_dict(),
+                },
+            )
+        result = self._result(status, step_s, data_s, wall, encoder, plots=plots)
+        if status == "interrupted":
+            self.echo(
+                f"interrupted at step {trainer.steps}: checkpoint saved to {self.run_dir / CHECKPOINT_NAME}; "
+                f"continue with: bfdkern pretrain --out {self.run_dir} --resume"
+            )
+        return result
+
+    def _result(self, status, step_s, data_s, wall, encoder=None, plots: bool = True) -> PretrainResult:
+        pngs = {}
+        log_path = self.run_dir / LOG_NAME
+        log = read_log(log_path) if log_path.is_file() else {}
+        if plots and len(log.get("step", [])):
+            from bfdkern.training.plots import LAMBDA_PLOT, LOSS_PLOT, plot_lambdas, plot_losses
+
+            chance = None if self.chance is None else np.asarray(self.chance, dtype=np.float64)
+            pngs["lambda"] = plot_lambdas(log, self.spec, self.run_dir / LAMBDA_PLOT)
+            pngs["losses"] = plot_losses(log, self.spec, self.run_dir / LOSS_PLOT, chance)
+        first, last, window = _window_means(log, self.spec)
+        return PretrainResult(
+            run_dir=self.run_dir,
+            steps=self.trainer.steps,
+            total_steps=self.total_steps,
+            stop_step=self.total_steps
+            if self.config.max_steps is None
+            else min(self.config.max_steps, self.total_steps),
+            status=status,
+            encoder=encoder,
+            lambdas=self.trainer.lambdas.tolist(),
+            initial_lambdas=list(self.initial_lambdas),
+            first_losses=first,
+            last_losses=last,
+            window=window,
+            chance=list(self.chance) if self.chance is not None else [float("nan")] * self.spec.num_tasks,
+            plots=pngs,
+            session_steps=len(step_s),
+            step_seconds=float(np.median(step_s)) if step_s else float("nan"),
+            data_seconds=float(np.median(data_s)) if data_s else float("nan"),
+            wall_seconds=wall,
+            dataset=self.dataset.summary(),
+        )
+
+
+def pretrain(
+    config: PretrainConfig,
+    run_dir: str | os.PathLike,
+    *,
+    resume: bool = False,
+    spec: TaskSpec | None = None,
+    echo: Callable[[str], None] | None = None,
+    on_step: Callable | None = None,
+    plots: bool = True,
+) -> PretrainResult:
+    """Run (or, with ``resume``, continue) BLADES pretraining of ``config`` in ``run_dir``.
+
+    A new run refuses a directory that already holds one; a resumed run continues exactly where its
+    checkpoint left it (same batches, same random numbers, same schedule). See the module docstring for the
+    files. Returns a :class:`PretrainResult`; ``echo`` receives the progress messages (default: stdout).
+    """
+    return Pretraining(config, run_dir, resume=resume, spec=spec, echo=echo).run(on_step=on_step, plots=plots)
+
+
+def format_losses(result: PretrainResult, spec: TaskSpec) -> str:
+    """A table: per task, the loss over the first and last steps, its chance level, and lambda."""
+    lines = [f"{'task':<18}{'loss first':>11}{'loss last':>11}{'chance':>9}  {'learned':<8}{'lambda':>15}"]
+    for k, name in enumerate(spec.names):
+        first = result.first_losses[k] if result.first_losses else float("nan")
+        last = result.last_losses[k] if result.last_losses else float("nan")
+        chance = result.chance[k]
+        learned = "yes" if np.isfinite(chance) and last < chance else ("n/a" if not np.isfinite(chance) else "no")
+        lam = f"{result.initial_lambdas[k]:.3f} -> {result.lambdas[k]:.3f}"
+        lines.append(f"{name:<18}{first:>11.4f}{last:>11.4f}{chance:>9.4f}  {learned:<8}{lam:>15}")
+    return "\n".join(lines)

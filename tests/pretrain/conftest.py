@@ -1,0 +1,23 @@
+"""Pretraining tests: torch on one thread (tiny models; two spinning threads on a shared 2-core machine only
+slow them down) and a small simulated photo collection shared by the tests."""
+
+import pytest
+import torch
+
+from bfdkern.data.simulator import simulate_collection
+
+
+@pytest.fixture(autouse=True, scope="package")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="package")
+def photos(tmp_path_factory):
+    """24 simulated camera photos (32 x 32 JPEGs with EXIF): 3 batches of 8 an epoch."""
+    root = tmp_path_factory.mktemp("photos")
+    simulate_collection(root, 24, seed=3, size=32, missing=0.1)
+    return root

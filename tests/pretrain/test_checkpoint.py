@@ -1,0 +1,50 @@
+"""Run checkpoints: atomic writes (a failed save keeps the previous file and leaves no temporary file),
+weights-only loading with clear errors, random states that round-trip."""
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from bfdkern.training.checkpoint import load_checkpoint, random_states, save_checkpoint, set_random_states
+
+
+def test_round_trip(tmp_path):
+    state = {"steps": 3, "model": {"w": torch.arange(4.0)}}
+    path = save_checkpoint(tmp_path / "c.pt", state, {"tr": (1, 2), "val": (0, 5)}, {"note": "x"})
+    got = load_checkpoint(path)
+    assert got["trainer"]["steps"] == 3 and torch.equal(got["trainer"]["model"]["w"], torch.arange(4.0))
+    assert got["streams"] == {"tr": [1, 2], "val": [0, 5]} and got["extra"] == {"note": "x"}
+
+
+def test_failed_save_keeps_the_previous_checkpoint(tmp_path):
+    path = save_checkpoint(tmp_path / "c.pt", {"steps": 1}, {})
+    before = path.read_bytes()
+    with pytest.raises(Exception):  # noqa: B017 - whatever torch.save raises for an unpicklable object
+        save_checkpoint(path, {"steps": 2, "bad": lambda: 0}, {})
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+def test_random_states_round_trip():
+    random.seed(1)
+    np.random.seed(2)
+    np.random.normal()  # a cached Gaussian is part of NumPy's state
+    states = random_states()
+    want = (random.random(), np.random.random(), np.random.normal())
+    random.seed(9)
+    np.random.seed(9)
+    set_random_states(states)
+    assert (random.random(), np.random.random(), np.random.normal()) == want
+
+
+def test_bad_files_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        load_checkpoint(tmp_path / "none.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a zip file")
+    with pytest.raises(ValueError, match="junk.pt: cannot be read as a checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt")
+    torch.save({"format": "other"}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="other.pt: not a bfdkern pretraining checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")

@@ -54,7 +54,7 @@ class PretrainResult:
         plots: name -> PNG path.
         session_steps: steps taken by this call; ``step_seconds`` their median duration (the trainer's step);
             ``data_seconds`` the median wait for the two batches; ``wall_seconds`` this call's training loop.
-        dataset: one line: images used and skipped.
+        dataset: one line: images used and skipped; ``images`` the count used, ``skipped`` reason -> count.
     """
 
     run_dir: Path
@@ -75,6 +75,8 @@ class PretrainResult:
     data_seconds: float = float("nan")
     wall_seconds: float = 0.0
     dataset: str = ""
+    images: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -414,6 +416,8 @@ class Pretraining:
             data_seconds=float(np.median(data_s)) if data_s else float("nan"),
             wall_seconds=wall,
             dataset=self.dataset.summary(),
+            images=len(self.dataset),
+            skipped=dict(self.dataset.skipped),
         )
 
 

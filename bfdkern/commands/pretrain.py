@@ -1,0 +1,174 @@
+"""`bfdkern pretrain --data DIR|MANIFEST --out RUN_DIR`: BLADES pretraining with bi-level lambda.
+
+The defaults are the paper's (AdamW lr 1e-5, weight decay 1e-3, cosine schedule over 20 epochs, batch 48,
+lambda Adam 3e-4, fd hypergradient, 224 x 224, ResNet-50). ``--resume`` continues a run directory exactly;
+Ctrl-C saves a checkpoint and exits.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+HELP = "pretrain the encoder on real photos with bi-level task weights (resumable; Ctrl-C saves)"
+
+# Options of this command that map onto PretrainConfig fields (dest -> field).
+FIELDS = {
+    "epochs": "epochs",
+    "batch_size": "batch_size",
+    "lr": "lr",
+    "weight_decay": "weight_decay",
+    "lambda_lr": "lambda_lr",
+    "image_size": "image_size",
+    "backbone": "backbone",
+    "feature_dim": "feature_dim",
+    "backbone_weights": "backbone_weights",
+    "mode": "mode",
+    "val_fraction": "val_fraction",
+    "seed": "seed",
+    "dtype": "dtype",
+    "device": "device",
+    "workers": "workers",
+    "max_steps": "max_steps",
+    "checkpoint_every": "checkpoint_every",
+}
+
+
+def add_arguments(parser) -> None:
+    from bfdkern.bilevel.hypergradient import MODES
+    from bfdkern.models import BACKBONES
+    from bfdkern.training.config import DTYPES, PretrainConfig
+
+    d = PretrainConfig()
+    parser.add_argument(
+        "--data",
+        metavar="DIR|MANIFEST",
+        help="folder of real photos (recursive) or a manifest from `bfdkern index` (not needed with --resume)",
+    )
+    parser.add_argument(
+        "--out", required=True, metavar="RUN_DIR", help="run directory (created; must not hold a run unless --resume)"
+    )
+    parser.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its checkpoint")
+    # Defaults are None so that a resumed run can tell an option given from one left out.
+    g = parser.add_argument_group("training (defaults: the paper's)")
+    g.add_argument("--epochs", type=int, default=None, help=f"epochs of the cosine schedule (default {d.epochs})")
+    g.add_argument("--batch-size", type=int, default=None, help=f"images per batch (default {d.batch_size})")
+    g.add_argument("--lr", type=float, default=None, help=f"AdamW learning rate (default {d.lr:g})")
+    g.add_argument("--weight-decay", type=float, default=None, help=f"AdamW weight decay (default {d.weight_decay:g})")
+    g.add_argument(
+        "--lambda-lr", type=float, default=None, help=f"Adam learning rate of lambda (default {d.lambda_lr:g})"
+    )
+    g.add_argument("--mode", choices=MODES, default=None, help=f"hypergradient (default {d.mode})")
+    g.add_argument(
+        "--val-fraction",
+        type=float,
+        default=None,
+        help="fraction of the images held out for B_val only (default 0: both streams use all images)",
+    )
+    g.add_argument(
+        "--seed", type=int, default=None, help=f"seed of the model, samples and batch order (default {d.seed})"
+    )
+    g.add_argument("--dtype", choices=DTYPES, default=None, help=f"parameter precision (default {d.dtype})")
+    m = parser.add_argument_group("model and images")
+    m.add_argument("--image-size", type=int, default=None, help=f"input side in pixels (default {d.image_size})")
+    m.add_argument("--backbone", choices=BACKBONES, default=None, help=f"encoder backbone (default {d.backbone})")
+    m.add_argument("--feature-dim", type=int, default=None, help=f"embedding size (default {d.feature_dim})")
+    m.add_argument(
+        "--backbone-weights",
+        metavar="FILE",
+        default=None,
+        help="torchvision state dict to start the backbone from (default: random init)",
+    )
+    m.add_argument(
+        "--face-crop",
+        action="store_true",
+        default=None,
+        help="crop detected faces (OpenCV Haar; images without a face are skipped)",
+    )
+    x = parser.add_argument_group("execution (may change on --resume)")
+    x.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    x.add_argument(
+        "--workers", type=int, default=None, help=f"DataLoader workers per batch stream (default {d.workers})"
+    )
+    x.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        help="stop after this many steps in all (the schedule keeps its length; default: run it to its end)",
+    )
+    x.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=None,
+        help=f"steps between checkpoints, 0 = only at epoch ends (default {d.checkpoint_every})",
+    )
+    x.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    x.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def config_from_args(args):
+    """The run's :class:`~bfdkern.training.PretrainConfig`: new from the options, or the run directory's with
+    the options that were given applied (a resumed run may change only the execution options)."""
+    from bfdkern.training import PretrainConfig
+
+    given = {field: getattr(args, dest) for dest, field in FIELDS.items() if getattr(args, dest) is not None}
+    if args.face_crop:
+        given["face_crop"] = True
+    if args.quiet:
+        given["progress"] = False
+    if args.data is not None:
+        data = Path(args.data)
+        if not data.exists():
+            raise FileNotFoundError(f"{data}: no such photo folder or manifest (--data)")
+        given["data"] = str(data.resolve())
+    if args.backbone_weights is not None:
+        given["backbone_weights"] = str(Path(args.backbone_weights).resolve())
+    if args.resume:
+        return PretrainConfig.load(args.out).resumed_with(given)
+    if "data" not in given:
+        raise ValueError("--data is required for a new run (a folder of photos or a manifest)")
+    return PretrainConfig(**given)
+
+
+def run(args) -> int:
+    from bfdkern.detect.options import run_command
+
+    return run_command("pretrain", lambda: _pretrain(args))
+
+
+def _pretrain(args) -> int:
+    import torch
+
+    from bfdkern.tasks import blades_spec
+    from bfdkern.training import format_losses, pretrain
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    config = config_from_args(args)
+    try:
+        result = pretrain(config, args.out, resume=args.resume)
+    except KeyboardInterrupt:  # before training started (e.g. while the images were checked)
+        print("bfdkern pretrain: interrupted before the first step; nothing to save", file=sys.stderr)
+        return 130
+    except FloatingPointError as exc:
+        print(f"bfdkern pretrain: error: {exc}", file=sys.stderr)
+        return 1
+    spec = blades_spec()
+    if result.status == "aborted":
+        return 130
+    if result.first_losses:
+        print(f"per-task loss, mean of the first and the last {result.window} logged steps (training batches):")
+        print(format_losses(result, spec))
+    if result.session_steps:
+        print(
+            f"{result.session_steps} steps this session; median step {1000 * result.step_seconds:.0f} ms, median "
+            f"wait for data {1000 * result.data_seconds:.0f} ms"
+        )
+    for name, path in result.plots.items():
+        print(f"plot ({name}): {path}")
+    if result.status == "interrupted":
+        return 130
+    print(f"step {result.steps} of {result.total_steps}; encoder written to {result.encoder}")
+    return 0

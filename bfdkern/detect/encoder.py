@@ -78,3 +78,20 @@ def load_encoder(run_or_checkpoint: str | os.PathLike) -> FrozenEncoder:
     model = load_model(path, map_location="cpu")
     source = path / CHECKPOINT_NAME if path.is_dir() else path
     return FrozenEncoder.from_module(model, source=str(source.resolve()))
+
+
+def load_detector_with_encoder(detector_path: str | os.PathLike, encoder: str | os.PathLike | None = None):
+    """(detector, header, FrozenEncoder): the detector file and its encoder (``encoder``, default the checkpoint
+    recorded in the file), checked to be the very encoder the detector was fitted on.
+
+    Raises :class:`~bfdkern.detect.serialization.DetectorFileError` naming the detector file when the encoder
+    differs."""
+    from bfdkern.detect.serialization import check_encoder, load_detector
+
+    det, header = load_detector(detector_path)
+    source = encoder or det.encoder.get("source")
+    if not source:
+        raise ValueError(f"{detector_path}: no encoder checkpoint recorded; pass --encoder")
+    frozen = load_encoder(source)
+    check_encoder(detector_path, det, frozen.fingerprint, source)
+    return det, header, frozen

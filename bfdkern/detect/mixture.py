@@ -76,14 +76,14 @@ class MixtureScorer:
             [ut[k, : e[j + 1], e[j] : e[j + 1]].contiguous() for j in range(self.num_blocks)]
             for k in range(self.num_components)
         ]
-        # The first blocks of all components side by side: [e[j+1], K * width_j].
+        # Column block j of all components side by side: [e[j+1], K * width_j].
         self.stacked = [
             ut[:, : e[j + 1], e[j] : e[j + 1]].permute(1, 0, 2).reshape(e[j + 1], -1).contiguous()
-            for j in range(self.first_blocks)
+            for j in range(self.num_blocks)
         ]
         self.offset = torch.from_numpy(offset).to(dtype)
 
-    def log_likelihood(self, x, chunk: int = 8192) -> np.ndarray:
+    def log_likelihood(self, x, chunk: int = 16384) -> np.ndarray:
         """x [N, D] (numpy or tensor) -> log p(x) [N] float64, in nats."""
         xt = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
         if xt.ndim != 2 or xt.shape[1] != self.dim:
@@ -93,51 +93,54 @@ class MixtureScorer:
             out[s : s + chunk] = self._chunk(xt[s : s + chunk].to(self.dtype) - self.center)
         return out.numpy()
 
-    def _block(self, xc: torch.Tensor, k: int, j: int) -> torch.Tensor:
-        """Squared norm of column block j of (x - mu_k) U_k, per row of xc (already centred)."""
-        e = self.edges
-        z = xc[:, : e[j + 1]] @ self.blocks[k][j] - self.offset[k, e[j] : e[j + 1]]
-        return z.square().sum(1)
-
-    def _chunk(self, xc: torch.Tensor) -> torch.Tensor:
-        n, k_all, e, p = xc.shape[0], self.num_components, self.edges, self.first_blocks
-        partial = torch.zeros(n, k_all, dtype=self.dtype)
-        for j in range(p):
+    def _stacked(self, xc: torch.Tensor, blocks: range) -> torch.Tensor:
+        """[n, K] sums over ``blocks`` of the squared column blocks of (x - mu_k) U_k, all components at once."""
+        n, k_all, e = xc.shape[0], self.num_components, self.edges
+        acc = torch.zeros(n, k_all, dtype=self.dtype)
+        for j in blocks:
             width = e[j + 1] - e[j]
             z = (xc[:, : e[j + 1]] @ self.stacked[j]).view(n, k_all, width) - self.offset[:, e[j] : e[j + 1]]
-            partial += z.square().sum(2)
+            acc += z.square().sum(2)
+        return acc
+
+    def _rest(self, xr: torch.Tensor, k: int) -> torch.Tensor:
+        """[m] sums over the blocks after the first ones of component k, for rows xr (centred)."""
+        e = self.edges
+        acc = torch.zeros(xr.shape[0], dtype=self.dtype)
+        for j in range(self.first_blocks, self.num_blocks):
+            z = xr[:, : e[j + 1]] @ self.blocks[k][j] - self.offset[k, e[j] : e[j + 1]]
+            acc += z.square().sum(1)
+        return acc
+
+    def _chunk(self, xc: torch.Tensor) -> torch.Tensor:
+        n, k_all, p = xc.shape[0], self.num_components, self.first_blocks
+        partial = self._stacked(xc, range(p))
         if p == self.num_blocks:
             return torch.logsumexp(self.const - 0.5 * partial.double(), 1)
-        # Most likely component per point, extrapolating the partial sum to all D columns.
-        guess = torch.argmax(self.const - 0.5 * (self.dim / e[p]) * partial.double(), 1)
+        # Likeliest component per point, extrapolating the partial sum to all D columns; finished first,
+        # rows grouped by component so each group is one contiguous slice.
+        guess = torch.argmax(self.const - 0.5 * (self.dim / self.edges[p]) * partial.double(), 1)
+        order = torch.argsort(guess)
+        counts = torch.bincount(guess, minlength=k_all).tolist()
+        xs = xc[order]
         terms = torch.full((n, k_all), -math.inf, dtype=torch.float64)
-        for k in range(k_all):
-            rows = torch.nonzero(guess == k).squeeze(1)
-            if len(rows):
-                terms[rows, k] = self.const[k] - 0.5 * self._finish(xc, rows, k, partial[rows, k], None).double()
+        start = 0
+        for k, count in enumerate(counts):
+            if count:
+                rows = order[start : start + count]
+                maha = partial[rows, k] + self._rest(xs[start : start + count], k)
+                terms[rows, k] = self.const[k] - 0.5 * maha.double()
+            start += count
         best = terms.max(1).values
         alive = (self.const - 0.5 * partial.double()) >= (best - MARGIN)[:, None]
         alive[torch.arange(n), guess] = False
+        if int(alive.sum()) > 0.5 * n * (k_all - 1):
+            # Most components are close: finishing everything stacked is cheaper than gathering.
+            maha = partial + self._stacked(xc, range(p, self.num_blocks))
+            return torch.logsumexp(self.const - 0.5 * maha.double(), 1)
         for k in range(k_all):
             rows = torch.nonzero(alive[:, k]).squeeze(1)
             if len(rows):
-                maha = self._finish(xc, rows, k, partial[rows, k], best[rows])
+                maha = partial[rows, k] + self._rest(xc[rows], k)
                 terms[rows, k] = self.const[k] - 0.5 * maha.double()
         return torch.logsumexp(terms, 1)
-
-    def _finish(self, xc, rows, k, partial, best):
-        """Complete the Mahalanobis sums of component k for ``rows``; with ``best`` given, rows whose
-        upper bound falls below best - MARGIN stop early and come back as +inf (a zero term)."""
-        acc = partial.clone()
-        xr = xc[rows]
-        live = torch.arange(len(rows))
-        for j in range(self.first_blocks, self.num_blocks):
-            acc[live] += self._block(xr[live], k, j)
-            if best is not None:
-                keep = (self.const[k] - 0.5 * acc[live].double()) >= best[live] - MARGIN
-                if not bool(keep.all()):
-                    acc[live[~keep]] = math.inf
-                    live = live[keep]
-                    if not len(live):
-                        break
-        return acc

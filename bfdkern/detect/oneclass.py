@@ -19,13 +19,16 @@ COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
 
 def l2_normalise(features, name: str = "features") -> np.ndarray:
-    """[N, D] -> rows scaled to unit length (float64). Rejects non-finite and all-zero rows."""
-    x = np.asarray(features, dtype=np.float64)
+    """[N, D] -> rows scaled to unit length (float32 stays float32, anything else becomes float64).
+    Rejects non-finite and all-zero rows."""
+    x = np.asarray(features)
+    if x.dtype != np.float32:
+        x = x.astype(np.float64)
     if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
         raise ValueError(f"{name}: expected a non-empty [N, D] array, got shape {x.shape}")
-    if not np.isfinite(x).all():
-        raise ValueError(f"{name}: {int((~np.isfinite(x).all(1)).sum())} rows contain NaN or inf")
     norm = np.linalg.norm(x, axis=1, keepdims=True)
+    if not np.isfinite(norm).all():
+        raise ValueError(f"{name}: {int((~np.isfinite(norm)).sum())} rows contain NaN or inf")
     if np.any(norm == 0):
         raise ValueError(f"{name}: {int((norm == 0).sum())} rows are all zero and cannot be normalised")
     return x / norm
@@ -100,7 +103,7 @@ class OneClassDetector:
         """Fit to real features [N, D] (N >= n_components) and set the threshold from their scores."""
         from sklearn.mixture import GaussianMixture
 
-        x = l2_normalise(real_features, "real features")
+        x = l2_normalise(real_features, "real features").astype(np.float64)
         p = self.params
         if x.shape[0] < max(2, p["n_components"]):
             raise ValueError(f"real features: {x.shape[0]} samples cannot fit {p['n_components']} mixture components")

@@ -51,20 +51,43 @@ def test_float32_close_to_sklearn():
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-3)
 
 
+def _spy(scorer, name):
+    calls = []
+    original = getattr(scorer, name)
+
+    def spy(xc, arg):
+        calls.append(len(xc))
+        return original(xc, arg)
+
+    setattr(scorer, name, spy)
+    return calls
+
+
 def test_components_below_margin_are_skipped_without_changing_the_result():
-    """Two far-apart components: the bounds skip the other component, the result is still exact."""
+    """Two far-apart components: each point finishes only its likelier component, and the result is exact."""
     rng = np.random.default_rng(7)
     d = 16
     x = np.concatenate([rng.normal(0, 1, (300, d)), rng.normal(40, 1, (300, d))])
     gmm = _fitted(x, 2)
     scorer = MixtureScorer(gmm.weights_, gmm.means_, gmm.precisions_cholesky_, dtype=torch.float64, block=4)
-    calls = []
-    original = scorer._block
-    scorer._block = lambda xc, k, j: calls.append(len(xc)) or original(xc, k, j)
-    got = scorer.log_likelihood(x)
-    np.testing.assert_allclose(got, gmm.score_samples(x), rtol=1e-10, atol=1e-8)
-    # Full work would be 600 rows x 2 components x 3 remaining blocks; only the likelier component is finished.
-    assert sum(calls) == 600 * 3
+    rest = _spy(scorer, "_rest")
+    stacked = _spy(scorer, "_stacked")
+    np.testing.assert_allclose(scorer.log_likelihood(x), gmm.score_samples(x), rtol=1e-10, atol=1e-8)
+    assert sum(rest) == 600 and stacked == [600]  # the first block stacked, then one component per row
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_close_components_are_all_finished_stacked():
+    """Two nearly identical components: nothing can be skipped, the rest is computed stacked and exact."""
+    rng = np.random.default_rng(8)
+    d = 16
+    gmm = _fitted(rng.normal(0, 1, (400, d)), 2)
+    scorer = MixtureScorer(gmm.weights_, gmm.means_, gmm.precisions_cholesky_, dtype=torch.float64, block=4)
+    rest = _spy(scorer, "_rest")
+    stacked = _spy(scorer, "_stacked")
+    x = rng.normal(0, 1, (200, d))
+    np.testing.assert_allclose(scorer.log_likelihood(x), gmm.score_samples(x), rtol=1e-10, atol=1e-8)
+    assert sum(rest) == 200 and stacked == [200, 200]
 
 
 def test_rejects_bad_parameters():

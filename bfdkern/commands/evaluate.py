@@ -1,0 +1,86 @@
+"""`bfdkern evaluate --detector FILE --real DIR --fake NAME=DIR ... --out DIR`: AUC, AP and accuracy per
+generator and their mean, as a table, CSV and JSON, with ROC curves and score histograms."""
+
+from __future__ import annotations
+
+HELP = "evaluate a detector: AUC, AP and accuracy per generator and their mean, with ROC and histogram plots"
+
+
+def add_arguments(parser) -> None:
+    from bfdkern.detect.options import add_feature_arguments
+
+    parser.add_argument("--detector", required=True, metavar="FILE", help="detector file from fit-oneclass/fit-binary")
+    parser.add_argument(
+        "--real",
+        required=True,
+        metavar="DIR",
+        help="folder of real test images (not the ones the detector was fitted on)",
+    )
+    parser.add_argument(
+        "--fake",
+        required=True,
+        action="append",
+        metavar="NAME=DIR",
+        help="a generator's name and its folder of images; repeat for each generator",
+    )
+    parser.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="folder for results.csv, results.json, scores.csv, roc.png, histograms.png",
+    )
+    parser.add_argument(
+        "--encoder", metavar="RUN", help="encoder run or checkpoint (default: the one recorded in the detector file)"
+    )
+    add_feature_arguments(parser)
+
+
+def parse_fakes(items) -> dict:
+    """["NAME=DIR", ...] -> {NAME: DIR}; names must be unique and non-empty."""
+    fakes = {}
+    for item in items:
+        name, sep, folder = item.partition("=")
+        name = name.strip()
+        if not sep or not name or not folder:
+            raise ValueError(f"--fake {item!r}: expected NAME=DIR, for example --fake stylegan2=data/stylegan2")
+        if name in fakes:
+            raise ValueError(f"--fake {item!r}: generator name {name!r} given twice")
+        fakes[name] = folder
+    return fakes
+
+
+def run(args) -> int:
+    from bfdkern.detect.options import run_command
+
+    return run_command("evaluate", lambda: _evaluate(args))
+
+
+def _evaluate(args) -> int:
+    from bfdkern.detect import evaluate_scores, format_table, list_images, write_results
+    from bfdkern.detect.encoder import load_detector_with_encoder
+    from bfdkern.detect.options import feature_kwargs
+
+    fakes = parse_fakes(args.fake)
+    real_paths = list_images(args.real)
+    fake_paths = {name: list_images(folder) for name, folder in fakes.items()}
+    det, _, encoder = load_detector_with_encoder(args.detector, args.encoder)
+    kw = feature_kwargs(args)
+    # The detector's preprocessing, the same for the real and every generator's images.
+    real_scores = det.score(encoder.features(real_paths, det.preprocessing, **kw))
+    fake_scores = {n: det.score(encoder.features(p, det.preprocessing, **kw)) for n, p in fake_paths.items()}
+    result = evaluate_scores(det, real_scores, fake_scores)
+    result["detector_file"] = str(args.detector)
+    result["encoder"] = encoder.identity
+    result["preprocessing"] = det.preprocessing.to_dict()
+    files = write_results(
+        result,
+        args.out,
+        real_paths=real_paths,
+        real_scores=real_scores,
+        fake_paths=fake_paths,
+        fake_scores=fake_scores,
+        detector=det,
+    )
+    print(format_table(result))
+    print("wrote " + ", ".join(str(p) for p in files.values()))
+    return 0

@@ -1,0 +1,68 @@
+"""`bfdkern fit-oneclass --encoder RUN --real DIR -o FILE`: fit the one-class (Gaussian mixture) detector
+on the frozen encoder's features of real face images."""
+
+from __future__ import annotations
+
+HELP = "fit the one-class detector: a Gaussian mixture on real faces' features (score = log-likelihood)"
+
+
+def add_arguments(parser) -> None:
+    from bfdkern.detect.oneclass import COVARIANCE_TYPES
+    from bfdkern.detect.options import add_feature_arguments, add_preprocessing_arguments
+
+    parser.add_argument("--encoder", required=True, metavar="RUN", help="run directory (RUN/encoder.pt) or checkpoint")
+    parser.add_argument(
+        "--real", required=True, metavar="DIR", help="folder of real face images (searched recursively)"
+    )
+    parser.add_argument("-o", "--output", required=True, metavar="FILE", help="detector file to write (.npz)")
+    g = parser.add_argument_group("mixture")
+    g.add_argument("--components", type=int, default=10, help="mixture components (default 10)")
+    g.add_argument("--covariance", choices=COVARIANCE_TYPES, default="full", help="covariance type (default full)")
+    g.add_argument(
+        "--false-alarm-rate",
+        type=float,
+        default=0.05,
+        help="fraction of the training reals below the threshold (default 0.05)",
+    )
+    g.add_argument("--seed", type=int, default=0, help="k-means++ initialisation seed (default 0)")
+    g.add_argument("--max-iter", type=int, default=100, help="EM iterations at most (default 100)")
+    g.add_argument("--reg-covar", type=float, default=1e-6, help="added to the covariance diagonals (default 1e-6)")
+    add_preprocessing_arguments(parser)
+    add_feature_arguments(parser)
+
+
+def run(args) -> int:
+    from bfdkern.detect.options import run_command
+
+    return run_command("fit-oneclass", lambda: _fit(args))
+
+
+def _fit(args) -> int:
+    from bfdkern.detect import OneClassDetector, list_images, load_encoder, save_detector
+    from bfdkern.detect.options import feature_kwargs, preprocessing_from_args
+
+    paths = list_images(args.real)
+    encoder = load_encoder(args.encoder)
+    prep = preprocessing_from_args(args, encoder.identity["config"])
+    feats = encoder.features(paths, prep, **feature_kwargs(args))
+    det = OneClassDetector(
+        n_components=args.components,
+        covariance_type=args.covariance,
+        false_alarm_rate=args.false_alarm_rate,
+        seed=args.seed,
+        max_iter=args.max_iter,
+        reg_covar=args.reg_covar,
+    ).fit(feats)
+    path = save_detector(args.output, det, encoder=encoder.identity, preprocessing=prep)
+    r = det.report
+    print(
+        f"one-class detector: {args.components}-component {args.covariance}-covariance mixture on {r['n_real']} "
+        f"real images ({r['feature_dim']}-d features); EM {'converged' if r['converged'] else 'did NOT converge'} "
+        f"after {r['n_iter']} iterations"
+    )
+    print(
+        f"threshold {det.threshold:.6g} (log-likelihood; {100 * r['train_false_alarm']:.1f}% of the training "
+        f"reals fall below it, target {100 * args.false_alarm_rate:.1f}%)"
+    )
+    print(f"wrote {path}")
+    return 0

@@ -1,0 +1,77 @@
+"""Command-line options shared by the detection commands (fit-oneclass, fit-binary, detect, evaluate)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from bfdkern.detect.preprocess import Preprocessing
+
+SMALL_BACKBONE_SIZE = 64
+"""Input side of the "small" CPU backbone; the ResNets take 224."""
+
+
+def add_feature_arguments(parser) -> None:
+    """--batch-size, --device, --cache-dir, --no-cache, --workers, --quiet."""
+    g = parser.add_argument_group("feature extraction")
+    g.add_argument("--batch-size", type=int, default=32, help="images per encoder forward pass (default 32)")
+    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    g.add_argument(
+        "--cache-dir", default=None, help="feature cache root (default $BFDKERN_CACHE_DIR or ~/.cache/bfdkern/features)"
+    )
+    g.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
+    g.add_argument("--workers", type=int, default=2, help="threads decoding images (default 2)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_preprocessing_arguments(parser) -> None:
+    """--jpeg-quality, --face-crop, --face-margin, --size (used when fitting; stored in the detector)."""
+    g = parser.add_argument_group("preprocessing (identical for every image; stored in the detector file)")
+    g.add_argument(
+        "--jpeg-quality",
+        type=int,
+        default=95,
+        help="re-encode every image as JPEG at this quality, 0 = keep decoded pixels (default 95)",
+    )
+    g.add_argument("--face-crop", action="store_true", help="crop each image to its largest face (OpenCV Haar)")
+    g.add_argument("--face-margin", type=float, default=0.25, help="margin around the face box, fraction (0.25)")
+    g.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="encoder input side in pixels (default: 64 for the small backbone, else 224)",
+    )
+
+
+def preprocessing_from_args(args, encoder_config: dict) -> Preprocessing:
+    """The :class:`Preprocessing` the fit commands' options ask for."""
+    size = args.size
+    if size is None:
+        size = SMALL_BACKBONE_SIZE if encoder_config.get("backbone") == "small" else 224
+    return Preprocessing(
+        jpeg_quality=args.jpeg_quality or None, face_crop=args.face_crop, face_margin=args.face_margin, size=size
+    )
+
+
+def feature_kwargs(args) -> dict:
+    """Keyword arguments of :meth:`bfdkern.detect.FrozenEncoder.features` from the feature options."""
+    from bfdkern.detect.features import default_cache_dir
+
+    cache = None if args.no_cache else (args.cache_dir or default_cache_dir())
+    return {
+        "batch_size": args.batch_size,
+        "device": args.device,
+        "cache_dir": cache,
+        "num_workers": args.workers,
+        "progress": not args.quiet,
+    }
+
+
+def run_command(name: str, body: Callable[[], int]) -> int:
+    """Run ``body``; a bad input (ValueError, OSError) is printed as ``bfdkern NAME: error: ...`` and gives
+    exit status 2."""
+    try:
+        return int(body() or 0)
+    except (ValueError, OSError) as exc:
+        print(f"bfdkern {name}: error: {exc}", file=sys.stderr)
+        return 2

@@ -242,7 +242,8 @@ def test_compiled_ops_repeat_bitwise(device):
     backend = "cpp" if device == "cpu" else "cuda"
     dev = require(backend, device, "multitask_loss")
     spec = levels_spec()
-    logits, targets, weights = random_inputs(spec, 300, dtype=torch.float32, device=dev)
+    # Large enough that the CPU kernel splits the pair work over two threads.
+    logits, targets, weights = random_inputs(spec, 700, dtype=torch.float32, device=dev)
     a = list(spec.kernel_args().values())
     upstream = torch.rand(spec.num_tasks, device=dev)
 

@@ -70,14 +70,21 @@ def load_encoder(run_or_checkpoint: str | os.PathLike) -> FrozenEncoder:
     """Load a pretrained encoder from a run directory (``RUN/encoder.pt``) or a checkpoint file.
 
     Raises FileNotFoundError / ValueError naming the path when it holds no usable checkpoint."""
-    from bfdkern.models import CHECKPOINT_NAME, load_model
+    from bfdkern.models import CHECKPOINT_NAME, load_model, read_checkpoint
 
     path = Path(run_or_checkpoint)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such encoder run directory or checkpoint")
     model = load_model(path, map_location="cpu")
     source = path / CHECKPOINT_NAME if path.is_dir() else path
-    return FrozenEncoder.from_module(model, source=str(source.resolve()))
+    frozen = FrozenEncoder.from_module(model, source=str(source.resolve()))
+    # How the encoder saw images in pretraining: the detectors' preprocessing defaults follow it.
+    extra = read_checkpoint(source).get("extra") or {}
+    pretrain = extra.get("pretrain_config") if isinstance(extra.get("pretrain_config"), dict) else {}
+    for key in ("image_size", "face_crop"):
+        if key in pretrain:
+            frozen.identity["config"][key] = pretrain[key]
+    return frozen
 
 
 def load_detector_with_encoder(detector_path: str | os.PathLike, encoder: str | os.PathLike | None = None):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable
 
@@ -25,7 +26,8 @@ def add_feature_arguments(parser) -> None:
 
 
 def add_preprocessing_arguments(parser) -> None:
-    """--jpeg-quality, --face-crop, --face-margin, --size (used when fitting; stored in the detector)."""
+    """--jpeg-quality, --face-crop/--no-face-crop, --face-scale, --size (used when fitting; stored in the
+    detector file and reused by detect and evaluate)."""
     g = parser.add_argument_group("preprocessing (identical for every image; stored in the detector file)")
     g.add_argument(
         "--jpeg-quality",
@@ -33,23 +35,31 @@ def add_preprocessing_arguments(parser) -> None:
         default=95,
         help="re-encode every image as JPEG at this quality, 0 = keep decoded pixels (default 95)",
     )
-    g.add_argument("--face-crop", action="store_true", help="crop each image to its largest face (OpenCV Haar)")
-    g.add_argument("--face-margin", type=float, default=0.25, help="margin around the face box, fraction (0.25)")
+    g.add_argument(
+        "--face-crop",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="crop each image to its largest face, OpenCV Haar cascade (default: as in the encoder's pretraining)",
+    )
+    g.add_argument("--face-scale", type=float, default=1.3, help="face box enlargement before the crop (1.3)")
     g.add_argument(
         "--size",
         type=int,
         default=None,
-        help="encoder input side in pixels (default: 64 for the small backbone, else 224)",
+        help="encoder input side in pixels (default: the pretraining image size; else 64 for the small "
+        "backbone, 224 for the ResNets)",
     )
 
 
 def preprocessing_from_args(args, encoder_config: dict) -> Preprocessing:
-    """The :class:`Preprocessing` the fit commands' options ask for."""
-    size = args.size
+    """The :class:`Preprocessing` the fit commands' options ask for; unset options follow the encoder's
+    pretraining (``image_size``, ``face_crop`` in ``encoder_config``)."""
+    size = args.size or encoder_config.get("image_size")
     if size is None:
         size = SMALL_BACKBONE_SIZE if encoder_config.get("backbone") == "small" else 224
+    face_crop = args.face_crop if args.face_crop is not None else bool(encoder_config.get("face_crop", False))
     return Preprocessing(
-        jpeg_quality=args.jpeg_quality or None, face_crop=args.face_crop, face_margin=args.face_margin, size=size
+        jpeg_quality=args.jpeg_quality or None, face_crop=face_crop, face_scale=args.face_scale, size=int(size)
     )
 
 

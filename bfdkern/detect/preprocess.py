@@ -5,7 +5,8 @@ JPEG from a camera), by metadata, or by the framing. So every image, whatever it
 
 1. is decoded to RGB pixels (alpha dropped, palette expanded); all metadata is discarded, EXIF
    orientation included (it is not applied either, so a tag cannot change the pixels);
-2. optionally is cropped to its largest face (OpenCV Haar cascade) with a margin, square;
+2. optionally is cropped to its largest face (OpenCV Haar cascade), the box enlarged 1.3x and made square,
+   as pretraining crops faces (:class:`bfdkern.data.dataset.FaceDataset` with ``face_crop``);
 3. is re-encoded as a baseline JPEG at one quality (4:2:0) and decoded again, so both classes carry
    the same compression traces;
 4. becomes the encoder's input tensor through :func:`bfdkern.data.transforms.to_tensor` at one size.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -53,20 +55,20 @@ class Preprocessing:
             pixels as they are (metadata is still dropped).
         face_crop: crop to the largest detected face (OpenCV Haar cascade); an image with no detected
             face is kept whole (:meth:`apply` says so; feature extraction warns with the count).
-        face_margin: margin added on each side of the face box, as a fraction of its size.
+        face_scale: the face box is enlarged by this factor (and made square) before cropping.
         size: side in pixels of the encoder's input (224 for the ResNets, 64 for the small CPU backbone).
     """
 
     jpeg_quality: int | None = 95
     face_crop: bool = False
-    face_margin: float = 0.25
+    face_scale: float = 1.3
     size: int = 224
 
     def __post_init__(self) -> None:
         if self.jpeg_quality is not None and not 1 <= int(self.jpeg_quality) <= 100:
             raise ValueError(f"jpeg_quality must be in 1..100 or None, got {self.jpeg_quality}")
-        if self.face_margin < 0:
-            raise ValueError(f"face_margin must be >= 0, got {self.face_margin}")
+        if not self.face_scale >= 1.0:
+            raise ValueError(f"face_scale must be >= 1, got {self.face_scale}")
         if int(self.size) < 8:
             raise ValueError(f"size must be >= 8 pixels, got {self.size}")
 
@@ -77,7 +79,7 @@ class Preprocessing:
     @classmethod
     def from_dict(cls, data: dict) -> Preprocessing:
         """Inverse of :meth:`to_dict`."""
-        known = {k: data[k] for k in ("jpeg_quality", "face_crop", "face_margin", "size") if k in data}
+        known = {k: data[k] for k in ("jpeg_quality", "face_crop", "face_scale", "size") if k in data}
         return cls(**known)
 
     def apply(self, data: bytes, name: str | os.PathLike = "<bytes>") -> tuple[Image.Image, bool | None]:
@@ -88,7 +90,7 @@ class Preprocessing:
         image = decode_rgb(data, name)
         face_found = None
         if self.face_crop:
-            image, face_found = crop_largest_face(image, self.face_margin)
+            image, face_found = crop_largest_face(image, self.face_scale)
         if self.jpeg_quality is not None:
             image = reencode_jpeg(image, int(self.jpeg_quality))
         return image, face_found
@@ -135,24 +137,24 @@ def reencode_jpeg(image: Image.Image, quality: int) -> Image.Image:
         return Image.fromarray(np.asarray(im.convert("RGB"), dtype=np.uint8), mode="RGB")
 
 
-_LOCATOR = None
+_LOCATORS = threading.local()
 
 
 def _face_locator():
-    global _LOCATOR
-    if _LOCATOR is None:
+    # One cascade per thread: feature extraction preprocesses images in a thread pool.
+    if getattr(_LOCATORS, "haar", None) is None:
         from bfdkern.data.faces import HaarFaceLocator
 
-        _LOCATOR = HaarFaceLocator()
-    return _LOCATOR
+        _LOCATORS.haar = HaarFaceLocator()
+    return _LOCATORS.haar
 
 
-def crop_largest_face(image: Image.Image, margin: float = 0.25) -> tuple[Image.Image, bool]:
-    """Crop ``image`` to the square around its largest face (OpenCV Haar cascade), enlarged by ``margin``
-    (fraction of the face size) on each side; parts outside the image are black. Returns (image,
-    face_found); the image is returned whole when no face is found."""
+def crop_largest_face(image: Image.Image, scale: float = 1.3) -> tuple[Image.Image, bool]:
+    """Crop ``image`` to the square around its largest face (OpenCV Haar cascade), the face box enlarged by
+    ``scale``; parts outside the image are black. Returns (image, face_found); the image is returned whole
+    when no face is found."""
     faces = _face_locator().locate(np.asarray(image, dtype=np.uint8))
     if not faces:
         return image, False
-    box = square_box(faces[0].face, 1.0 + 2.0 * margin, image.width, image.height)
+    box = square_box(faces[0].face, scale, image.width, image.height)
     return image.crop(box), True

@@ -23,7 +23,8 @@ def world(tmp_path_factory):
     simulate_uncamera(root / "fake2", 12, seed=3, size=32, kinds=("clean",))
     for seed, name in ((0, "run"), (1, "other_run")):
         torch.manual_seed(seed)
-        save_model(root / name / "encoder.pt", BladesModel(blades_spec(), backbone="small", feature_dim=768))
+        model = BladesModel(blades_spec(), backbone="small", feature_dim=768)
+        save_model(root / name / "encoder.pt", model, extra={"pretrain_config": {"image_size": 32, "face_crop": False}})
     (root / "empty").mkdir()
     return root
 
@@ -53,8 +54,6 @@ def oneclass_file(world):
                 str(path),
                 "--components",
                 "2",
-                "--size",
-                "32",
                 *_common(world),
             ]
         )
@@ -67,7 +66,8 @@ def test_fit_oneclass_records_encoder_and_preprocessing(world, oneclass_file):
     det, header = load_detector(oneclass_file)
     assert det.kind == "oneclass" and det.report["n_real"] == 24
     assert header["encoder"]["source"].endswith("run/encoder.pt") and header["encoder"]["config"]["backbone"] == "small"
-    assert det.preprocessing.size == 32 and det.preprocessing.jpeg_quality == 95
+    # The input size follows the encoder's pretraining when --size is not given.
+    assert det.preprocessing.size == 32 and det.preprocessing.jpeg_quality == 95 and not det.preprocessing.face_crop
     assert header["params"]["n_components"] == 2 and header["params"]["init_params"] == "k-means++"
 
 

@@ -60,7 +60,7 @@ def test_no_reencode_keeps_pixels():
 
 
 def test_settings_round_trip_and_validation():
-    prep = Preprocessing(jpeg_quality=80, face_crop=True, face_margin=0.1, size=64)
+    prep = Preprocessing(jpeg_quality=80, face_crop=True, face_scale=1.5, size=64)
     assert Preprocessing.from_dict(prep.to_dict()) == prep
     with pytest.raises(ValueError, match="jpeg_quality"):
         Preprocessing(jpeg_quality=0)

@@ -56,6 +56,7 @@ def why_not(backend: str, device: torch.device) -> str | None:
     return f"unknown backend {backend!r}; choose one of {BACKENDS}"
 
 
+@torch.compiler.assume_constant_result  # torch.compile: a constant choice, not traced
 def select(device: torch.device, requested: str | None = None) -> str:
     """The backend for tensors on ``device``: ``requested`` (or ``$BFDKERN_BACKEND``) if given,
     else the fastest that can serve."""

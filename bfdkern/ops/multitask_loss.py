@@ -58,6 +58,7 @@ def _multitask_loss_op(
 ) -> tuple[Tensor, Tensor]:
     kargs = _kargs(kinds, col_offsets, col_counts, target_offsets, gammas, sigma, delta)
     dtype = reference.compute_dtype(logits.dtype)
+    dispatch.select(logits.device, backend)  # loads the extension; says why a backend cannot serve
     return _backend_forward(backend, logits.contiguous(), targets.contiguous(), weights.to(dtype).contiguous(), kargs)
 
 
@@ -75,6 +76,7 @@ def _multitask_loss_backward_op(
 ) -> Tensor:
     kargs = _kargs(kinds, col_offsets, col_counts, target_offsets, gammas, sigma, delta)
     dtype = reference.compute_dtype(logits.dtype)
+    dispatch.select(logits.device, backend)
     grad = _backend_backward(
         backend, grad_per_task.to(dtype).contiguous(), logits.contiguous(), targets.contiguous(), kargs
     )
@@ -94,7 +96,9 @@ def _setup_context(ctx, inputs, output):
     ctx.backend = backend
 
 
-def _backward(ctx, grad_per_task, grad_total):
+def _input_grads(ctx, grad_per_task, grad_total, backward_kernel):
+    """(grad_logits, grad_weights) from the upstream K-vector and scalar; shared by the registered
+    op's autograd and the eager fast path."""
     logits, targets, weights, per_task = ctx.saved_tensors
     k = per_task.shape[0]
     g = grad_per_task if grad_per_task is not None else per_task.new_zeros(k)
@@ -108,13 +112,46 @@ def _backward(ctx, grad_per_task, grad_total):
             ref = reference.per_task_losses(logits, targets, spec)
             (grad_logits,) = torch.autograd.grad(ref, logits, g.to(ref.dtype), create_graph=True)
         else:
-            grad_logits = _multitask_loss_backward_op(g, logits, targets, *ctx.spec_args, ctx.backend)
+            grad_logits = backward_kernel(g, logits, targets, *ctx.spec_args, ctx.backend)
     if ctx.needs_input_grad[2] and grad_total is not None:
         grad_weights = (grad_total * per_task).to(weights.dtype)
+    return grad_logits, grad_weights
+
+
+def _backward(ctx, grad_per_task, grad_total):
+    grad_logits, grad_weights = _input_grads(ctx, grad_per_task, grad_total, _multitask_loss_backward_op)
     return (grad_logits, None, grad_weights) + (None,) * 8
 
 
 _multitask_loss_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _eager_backward_kernel(g, logits, targets, *args):
+    *spec_args, backend = args
+    dtype = reference.compute_dtype(logits.dtype)
+    return _backend_backward(backend, g.to(dtype).contiguous(), logits.contiguous(), targets.contiguous(),
+                             _kargs(*spec_args)).to(logits.dtype)
+
+
+class _EagerMultitaskLoss(torch.autograd.Function):
+    """The same computation and autograd as ``bfdkern::multitask_loss``, without the Python
+    dispatcher round trips of a custom op (about 0.1-1 ms a call, more than the kernels take).
+    Used in eager mode; under torch.compile the registered op is used."""
+
+    @staticmethod
+    def forward(ctx, logits, targets, weights, spec_args, backend):
+        dtype = reference.compute_dtype(logits.dtype)
+        per_task, total = _backend_forward(
+            backend, logits.contiguous(), targets.contiguous(), weights.to(dtype).contiguous(), _kargs(*spec_args)
+        )
+        ctx.save_for_backward(logits, targets, weights, per_task)
+        ctx.spec_args, ctx.backend = spec_args, backend
+        return per_task, total
+
+    @staticmethod
+    def backward(ctx, grad_per_task, grad_total):
+        grad_logits, grad_weights = _input_grads(ctx, grad_per_task, grad_total, _eager_backward_kernel)
+        return grad_logits, None, grad_weights, None, None
 
 
 def multitask_loss(
@@ -139,7 +176,7 @@ def multitask_loss(
     check_loss_inputs(logits, targets, weights, spec, labels=check_labels)
     chosen = dispatch.select(logits.device, backend)
     a = spec.kernel_args()
-    return _multitask_loss_op(
-        logits, targets, weights, a["kinds"], a["col_offsets"], a["col_counts"], a["target_offsets"],
-        a["gammas"], a["sigma"], a["delta"], chosen,
-    )
+    spec_args = (a["kinds"], a["col_offsets"], a["col_counts"], a["target_offsets"], a["gammas"], a["sigma"], a["delta"])
+    if torch.compiler.is_compiling():
+        return _multitask_loss_op(logits, targets, weights, *spec_args, chosen)
+    return _EagerMultitaskLoss.apply(logits, targets, weights, spec_args, chosen)

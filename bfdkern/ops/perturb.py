@@ -26,6 +26,7 @@ def _backend_perturb(backend: str, theta: Tensor, v: Tensor, radius: float):
 
 @torch.library.custom_op("bfdkern::perturb_pair", mutates_args=())
 def _perturb_pair_op(theta: Tensor, v: Tensor, radius: float, backend: str) -> tuple[Tensor, Tensor, Tensor]:
+    dispatch.select(theta.device, backend)  # loads the extension; says why a backend cannot serve
     return _backend_perturb(backend, theta.contiguous(), v.contiguous(), radius)
 
 
@@ -53,4 +54,8 @@ def perturb_pair(theta: Tensor, v: Tensor, radius: float = 0.01, *, backend: str
         float32 or float64; 0 when ||v|| is 0 or not finite), nonfinite (0-dim bool).
     """
     check_perturb_inputs(theta, v, radius)
-    return _perturb_pair_op(theta, v, float(radius), dispatch.select(theta.device, backend))
+    chosen = dispatch.select(theta.device, backend)
+    if torch.compiler.is_compiling():
+        return _perturb_pair_op(theta, v, float(radius), chosen)
+    # Eager: call the kernel directly; the custom op's dispatcher round trip costs more than it.
+    return _backend_perturb(chosen, theta.contiguous(), v.contiguous(), float(radius))

@@ -30,8 +30,8 @@ MOUTH_IN_FACE = (0.25, 0.66, 0.75, 0.92)
 
 ALIGNED_TEMPLATE = {
     "face": (0.18, 0.12, 0.82, 0.90),
-    "eyes": (0.26, 0.33, 0.74, 0.47),
-    "mouth": (0.37, 0.64, 0.63, 0.77),
+    "eyes": (0.23, 0.30, 0.77, 0.50),
+    "mouth": (0.34, 0.61, 0.66, 0.80),
 }
 """Fractions of the image for an aligned face crop; the camera simulator draws its faces to match."""
 

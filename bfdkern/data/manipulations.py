@@ -45,8 +45,9 @@ WARP_GRID = 4
 
 
 def choose_kind(rng: np.random.Generator, probabilities=KIND_PROBABILITIES) -> str:
-    """One of :data:`KINDS` drawn with ``probabilities``."""
-    return KINDS[int(rng.choice(len(KINDS), p=np.asarray(probabilities, dtype=np.float64)))]
+    """One of :data:`KINDS` drawn with ``probabilities`` (normalised to sum 1)."""
+    p = np.asarray(probabilities, dtype=np.float64)
+    return KINDS[int(rng.choice(len(KINDS), p=p / p.sum()))]
 
 
 def soft_mask(shape: tuple[int, int], box: Box, rng: np.random.Generator | None = None) -> np.ndarray:

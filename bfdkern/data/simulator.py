@@ -7,7 +7,7 @@ Every EXIF value leaves a physical trace in the pixels:
 tag                trace
 =================  ========================================================================================
 ISO                sensor noise: shot noise (variance ~ signal x ISO) and read noise (~ ISO), on the raw mosaic
-exposure time      brightness (exposure x (t / (1/125 s))^0.4) and camera-shake motion blur (length ~ t)
+exposure time      brightness (exposure x (t / (1/125 s))^0.3) and camera-shake motion blur (length ~ t)
 aperture           depth of field: the background is blurred with sigma ~ 1 / f-number, the face stays sharp
 focal length       field of view: the background (a tiled wall at a fixed distance) is magnified by f / 24 mm,
                    while the photographer keeps the face framed the same
@@ -137,6 +137,9 @@ def _background(rng: np.random.Generator, s: int, magnification: float) -> np.nd
     return (wall * light[..., None]).astype(np.float32)
 
 
+EYES_DRAWN = (0.07, 0.15, 0.93, 0.85)
+MOUTH_DRAWN = (0.11, 0.2, 0.89, 0.8)
+"""Where the eyes and the mouth are drawn inside their template boxes (fractions)."""
 SKIN_TONES = np.array(
     [
         [0.80, 0.57, 0.45],
@@ -156,6 +159,9 @@ def _face(rng: np.random.Generator, s: int) -> tuple[np.ndarray, np.ndarray, Fac
     face_box = sub_box(whole, ALIGNED_TEMPLATE["face"])
     eyes_box = sub_box(whole, ALIGNED_TEMPLATE["eyes"])
     mouth_box = sub_box(whole, ALIGNED_TEMPLATE["mouth"])
+    # The features are drawn inside the template boxes, which leave a margin of skin around them.
+    eyes_drawn = sub_box(eyes_box, EYES_DRAWN)
+    mouth_drawn = sub_box(mouth_box, MOUTH_DRAWN)
     jx, jy = rng.normal(0, 0.012 * s, 2)
     sc = rng.uniform(0.96, 1.03)
     cx, cy = (face_box[0] + face_box[2]) / 2 + jx, (face_box[1] + face_box[3]) / 2 + jy
@@ -185,18 +191,15 @@ def _face(rng: np.random.Generator, s: int) -> tuple[np.ndarray, np.ndarray, Fac
     ellipse(face_mask, (cx, cy), (ax, ay), 1.0)
     hairline = cy - ay * rng.uniform(0.55, 0.75)
     face_mask[: max(0, int(hairline)), :] *= 0.0
-    ys, xs = np.mgrid[0:s, 0:s].astype(np.float32)
-    r2 = ((xs - cx) / ax) ** 2 + ((ys - cy) / ay) ** 2
-    # Directional light: a left-right and top-bottom gradient, darker towards the rim (a rounded surface).
-    lx, ly = rng.choice([-1, 1]) * rng.uniform(0.15, 0.4), rng.uniform(-0.15, 0.15)
-    shade = (1 + lx * (xs - cx) / ax + ly * (ys - cy) / ay) * (1 - 0.3 * np.clip(r2, 0, 1) ** 2)
-    texture = cv2.GaussianBlur(rng.normal(0, 1, (s, s)).astype(np.float32), (0, 0), s / 40)
-    skin_img = skin[None, None, :] * (shade * (1 + 0.25 * texture))[..., None]
-    subject = subject * (1 - face_mask[..., None]) + skin_img * face_mask[..., None]
+    subject = subject * (1 - face_mask[..., None]) + skin[None, None, :] * face_mask[..., None]
     alpha = np.maximum(alpha, face_mask)
+    # One light from the side: it shades the face and everything on it, and puts the catchlights in the
+    # eyes and the highlight on the lips on its side (flipped regions break this consistency).
+    side = float(rng.choice([-1, 1]))
+    lx, ly = side * rng.uniform(0.35, 0.6), rng.uniform(-0.15, 0.15)
 
     # Eyes: white, iris with a gaze offset, pupil; brows above.
-    ex0, ey0, ex1, ey1 = eyes_box
+    ex0, ey0, ex1, ey1 = eyes_drawn
     eye_y = (ey0 + ey1) / 2 + jy
     eye_rx, eye_ry = (ex1 - ex0) * 0.14, (ey1 - ey0) * 0.30
     iris = tuple(float(v) for v in IRIS_COLOURS[rng.integers(len(IRIS_COLOURS))])
@@ -205,8 +208,7 @@ def _face(rng: np.random.Generator, s: int) -> tuple[np.ndarray, np.ndarray, Fac
     brow_tilt = rng.uniform(-8, 8)
     eye_xs = (ex0 + 0.25 * (ex1 - ex0) + jx + yaw, ex0 + 0.75 * (ex1 - ex0) + jx + yaw)
     for k, ex in enumerate(eye_xs):
-        white = tuple(float(v) for v in 0.85 * (1 + lx * (ex - cx) / ax) * np.array([0.95, 0.93, 0.9]))
-        ellipse(subject, (ex, eye_y), (eye_rx, eye_ry), white)
+        ellipse(subject, (ex, eye_y), (eye_rx, eye_ry), (0.85, 0.83, 0.8))
         ellipse(subject, (ex + gaze, eye_y), (eye_ry * 0.85, eye_ry * 0.85), iris)
         ellipse(subject, (ex + gaze, eye_y), (eye_ry * 0.4, eye_ry * 0.4), (0.01, 0.01, 0.01))
         ellipse(subject, (ex, eye_y), (eye_rx, eye_ry), tuple(float(v) for v in skin * 0.5), thickness=max(1, s // 100))
@@ -220,37 +222,54 @@ def _face(rng: np.random.Generator, s: int) -> tuple[np.ndarray, np.ndarray, Fac
             end=340,
             thickness=max(2, s // 45),
         )
-    # Nose: a shaded ridge on the lit side's opposite and a nostril shadow.
+    # Nose: a shaded ridge away from the light and a nostril shadow.
     nose_x = cx + yaw * 1.2
     nose_dark = tuple(float(v) for v in skin * 0.6)
     cv2.line(
         subject,
-        (round(nose_x - 0.04 * s * np.sign(lx)), round(eye_y + 0.03 * s)),
-        (round(nose_x - 0.03 * s * np.sign(lx)), round(eye_y + 0.15 * s)),
+        (round(nose_x - 0.04 * s * side), round(eye_y + 0.03 * s)),
+        (round(nose_x - 0.03 * s * side), round(eye_y + 0.15 * s)),
         nose_dark,
         max(1, s // 60),
     )
     ellipse(subject, (nose_x, eye_y + 0.17 * s), (0.045 * s, 0.015 * s), nose_dark)
-    # Mouth: upper lip darker than the lower one, a curved line between (smile or not), teeth sometimes.
-    mx0, my0, mx1, my1 = mouth_box
+    # Mouth: upper lip darker than the lower one, a tilted curve between (smile or not), teeth sometimes.
+    mx0, my0, mx1, my1 = mouth_drawn
     mcx, mcy = (mx0 + mx1) / 2 + jx + yaw, (my0 + my1) / 2 + jy
     mw, mh = (mx1 - mx0) * 0.42, (my1 - my0) * 0.28
-    lip = tuple(float(v) for v in np.array([0.55, 0.18, 0.18]) * rng.uniform(0.7, 1.1) * (1 + 0.5 * lx * yaw / s))
-    ellipse(subject, (mcx, mcy + 0.35 * mh), (mw * 0.9, mh * 0.9), lip)
-    ellipse(subject, (mcx, mcy - 0.35 * mh), (mw, mh * 0.8), tuple(float(v) * 0.7 for v in lip))
+    tilt = rng.uniform(-10, 10)
+    lip = tuple(float(v) for v in np.array([0.55, 0.18, 0.18]) * rng.uniform(0.7, 1.1))
+    ellipse(subject, (mcx, mcy + 0.35 * mh), (mw * 0.9, mh * 0.9), lip, angle=tilt)
+    ellipse(subject, (mcx, mcy - 0.35 * mh), (mw, mh * 0.8), tuple(float(v) * 0.7 for v in lip), angle=tilt)
     opening = rng.uniform(0, 0.6)
     if opening > 0.3:
-        ellipse(subject, (mcx, mcy), (mw * 0.75, mh * opening), (0.8, 0.78, 0.7))
+        ellipse(subject, (mcx, mcy), (mw * 0.75, mh * opening), (0.8, 0.78, 0.7), angle=tilt)
     smile = rng.uniform(-0.2, 0.6) * mh * 2.5
     ellipse(
         subject,
         (mcx, mcy - smile),
         (mw * 0.95, max(1.0, abs(smile))),
         (0.08, 0.02, 0.02),
+        angle=tilt,
         start=0 if smile >= 0 else 180,
         end=180 if smile >= 0 else 360,
         thickness=max(1, s // 80),
     )
+    # Shading over the whole face: the light's gradient, darker towards the rim (a rounded surface), and
+    # a faint skin texture.
+    ys, xs = np.mgrid[0:s, 0:s].astype(np.float32)
+    r2 = ((xs - cx) / ax) ** 2 + ((ys - cy) / ay) ** 2
+    shade = (1 + lx * (xs - cx) / ax + ly * (ys - cy) / ay) * (1 - 0.3 * np.clip(r2, 0, 1) ** 2)
+    texture = cv2.GaussianBlur(rng.normal(0, 1, (s, s)).astype(np.float32), (0, 0), s / 40)
+    shading = 1 + face_mask * (shade * (1 + 0.2 * texture) - 1)
+    subject = subject * shading[..., None]
+    # Specular highlights on the light's side: catchlights in both eyes, a glint on the lower lip.
+    glint = (1.0, 1.0, 0.97)
+    for ex in eye_xs:
+        ellipse(
+            subject, (ex + gaze + side * 0.45 * eye_ry, eye_y - 0.35 * eye_ry), (eye_ry * 0.28, eye_ry * 0.28), glint
+        )
+    ellipse(subject, (mcx + side * 0.45 * mw, mcy + 0.5 * mh), (mw * 0.18, mh * 0.22), (0.9, 0.75, 0.72))
     parts = FaceParts(face_box, eyes_box, mouth_box).transformed(1.0, 1.0, -jx, -jy)
     return np.clip(subject, 0, 1), np.clip(alpha, 0, 1), parts
 
@@ -320,11 +339,11 @@ def photograph(rng: np.random.Generator, settings: dict, size: int) -> tuple[np.
     linear = _motion_blur(linear, rng.uniform(0.5, 1.5) * seconds * 60.0 * px, rng.uniform(0, np.pi))
     # Exposure: the metering region is brought to mid-grey, then the shutter time shifts it.
     exposure = 0.18 / max(1e-4, _metered(linear, scene, settings["metering_mode"]))
-    raw = linear * exposure * (seconds * 125.0) ** 0.4
+    raw = linear * exposure * (seconds * 125.0) ** 0.3
     # Sensor: RGGB mosaic, shot + read noise growing with ISO, saturation, 12 bits, demosaicing.
     mosaic = _mosaic(raw)
     gain = settings["iso"] / 100.0
-    noise_sd = np.sqrt(8e-5 * gain * np.clip(mosaic, 0, None) + (4e-4 * gain) ** 2)
+    noise_sd = np.sqrt(4e-5 * gain * np.clip(mosaic, 0, None) + (1.5e-4 * gain) ** 2)
     mosaic = mosaic + rng.normal(0.0, 1.0, mosaic.shape).astype(np.float32) * noise_sd
     counts = np.clip(np.rint(mosaic * 4095), 0, 4095).astype(np.uint16)
     rgb = cv2.cvtColor(counts, cv2.COLOR_BayerBG2RGB).astype(np.float32) / 4095.0  # RGGB on OpenCV's naming

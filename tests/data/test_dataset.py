@@ -60,7 +60,7 @@ def test_targets_carry_the_exif_labels_and_the_manipulation(dataset, photos):
 def test_sampling_ratios(dataset):
     counts = {k: 0 for k in KINDS}
     n = 0
-    for epoch in range(40):
+    for epoch in range(25):
         for index in range(len(dataset)):
             counts[dataset.draw((index, 1, epoch)).kind] += 1
             n += 1
@@ -91,8 +91,9 @@ def _batches(loader, n):
     return out
 
 
-def test_streams_are_independent_reproducible_and_worker_safe(dataset):
-    tr, val = make_loaders(dataset, batch_size=8)
+@pytest.mark.parametrize("paired", [True, False])
+def test_streams_are_independent_reproducible_and_worker_safe(dataset, paired):
+    tr, val = make_loaders(dataset, batch_size=8, paired=paired)
     a_tr, a_val = _batches(tr, 3), _batches(val, 3)
     assert a_tr[0][0].shape == (8, 3, 32, 32) and a_tr[0][1].shape == (8, SPEC.num_targets)
     assert not torch.equal(a_tr[0][0], a_val[0][0])
@@ -103,24 +104,50 @@ def test_streams_are_independent_reproducible_and_worker_safe(dataset):
     tr.sampler.set_epoch(0, start=8)  # resume after one batch
     assert torch.equal(_batches(tr, 1)[0][0], a_tr[1][0])
     # Two worker processes deliver exactly the same batches.
-    w_tr, w_val = make_loaders(dataset, batch_size=8, num_workers=2)
+    w_tr, w_val = make_loaders(dataset, batch_size=8, num_workers=2, paired=paired)
     for (x, y), (wx, wy) in zip(a_tr + a_val, _batches(w_tr, 3) + _batches(w_val, 3)):
         assert torch.equal(x, wx) and torch.equal(y.nan_to_num(-1), wy.nan_to_num(-1))
 
 
 def test_val_fraction_gives_disjoint_images(dataset):
-    tr, val = make_loaders(dataset, batch_size=4, val_fraction=0.25)
+    tr, val = make_loaders(dataset, batch_size=4, val_fraction=0.25, paired=False)
     a, b = set(tr.sampler.indices.tolist()), set(val.sampler.indices.tolist())
     assert not a & b and len(a | b) == len(dataset) and len(b) == 10
+    with pytest.raises(ValueError, match="fewer than one batch of 128"):
+        make_loaders(dataset, batch_size=128)
     with pytest.raises(ValueError, match="fewer than one batch of 64"):
-        make_loaders(dataset, batch_size=64)
+        make_loaders(dataset, batch_size=64, paired=False)
+    with pytest.raises(ValueError, match="even batch size"):
+        make_loaders(dataset, batch_size=5)
 
 
 def test_sampler_epochs():
-    sampler = StreamSampler(range(10), seed=0, stream=1)
+    sampler = StreamSampler(range(10), seed=0, stream=1, paired=False)
     first, second = list(sampler), list(sampler)
     assert sorted(i for i, _, _ in first) == list(range(10)) and {e for _, _, e in second} == {1}
     assert [i for i, _, _ in first] != [i for i, _, _ in second]
+    paired = StreamSampler(range(10), seed=0, stream=1, paired=True)
+    keys = list(paired)
+    assert len(keys) == 20 and [k[0] for k in keys[0::2]] == [k[0] for k in keys[1::2]] == [k[0] for k in first]
+    assert [k[3] for k in keys] == [0, 1] * 10
+    paired.set_epoch(0, start=3)
+    assert list(paired) == keys[3:]
+
+
+def test_paired_batches_hold_each_photo_both_ways(dataset):
+    tr, _ = make_loaders(dataset, batch_size=8)
+    kinds = {k: 0 for k in KINDS}
+    for _ in range(6):
+        keys = list(tr.sampler)  # the next epoch each time
+        for a, b in zip(keys[0::2], keys[1::2]):
+            sa, sb = dataset.draw(a), dataset.draw(b)
+            assert sa.index == sb.index and sa.kind == "original" and sb.kind != "original"
+            assert torch.equal(sa.targets[:9].nan_to_num(-1), sb.targets[:9].nan_to_num(-1))  # same EXIF labels
+            kinds[sa.kind] += 1
+            kinds[sb.kind] += 1
+    n = sum(kinds.values())
+    observed = [kinds[k] for k in KINDS]
+    assert chisquare(observed, [p * n for p in KIND_PROBABILITIES]).pvalue > 1e-3, observed
 
 
 def test_unreadable_images_are_skipped_and_counted(tmp_path):
@@ -134,7 +161,7 @@ def test_unreadable_images_are_skipped_and_counted(tmp_path):
     assert ds.skipped == {"truncated or corrupt": 1, "not an image": 1, "empty file": 1}
     assert {p.rsplit("/", 1)[-1] for p, _ in ds.skipped_files} == {"truncated.jpg", "notes.jpg", "empty.png"}
     assert "3 skipped" in ds.summary()
-    tr, _ = make_loaders(ds, batch_size=3)
+    tr, _ = make_loaders(ds, batch_size=4)
     assert len(_batches(tr, 2)) == 2  # the run goes on
     with pytest.raises(ValueError, match="no usable images"):
         FaceDataset([tmp_path / "notes.jpg"], SPEC)
@@ -158,6 +185,10 @@ def test_custom_spec_and_bad_arguments(photos):
     ds = FaceDataset(photos, spec, size=16, manipulate=False)
     image, targets = ds[0]
     assert image.shape == (3, 16, 16) and targets[1] == 0 and torch.isnan(targets[2])
+    with pytest.raises(ValueError, match="paired batches need a dataset that manipulates"):
+        make_loaders(ds, batch_size=4)
+    with pytest.raises(KeyError, match="role 0/1"):
+        ds.draw((0, 0, 0, 2))
     with pytest.raises(ValueError, match="probabilities must be 5 non-negative numbers"):
         FaceDataset(photos, SPEC, probabilities=(0.5, 0.5))
     with pytest.raises(FileNotFoundError, match="no such manifest or folder"):

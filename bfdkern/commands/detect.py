@@ -6,6 +6,7 @@ HELP = "score images with a fitted detector: per image the score, the label (rea
 
 
 def add_arguments(parser) -> None:
+    """Declare the command's options on ``parser``."""
     from bfdkern.detect.options import add_feature_arguments
 
     parser.add_argument("images", nargs="+", metavar="IMAGES", help="image files or folders (searched recursively)")
@@ -18,6 +19,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    """Run the command; 0 on success, 2 on a bad input (the message names it)."""
     from bfdkern.detect.options import run_command
 
     return run_command("detect", lambda: _detect(args))

@@ -7,6 +7,7 @@ HELP = "evaluate a detector: AUC, AP and accuracy per generator and their mean, 
 
 
 def add_arguments(parser) -> None:
+    """Declare the command's options on ``parser``."""
     from bfdkern.detect.options import add_feature_arguments
 
     parser.add_argument("--detector", required=True, metavar="FILE", help="detector file from fit-oneclass/fit-binary")
@@ -50,6 +51,7 @@ def parse_fakes(items) -> dict:
 
 
 def run(args) -> int:
+    """Run the command; 0 on success, 2 on a bad input (the message names it)."""
     from bfdkern.detect.options import run_command
 
     return run_command("evaluate", lambda: _evaluate(args))

@@ -7,6 +7,7 @@ HELP = "fit the binary detector: a two-layer perceptron on real and fake faces' 
 
 
 def add_arguments(parser) -> None:
+    """Declare the command's options on ``parser``."""
     from bfdkern.detect.options import add_feature_arguments, add_preprocessing_arguments
 
     parser.add_argument("--encoder", required=True, metavar="RUN", help="run directory (RUN/encoder.pt) or checkpoint")
@@ -41,6 +42,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    """Run the command; 0 on success, 2 on a bad input (the message names it)."""
     from bfdkern.detect.options import run_command
 
     return run_command("fit-binary", lambda: _fit(args))

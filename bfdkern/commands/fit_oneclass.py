@@ -7,6 +7,7 @@ HELP = "fit the one-class detector: a Gaussian mixture on real faces' features (
 
 
 def add_arguments(parser) -> None:
+    """Declare the command's options on ``parser``."""
     from bfdkern.detect.oneclass import COVARIANCE_TYPES
     from bfdkern.detect.options import add_feature_arguments, add_preprocessing_arguments
 
@@ -32,6 +33,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    """Run the command; 0 on success, 2 on a bad input (the message names it)."""
     from bfdkern.detect.options import run_command
 
     return run_command("fit-oneclass", lambda: _fit(args))

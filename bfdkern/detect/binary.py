@@ -86,6 +86,7 @@ class BinaryDetector:
 
     @property
     def feature_dim(self) -> int:
+        """D, the feature size the detector was fitted on."""
         self._check_fitted()
         return int(self.mlp[0].in_features)
 

@@ -39,6 +39,7 @@ class FrozenEncoder:
 
     @property
     def fingerprint(self) -> str:
+        """sha256 hex of the encoder's weights (see :func:`bfdkern.detect.features.encoder_fingerprint`)."""
         return self.identity["fingerprint"]
 
     def features(

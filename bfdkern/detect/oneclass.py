@@ -140,6 +140,7 @@ class OneClassDetector:
 
     @property
     def feature_dim(self) -> int:
+        """D, the feature size the detector was fitted on."""
         self._check_fitted()
         return int(self.means.shape[1])
 

@@ -1,0 +1,69 @@
+"""`bfdkern demo` on a tiny budget: it simulates the data, pretrains with bi-level lambda, checks the pretext
+tasks against their chance levels, fits both detectors and reports AUCs and where its plots are."""
+
+import json
+
+import numpy as np
+import pytest
+
+from bfdkern import cli
+from bfdkern.demo import MARKER, DemoSettings, prepare_folder, run_demo
+
+TINY = DemoSettings(
+    train_photos=48,
+    fit_photos=24,
+    test_photos=16,
+    fake_images=16,
+    image_size=32,
+    batch_size=8,
+    epochs=1,
+    feature_dim=16,
+    components=1,
+    eval_samples=32,
+    workers=0,
+)
+
+
+def test_tiny_demo(tmp_path):
+    lines = []
+    out = tmp_path / "demo"
+    result = run_demo(out, TINY, echo=lines.append, progress=False)
+    text = "\n".join(lines)
+    assert result.steps == 6 and len(result.tasks) == 11
+    for values in (result.loss_before, result.loss_after, result.chance):
+        assert np.isfinite(values).all()
+    assert result.lambda_after != result.lambda_before  # lambda moved
+    assert 0 <= result.auc <= 1 and 0 <= result.auc_random_init <= 1 and 0 <= result.binary_auc <= 1
+    assert result.step_rate > 0 and result.loader_rate > 0
+    for needle in ("chance", "after/chance", "one-class", "binary MLP", "AUC", "steps/s", "batches/s", "lr 0.002"):
+        assert needle in text, needle
+    assert set(result.plots) == {"lambda", "losses", "roc", "histogram"}
+    for name, path in result.plots.items():
+        assert path.read_bytes()[:4] == b"\x89PNG" and str(path) in text, name
+    saved = json.loads((out / MARKER).read_text())
+    assert saved["status"] == "done" and saved["auc"] == pytest.approx(result.auc)
+    assert (out / "run" / "encoder.pt").is_file()
+
+
+def test_demo_folder_rules(tmp_path):
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "thesis.tex").write_text("keep me")
+    with pytest.raises(ValueError, match="not empty and holds no earlier demo"):
+        prepare_folder(other)
+    assert (other / "thesis.tex").is_file()
+    demo = tmp_path / "demo"
+    prepare_folder(demo)
+    (demo / "run").mkdir()
+    (demo / "run" / "old.csv").write_text("x")
+    prepare_folder(demo)  # an earlier demo is replaced
+    assert not (demo / "run").exists() and (demo / MARKER).is_file()
+
+
+def test_command_line(tmp_path, capsys):
+    assert cli.main(["demo", "--out", str(tmp_path / "d"), "--steps", "0"]) == 2
+    assert "--steps must be >= 1" in capsys.readouterr().err
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "a.txt").write_text("a")
+    assert cli.main(["demo", "--out", str(tmp_path / "x"), "--quiet"]) == 2
+    assert "holds no earlier demo" in capsys.readouterr().err

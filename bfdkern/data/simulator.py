@@ -24,8 +24,9 @@ white balance -> make colour matrix -> sRGB tone curve -> sharpening -> 8 bits -
 EXIF (pyexiv2). Faces are drawn at the positions of :data:`bfdkern.data.faces.ALIGNED_TEMPLATE` (small
 jitter), so :class:`~bfdkern.data.faces.TemplateLocator` finds their eyes and mouth.
 
-:func:`simulate_uncamera` renders the same kind of scenes but skips the camera: no sensor noise pattern,
-no mosaic, no colour matrix, no camera JPEG (PNG files without EXIF). They stand in for generated faces.
+:func:`simulate_uncamera` renders the same kind of scenes but skips the camera: no sensor noise, no mosaic,
+no colour matrix of a make, no camera JPEG (PNG files without EXIF); half of them are re-synthesised the
+way a generator upsamples. They stand in for generated faces.
 """
 
 from __future__ import annotations
@@ -513,21 +514,22 @@ UNCAMERA_KINDS = ("clean", "resynth")
 
 
 def render_uncamera(rng: np.random.Generator, size: int, kind: str) -> tuple[np.ndarray, FaceParts]:
-    """A face scene that skipped the camera: ``clean`` is the rendering itself (random background blur and
-    brightness, sRGB, 8 bits: no noise, mosaic, colour matrix or JPEG); ``resynth`` is re-synthesised like
-    a generator's output (half resolution, upsampled by nearest neighbour and smoothed, i.i.d. RGB noise)."""
+    """A face scene that skipped the camera: no sensor noise, no mosaic, no make's colour matrix (its colours
+    get a saturation and hue no camera here uses), no motion blur, no camera JPEG. ``clean`` is the rendering
+    itself (a random background blur imitating depth of field); ``resynth`` is re-synthesised the way a
+    generator's upsampling layers make it: drawn at half resolution, upsampled by nearest neighbour and
+    smoothed. uint8 [size, size, 3] and the face parts."""
     if kind not in UNCAMERA_KINDS:
         raise ValueError(f"unknown uncamera kind {kind!r}, expected one of {list(UNCAMERA_KINDS)}")
     scene = render_scene(rng, size, float(rng.choice(FOCAL_LENGTHS)))
-    px = size / 64.0
-    background = _gaussian(scene.background, rng.uniform(0.3, 2.8) * px)
+    background = _gaussian(scene.background, rng.uniform(0.3, 2.8) * size / 64.0)
     linear = scene.subject * scene.alpha[..., None] + background * (1 - scene.alpha[..., None])
     lum = float((linear @ np.array([0.2126, 0.7152, 0.0722], np.float32)).mean())
-    out = _srgb(linear * 0.18 / max(lum, 1e-4) * rng.uniform(0.4, 2.2) ** 0.5)
+    colours = CameraMake("none", "", "", rng.uniform(0.6, 1.9), rng.uniform(-25, 25), 0.0, 0, 0)
+    out = _srgb(np.clip((linear * 0.18 / max(lum, 1e-4)) @ colour_matrix(colours).T, 0, None))
     if kind == "resynth":
         half = cv2.resize(out, (size // 2, size // 2), interpolation=cv2.INTER_AREA)
         out = cv2.GaussianBlur(cv2.resize(half, (size, size), interpolation=cv2.INTER_NEAREST), (3, 3), 0.6)
-        out = out + rng.normal(0, rng.uniform(0.0, 0.02), out.shape).astype(np.float32)
     return np.clip(np.rint(out * 255), 0, 255).astype(np.uint8), scene.parts
 
 

@@ -327,8 +327,13 @@ class StreamSampler(Sampler):
         """The next pass yields epoch ``epoch`` from its ``start``-th key on."""
         self.epoch, self.start = int(epoch), int(start)
 
+    @property
+    def keys_per_epoch(self) -> int:
+        """Samples in a whole epoch: the images, twice when paired."""
+        return len(self.indices) * (2 if self.paired else 1)
+
     def __len__(self) -> int:
-        return len(self.indices) * (2 if self.paired else 1) - self.start
+        return self.keys_per_epoch - self.start
 
     def __iter__(self) -> Iterator[tuple[int, ...]]:
         epoch, start = self.epoch, self.start

@@ -128,6 +128,7 @@ def test_sampler_epochs():
     assert [i for i, _, _ in first] != [i for i, _, _ in second]
     paired = StreamSampler(range(10), seed=0, stream=1, paired=True)
     keys = list(paired)
+    assert paired.keys_per_epoch == 20 and sampler.keys_per_epoch == 10
     assert len(keys) == 20 and [k[0] for k in keys[0::2]] == [k[0] for k in keys[1::2]] == [k[0] for k in first]
     assert [k[3] for k in keys] == [0, 1] * 10
     paired.set_epoch(0, start=3)

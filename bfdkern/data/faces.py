@@ -234,11 +234,12 @@ def parts_from_landmarks(points: np.ndarray) -> FaceParts:
 
 
 class LandmarkLocator:
-    """Faces from landmarks supplied with the data.
+    """Faces from landmarks (or face boxes) supplied with the data.
 
     Args:
-        landmarks: either one array (``[P, 2]`` for one face or ``[N, P, 2]``, P = 68 or 5) used for every
-            image, or a mapping from a file (full path or file name) to such an array.
+        landmarks: either one array used for every image, or a mapping from a file (full path or file name)
+            to such an array: landmarks ``[P, 2]`` for one face or ``[N, P, 2]`` (P = 68 or 5), or face boxes
+            ``[4]`` / ``[N, 4]`` (x0, y0, x1, y1; eyes and mouth then at fixed proportions of the box).
     """
 
     def __init__(self, landmarks):
@@ -265,13 +266,22 @@ class LandmarkLocator:
 
     @staticmethod
     def _faces(value, name: str) -> list[FaceParts]:
-        arr = np.asarray(value, dtype=np.float64)
-        if arr.ndim == 2:
-            arr = arr[None]
         try:
-            faces = [parts_from_landmarks(a) for a in arr]
-        except ValueError as exc:
-            raise ValueError(f"{name}: {exc}") from None
+            arr = np.asarray(value, dtype=np.float64)
+        except ValueError:
+            raise ValueError(f"{name}: landmarks or boxes must be a regular array of numbers") from None
+        if arr.ndim >= 1 and arr.shape[-1] == 4 and arr.ndim <= 2:  # face boxes
+            boxes = arr.reshape(-1, 4)
+            if not np.isfinite(boxes).all() or (boxes[:, 2] <= boxes[:, 0]).any() or (boxes[:, 3] <= boxes[:, 1]).any():
+                raise ValueError(f"{name}: face boxes must be finite (x0, y0, x1, y1) with x0 < x1 and y0 < y1")
+            faces = [parts_from_face_box(tuple(int(round(v)) for v in b)) for b in boxes]
+        else:
+            if arr.ndim == 2:
+                arr = arr[None]
+            try:
+                faces = [parts_from_landmarks(a) for a in arr]
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
         return sorted(faces, key=lambda f: -(f.face[2] - f.face[0]) * (f.face[3] - f.face[1]))
 
     def locate(self, image: np.ndarray, source: str | None = None) -> list[FaceParts]:

@@ -213,3 +213,16 @@ def test_real_photos_with_face_crops(shared_data):
     images, targets = next(iter(tr))
     assert images.shape == (8, 3, 64, 64) and torch.isfinite(images).all()
     assert (targets[:, SPEC.target_columns("manipulated")] >= 0).all()
+
+
+def test_face_crop_from_known_boxes(tmp_path):
+    from bfdkern.data.faces import LandmarkLocator
+    from bfdkern.data.transforms import array_to_tensor, fit_square, load_image, square_box
+
+    paths = simulate_collection(tmp_path, 4, seed=3, size=96)
+    boxes = {r["file"]: [int(r[f"face_{c}"]) for c in ("x0", "y0", "x1", "y1")] for r in read_labels(tmp_path)}
+    ds = FaceDataset(paths, SPEC, size=40, face_crop=True, locator=LandmarkLocator(boxes), manipulate=False)
+    for i, path in enumerate(paths):
+        crop = square_box(boxes[path.name], 1.3, 96, 96)
+        expected = array_to_tensor(fit_square(load_image(path), 40, crop))
+        assert torch.equal(ds[i][0], expected)

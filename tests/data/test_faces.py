@@ -81,6 +81,12 @@ def test_landmark_locator_lookup(tmp_path):
     two = locator.locate(image, "b.jpg")
     assert len(two) == 2 and two[0].face[2] - two[0].face[0] > two[1].face[2] - two[1].face[0]  # largest first
     assert locator.locate(image, "c.jpg") == [] and locator.locate(image) == []
+    boxes = LandmarkLocator({"c.jpg": [10, 20, 110, 140], "d.jpg": [[0, 0, 50, 50], [10, 10, 200, 180]]})
+    (c,) = boxes.locate(image, "c.jpg")
+    assert c.face == (10, 20, 110, 140) and 10 <= c.eyes[0] < c.eyes[2] <= 110 and c.eyes[3] <= c.mouth[1]
+    assert [f.face for f in boxes.locate(image, "d.jpg")] == [(10, 10, 200, 180), (0, 0, 50, 50)]
+    with pytest.raises(ValueError, match=r"e\.jpg: face boxes must be finite"):
+        LandmarkLocator({"e.jpg": [10, 10, 5, 20]})
     (tmp_path / "bad.json").write_text(json.dumps({"a.jpg": [[1, 2, 3]]}))
     with pytest.raises(ValueError, match=r"bad\.json: a\.jpg: landmarks must be"):
         LandmarkLocator.from_json(tmp_path / "bad.json")

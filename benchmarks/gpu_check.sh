@@ -32,13 +32,13 @@ fi
 
 stamp "GPU tests"
 # The GPU cases of the op tests (the CUDA and Triton backends on CUDA tensors).
-timeout 150 "$PY" -m pytest tests/ops -q -p no:cacheprovider -k "cuda or triton" --junitxml="$OUT/pytest.xml" \
+timeout ${T_TESTS:-150} "$PY" -m pytest tests/ops -q -p no:cacheprovider -k "cuda or triton" --junitxml="$OUT/pytest.xml" \
     >"$OUT/pytest.log" 2>&1
 echo "pytest exit $?: $(tail -1 "$OUT/pytest.log")"
 
 stamp "compute-sanitizer memcheck"
 if command -v compute-sanitizer >/dev/null; then
-    timeout 100 compute-sanitizer --tool memcheck --error-exitcode 9 "$PY" benchmarks/sanitize_ops.py \
+    timeout ${T_SAN:-100} compute-sanitizer --tool memcheck --error-exitcode 9 "$PY" benchmarks/sanitize_ops.py \
         >"$OUT/sanitizer.log" 2>&1
     echo "memcheck exit $?: $(grep -E 'ERROR SUMMARY|sanitize_ops' "$OUT/sanitizer.log" | tail -2 | tr '\n' ' ')"
 else
@@ -46,12 +46,12 @@ else
 fi
 
 stamp "bi-level step: ResNet-50 224x224 B=48, every variant against the baseline"
-timeout 150 "$PY" -m pytest --benchmark benchmarks/bench_bilevel.py -q -s -p no:cacheprovider \
+timeout ${T_STEP:-150} "$PY" -m pytest --benchmark benchmarks/bench_bilevel.py -q -s -p no:cacheprovider \
     -k "test_step_summary and cuda" >"$OUT/bilevel.log" 2>&1
 echo "bilevel benchmark exit $?"
 
 stamp "op report"
-timeout 150 "$PY" benchmarks/gpu_report.py "$OUT" >"$OUT/report.log" 2>&1
+timeout ${T_REPORT:-150} "$PY" benchmarks/gpu_report.py "$OUT" >"$OUT/report.log" 2>&1
 echo "report exit $?"
 grep -v "^\\s*$" "$OUT/bilevel.log" | grep -E "x |ratio|target|median|variant|plain|baseline|fd|jvp|unroll" | head -30
 tail -32 "$OUT/report.log"

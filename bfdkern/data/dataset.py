@@ -262,8 +262,10 @@ class FaceDataset(Dataset):
         else:
             box0 = center_box(w0, h0)
         side0 = box0[2] - box0[0]
-        # Square request: the draft size refers to the stored orientation, which EXIF may rotate.
-        need = max(1, round(max(w0, h0) * self.size / side0))
+        # Large JPEGs are decoded at a reduced DCT scale that still leaves twice the resolution needed, so the
+        # final resize (the one filter of the preprocessing path) dominates. Square request: the draft size
+        # refers to the stored orientation, which EXIF may rotate.
+        need = max(1, round(2 * max(w0, h0) * self.size / side0))
         image = load_image(item.path, draft=(need, need))
         sx, sy = image.width / w0, image.height / h0
         box = (round(box0[0] * sx), round(box0[1] * sy), round(box0[2] * sx), round(box0[3] * sy))

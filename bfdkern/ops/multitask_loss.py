@@ -10,6 +10,8 @@ recomputed through the reference ops, which are twice differentiable.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
@@ -154,6 +156,13 @@ class _EagerMultitaskLoss(torch.autograd.Function):
         return grad_logits, None, grad_weights, None, None
 
 
+@functools.cache
+def _spec_args(spec: TaskSpec) -> tuple:
+    """The op's flat spec arguments (a spec is frozen and hashable: built once per spec)."""
+    a = spec.kernel_args()
+    return (a["kinds"], a["col_offsets"], a["col_counts"], a["target_offsets"], a["gammas"], a["sigma"], a["delta"])
+
+
 def multitask_loss(
     logits: Tensor, targets: Tensor, spec: TaskSpec, weights: Tensor | None = None, *,
     backend: str | None = None, check_labels: bool = True,
@@ -175,8 +184,7 @@ def multitask_loss(
         weights = torch.ones(spec.num_tasks, dtype=torch.float32, device=getattr(logits, "device", None))
     check_loss_inputs(logits, targets, weights, spec, labels=check_labels)
     chosen = dispatch.select(logits.device, backend)
-    a = spec.kernel_args()
-    spec_args = (a["kinds"], a["col_offsets"], a["col_counts"], a["target_offsets"], a["gammas"], a["sigma"], a["delta"])
+    spec_args = _spec_args(spec)
     if torch.compiler.is_compiling():
         return _multitask_loss_op(logits, targets, weights, *spec_args, chosen)
     return _EagerMultitaskLoss.apply(logits, targets, weights, spec_args, chosen)

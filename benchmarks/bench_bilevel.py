@@ -2,7 +2,7 @@
 and a plain weighted-sum step; the paired evaluation (batched vs sequential); the perturbation op.
 
 Run: ``python -m pytest --benchmark benchmarks/bench_bilevel.py -s`` (``-s`` shows the summary
-tables). CPU: torchvision ResNet-18 at 64x64, B = 16; CUDA (when present): ResNet-50 at 224x224,
+tables; ``BFDKERN_BENCH_THREADS=1`` pins torch to one thread, for a CPU shared with other jobs). CPU: torchvision ResNet-18 at 64x64, B = 16; CUDA (when present): ResNet-50 at 224x224,
 B = 48; both with the BLADES spec and a packed linear head (``num_classes = spec.num_columns``).
 
 ``test_step_summary`` times the step variants round-robin (so load from other processes hits all
@@ -42,6 +42,10 @@ from bfdkern.tasks import blades_spec
 from tests.helpers import random_targets
 
 ROOT = Path(__file__).resolve().parent.parent
+if os.environ.get("BFDKERN_BENCH_THREADS"):
+    # On a CPU shared with other jobs, two OpenMP threads stall at every barrier when the other
+    # core is taken; one thread gives stable figures there.
+    torch.set_num_threads(int(os.environ["BFDKERN_BENCH_THREADS"]))
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 SETTINGS = {
     "cpu": {"arch": "resnet18", "size": 64, "batch": 16, "rounds": 5},
@@ -234,28 +238,32 @@ def test_step_summary(device, capsys):
     """All step variants round-robin; medians, ratios to the baseline and plain step, peak memory."""
     steps = {v: make_step(v, device) for v in STEP_VARIANTS}
     times = {v: [] for v in steps}
+    cpu_times = {v: [] for v in steps}
     for step in steps.values():
         step()  # warm-up
     for _ in range(_rounds(device)):
         for v, step in steps.items():
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             step()
             times[v].append(time.perf_counter() - t)
+            cpu_times[v].append(time.process_time() - c)
     del steps
     gc.collect()
     med = {v: statistics.median(ts) for v, ts in times.items()}
+    cpu_med = {v: statistics.median(ts) for v, ts in cpu_times.items()}
     peaks = {v: peak_memory(v, device) for v in STEP_VARIANTS}
     s = SETTINGS[device]
     lines = [
         f"bi-level step on {device} ({torch.cuda.get_device_name() if device == 'cuda' else 'CPU'}): "
-        f"{s['arch']} {s['size']}x{s['size']} B={s['batch']}, {_rounds(device)} interleaved rounds",
-        f"{'variant':<20}{'median s':>10}{'x plain':>9}{'baseline/x':>12}{'step MiB':>10}{'x baseline':>12}"
-        f"{'abs peak MiB':>14}",
+        f"{s['arch']} {s['size']}x{s['size']} B={s['batch']}, {_rounds(device)} interleaved rounds, "
+        f"{torch.get_num_threads()} CPU threads",
+        f"{'variant':<20}{'median s':>10}{'x plain':>9}{'baseline/x':>12}{'cpu s':>8}{'step MiB':>10}"
+        f"{'x baseline':>12}{'abs peak MiB':>14}",
     ]
     for v in STEP_VARIANTS:
         step_mib, base_mib = peaks[v]["step_peak_mib"], peaks[v]["base_mib"]
         lines.append(
-            f"{v:<20}{med[v]:>10.3f}{med[v] / med['plain']:>9.2f}{med['baseline'] / med[v]:>12.2f}"
+            f"{v:<20}{med[v]:>10.3f}{med[v] / med['plain']:>9.2f}{med['baseline'] / med[v]:>12.2f}{cpu_med[v]:>8.3f}"
             f"{step_mib:>10.0f}{step_mib / peaks['baseline']['step_peak_mib']:>12.2f}{base_mib + step_mib:>14.0f}"
         )
     verdicts = []
@@ -271,7 +279,18 @@ def test_step_summary(device, capsys):
     out = ROOT / ".benchmarks" / f"bilevel_summary_{device}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(
-        json.dumps({"settings": s, "median_s": med, "times_s": times, "peak": peaks, "report": report}, indent=1)
+        json.dumps(
+            {
+                "settings": s,
+                "threads": torch.get_num_threads(),
+                "median_s": med,
+                "times_s": times,
+                "cpu_median_s": cpu_med,
+                "peak": peaks,
+                "report": report,
+            },
+            indent=1,
+        )
     )
     with capsys.disabled():
         print("\n" + report)

@@ -189,6 +189,7 @@ def inner_pass(
     mode: str = "fd",
     functional: bool = False,
     keep_graph: bool = False,
+    into_grad: bool = False,
     amp_dtype: torch.dtype | None = None,
     backend: str | None = None,
 ) -> InnerPass:
@@ -196,6 +197,9 @@ def inner_pass(
 
     ``functional`` leaves BatchNorm statistics untouched (the forward's gradient will not be the
     real update); ``keep_graph`` keeps the forward's graph for a later ``per_task.backward(w)``.
+    ``into_grad`` accumulates g into the parameters' ``.grad`` (which the caller has zeroed, e.g.
+    views of a persistent buffer: no new N-sized allocation) and returns those tensors as g;
+    else g comes from ``torch.autograd.grad`` and ``.grad`` is untouched. Ignored by ``unroll``.
     """
     rng_state = RngState.capture(inputs.device)
     unroll = mode == "unroll"
@@ -213,6 +217,11 @@ def inner_pass(
     if unroll:
         w.requires_grad_(True)
     total = (w * per_task).sum()
+    if into_grad and not unroll:
+        params = list(layout.params)
+        total.backward(inputs=params, retain_graph=keep_graph)
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        return InnerPass(per_task, grads, w, rng_state)
     grads = torch.autograd.grad(
         total, layout.params, retain_graph=keep_graph or unroll, create_graph=unroll, allow_unused=True
     )
@@ -233,6 +242,7 @@ def validation_gradient(
     inputs: Tensor,
     targets: Tensor,
     *,
+    out: Tensor | None = None,
     amp_dtype: torch.dtype | None = None,
     backend: str | None = None,
 ) -> tuple[Tensor, Tensor]:
@@ -240,9 +250,12 @@ def validation_gradient(
 
     ``theta_prime`` holds one tensor per layout parameter. The backward accumulates each
     parameter's gradient straight into its slice of v (the slice is preset as the leaf's
-    ``.grad``), so v costs N values and no concatenation.
+    ``.grad``), so v costs N values and no concatenation. ``out``: a buffer to reuse for v.
     """
-    v = torch.zeros(layout.numel, dtype=layout.master_dtype, device=layout.device)
+    if out is None:
+        v = torch.zeros(layout.numel, dtype=layout.master_dtype, device=layout.device)
+    else:
+        v = out.zero_()
     slices = layout.views(v)
     leaves = []
     for t, gv in zip(theta_prime, slices):
@@ -315,6 +328,7 @@ def hypergradient_from(
     batched: bool = True,
     keep_graph: bool = False,
     consume_grads: bool = False,
+    v_out: Tensor | None = None,
     amp_dtype: torch.dtype | None = None,
     backend: str | None = None,
 ) -> Hypergradient:
@@ -323,7 +337,8 @@ def hypergradient_from(
     streams are left as they are (the validation forward draws from the streams like any forward).
 
     ``consume_grads``: ``inner.grads`` is not needed afterwards, so theta' may be written over it
-    (it is set to None). ``keep_graph``: keep the graph of ``inner.per_task`` alive."""
+    (it is set to None). ``keep_graph``: keep the graph of ``inner.per_task`` alive. ``v_out``:
+    a buffer to reuse for v (overwritten)."""
     check_mode(mode)
     per_task = inner.per_task.detach()
     if mode == "unroll":
@@ -350,7 +365,7 @@ def hypergradient_from(
     else:
         theta_prime = layout.views(step.apply(layout.theta(), inner.grads, layout), dtype=layout.dtype)
     v, l1 = validation_gradient(
-        model, spec, layout, theta_prime, inputs_val, targets_val, amp_dtype=amp_dtype, backend=backend
+        model, spec, layout, theta_prime, inputs_val, targets_val, out=v_out, amp_dtype=amp_dtype, backend=backend
     )
     del theta_prime
     v_norm = torch.linalg.vector_norm(v)

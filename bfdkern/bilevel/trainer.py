@@ -177,6 +177,11 @@ class BilevelTrainer:
             self.layout = self.layout.make_contiguous()
         self.steps = 0
         self._warned_collapse = False
+        # Persistent workspaces (gradients, v): a fresh N-sized buffer costs page faults on the CPU
+        # every step; these are allocated once.
+        self._grad_flat: Tensor | None = None
+        self._grad_views: list[Tensor] = []
+        self._v_flat: Tensor | None = None
         self._raw = nn.Parameter(self._initial_raw(lambda_init))
         self.lambda_optimizer = torch.optim.Adam([self._raw], lr=lambda_lr)
 
@@ -238,6 +243,31 @@ class BilevelTrainer:
         timings[name] = now - start
         return now
 
+    def _zero_grads(self) -> bool:
+        """Zeroed ``.grad`` of the trained parameters as views of one persistent flat buffer (the
+        gradients of every backward accumulate there in place). False for half-precision
+        parameters, whose gradients are set to None instead."""
+        layout = self.layout
+        if layout.dtype != layout.master_dtype:
+            self.optimizer.zero_grad(set_to_none=True)
+            return False
+        if self._grad_flat is None:
+            self._grad_flat = torch.zeros(layout.numel, dtype=layout.dtype, device=layout.device)
+            self._grad_views = layout.views(self._grad_flat)
+        else:
+            self._grad_flat.zero_()
+        for p, view in zip(layout.params, self._grad_views):
+            if p.grad is not view:
+                p.grad = view
+        return True
+
+    def _v_buffer(self) -> Tensor | None:
+        if self.layout.dtype != self.layout.master_dtype:
+            return None
+        if self._v_flat is None:
+            self._v_flat = torch.empty(self.layout.numel, dtype=self.layout.master_dtype, device=self.layout.device)
+        return self._v_flat
+
     def _check_finite(self, per_task: Tensor) -> None:
         bad = ~torch.isfinite(per_task.detach())
         if bool(bad.any()):
@@ -282,8 +312,7 @@ class BilevelTrainer:
         timings: dict[str, float] = {}
         start = t = time.perf_counter()
         x_tr, y_tr = self._to_device(batch_tr, "training batch")
-        # Last step's gradients are not needed: free them before the forward (lower peak memory).
-        self.optimizer.zero_grad(set_to_none=True)
+        persistent = self._zero_grads()
         if self.steps % self.outer_every != 0:
             return self._plain_step(x_tr, y_tr, timings, start)
         x_val, y_val = self._to_device(batch_val, "validation batch")
@@ -304,6 +333,7 @@ class BilevelTrainer:
             mode=self.mode,
             functional=not (lagged or self.reuse_forward),
             keep_graph=keep_graph,
+            into_grad=persistent,
             amp_dtype=self.amp_dtype,
             backend=self.backend,
         )
@@ -326,6 +356,7 @@ class BilevelTrainer:
             batched=self.batched_pair,
             keep_graph=keep_graph,
             consume_grads=not lagged,
+            v_out=self._v_buffer(),
             amp_dtype=self.amp_dtype,
             backend=self.backend,
         )
@@ -340,14 +371,21 @@ class BilevelTrainer:
         w_new = self.lambdas
         t = self._tick(timings, "lambda", t)
 
+        g_in_grad = persistent and self.mode != "unroll"  # g, then theta', was written to .grad
         if lagged:
-            for p, g in zip(self.layout.params, inner.grads):
-                p.grad = g.detach()
-        elif self.reuse_forward:
-            inner.per_task.backward(w_new.to(inner.per_task.dtype))
+            if not g_in_grad:
+                for p, g in zip(self.layout.params, inner.grads):
+                    p.grad = g.detach()
         else:
-            fresh = forward_losses(self.model, self.spec, x_tr, y_tr, amp_dtype=self.amp_dtype, backend=self.backend)
-            fresh.backward(w_new.to(fresh.dtype))
+            if g_in_grad:
+                self._grad_flat.zero_()  # it holds theta' now; the real backward accumulates here
+            if self.reuse_forward:
+                inner.per_task.backward(w_new.to(inner.per_task.dtype))
+            else:
+                fresh = forward_losses(
+                    self.model, self.spec, x_tr, y_tr, amp_dtype=self.amp_dtype, backend=self.backend
+                )
+                fresh.backward(w_new.to(fresh.dtype))
         del inner
         self._real_update()
         self.steps += 1

@@ -110,10 +110,10 @@ class VirtualStep:
         work, seen = [], set()
         for p, g in zip(params, grads):
             d = g.detach()
-            storage = d.untyped_storage().data_ptr()
-            if not d.is_contiguous() or d.dtype != p.dtype or storage in seen:
+            start = d.data_ptr()  # disjoint views of one flat gradient buffer are fine
+            if not d.is_contiguous() or d.dtype != p.dtype or start in seen:
                 d = d.to(p.dtype, memory_format=torch.contiguous_format, copy=True)
-            seen.add(storage)
+            seen.add(start)
             work.append(d)
         with torch.no_grad():
             for i, (p, d) in enumerate(zip(params, work)):

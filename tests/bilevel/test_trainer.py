@@ -109,6 +109,23 @@ def test_outer_update_every_k_steps():
     trainer.step(btr, (x, torch.full_like(y, float("nan"))))
 
 
+@pytest.mark.parametrize("mode", ["fd", "unroll"])
+@pytest.mark.parametrize("update_order", ["paper", "lagged"])
+def test_no_gradient_leaks_into_the_next_step(mode, update_order):
+    # The trainer keeps .grad in one persistent buffer that holds g and theta' during a step.
+    model = make_model("mlp")
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    trainer = _trainer(model, optimizer=opt, mode=mode, update_order=update_order, outer_every=2)
+    btr, bval = make_batch("mlp", 1), make_batch("mlp", 2)
+    trainer.step(btr, bval)
+    before_model, before_opt = copy.deepcopy((model, opt))
+    btr2 = make_batch("mlp", 3)
+    trainer.step(btr2, bval)  # a plain step
+    want = _plain_update(before_model, before_opt, trainer.lambdas, btr2)
+    for p, q in zip(model.parameters(), want.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-15)
+
+
 @pytest.mark.parametrize("parametrization", ["raw", "softplus", "softmax"])
 def test_parametrisations(parametrization):
     model = make_model("mlp")

@@ -80,6 +80,12 @@ def add_arguments(parser) -> None:
         help="torchvision state dict to start the backbone from (default: random init)",
     )
     m.add_argument(
+        "--unpaired",
+        action="store_true",
+        default=None,
+        help="draw every sample independently (default: each batch holds B/2 photos as original and manipulated)",
+    )
+    m.add_argument(
         "--face-crop",
         action="store_true",
         default=None,
@@ -114,6 +120,8 @@ def config_from_args(args):
     given = {field: getattr(args, dest) for dest, field in FIELDS.items() if getattr(args, dest) is not None}
     if args.face_crop:
         given["face_crop"] = True
+    if args.unpaired:
+        given["paired"] = False
     if args.quiet:
         given["progress"] = False
     if args.data is not None:

@@ -16,6 +16,15 @@ from torch import Tensor
 from bfdkern.ops import multitask_loss
 from bfdkern.tasks import TaskSpec
 
+LEARNED_MARGIN = 0.05
+"""A task counts as learned when its loss is at least this fraction below its chance level (a hair's
+difference is noise)."""
+
+
+def is_learned(loss: float, chance: float) -> bool:
+    """Whether ``loss`` is clearly below ``chance`` (by :data:`LEARNED_MARGIN` of it); False when unknown."""
+    return bool(loss < (1 - LEARNED_MARGIN) * chance)
+
 
 def _mean_losses(logits_row: Tensor, batches: Sequence[Tensor], spec: TaskSpec) -> Tensor:
     per = [multitask_loss(logits_row.expand(t.shape[0], -1), t, spec)[0] for t in batches]

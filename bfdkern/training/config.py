@@ -42,6 +42,9 @@ class PretrainConfig:
         face_crop: crop detected faces (OpenCV Haar cascade, box enlarged 1.3x) instead of the centred square.
         val_fraction: fraction of the images held out for B_val only (0: both streams draw from all images,
             in different orders and with different manipulations).
+        paired: each batch holds B/2 photos, each as its original and as one manipulated version (originals
+            are still half the samples, each manipulation 1/8; see :func:`bfdkern.data.make_loaders`); False
+            draws every sample independently.
         seed: model initialisation, sample draws and stream orders.
         dtype: parameter and input precision (``float64`` for verification).
         max_steps: stop after this many steps (None: run the schedule to its end); the schedule keeps its length.
@@ -66,6 +69,7 @@ class PretrainConfig:
     backbone_weights: str | None = None
     face_crop: bool = False
     val_fraction: float = 0.0
+    paired: bool = True
     seed: int = 0
     dtype: str = "float32"
     max_steps: int | None = None

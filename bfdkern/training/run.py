@@ -199,6 +199,7 @@ class Pretraining:
             seed=config.seed,
             num_workers=config.workers,
             val_fraction=config.val_fraction,
+            paired=config.paired,
             pin_memory=self.device.type == "cuda",
         )
         self.streams = {"tr": BatchStream(loaders[0]), "val": BatchStream(loaders[1])}
@@ -441,13 +442,16 @@ def pretrain(
 
 
 def format_losses(result: PretrainResult, spec: TaskSpec) -> str:
-    """A table: per task, the loss over the first and last steps, its chance level, and lambda."""
+    """A table: per task, the loss over the first and last steps, its chance level, whether it is learned
+    (clearly below chance), and lambda."""
+    from bfdkern.training.chance import is_learned
+
     lines = [f"{'task':<18}{'loss first':>11}{'loss last':>11}{'chance':>9}  {'learned':<8}{'lambda':>15}"]
     for k, name in enumerate(spec.names):
         first = result.first_losses[k] if result.first_losses else float("nan")
         last = result.last_losses[k] if result.last_losses else float("nan")
         chance = result.chance[k]
-        learned = "yes" if np.isfinite(chance) and last < chance else ("n/a" if not np.isfinite(chance) else "no")
+        learned = ("yes" if is_learned(last, chance) else "no") if np.isfinite(chance) else "n/a"
         lam = f"{result.initial_lambdas[k]:.3f} -> {result.lambdas[k]:.3f}"
         lines.append(f"{name:<18}{first:>11.4f}{last:>11.4f}{chance:>9.4f}  {learned:<8}{lam:>15}")
     return "\n".join(lines)

@@ -14,6 +14,11 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 
+def keys_per_epoch(sampler) -> int:
+    """Sample keys in one epoch of a StreamSampler (twice the images when it pairs originals and manipulations)."""
+    return int(getattr(sampler, "keys_per_epoch", len(sampler.indices)))
+
+
 class _EpochKeys(Sampler):
     """The keys of a :class:`bfdkern.data.StreamSampler` from (epoch, batch) on, epoch after epoch, without
     end; each epoch contributes only its full batches (the last partial one is dropped, as the loaders do)."""
@@ -21,7 +26,7 @@ class _EpochKeys(Sampler):
     def __init__(self, sampler, batch_size: int, epoch: int, batch: int):
         self.sampler, self.batch_size = sampler, batch_size
         self.epoch, self.batch = epoch, batch
-        self.full = (len(sampler.indices) // batch_size) * batch_size
+        self.full = (keys_per_epoch(sampler) // batch_size) * batch_size
 
     def __iter__(self) -> Iterator[tuple[int, int, int]]:
         epoch, start = self.epoch, self.batch * self.batch_size
@@ -47,9 +52,11 @@ class BatchStream:
             raise TypeError("BatchStream needs a loader from bfdkern.data.make_loaders (a StreamSampler)")
         self.loader = loader
         self.batch_size = int(loader.batch_size)
-        self.batches_per_epoch = len(sampler.indices) // self.batch_size
+        self.batches_per_epoch = keys_per_epoch(sampler) // self.batch_size
         if self.batches_per_epoch < 1:
-            raise ValueError(f"{len(sampler.indices)} images are fewer than one batch of {self.batch_size}")
+            raise ValueError(
+                f"{keys_per_epoch(sampler)} samples an epoch are fewer than one batch of {self.batch_size}"
+            )
         self.epoch, self.batch = int(epoch), int(batch)
         if self.epoch < 0 or not 0 <= self.batch <= self.batches_per_epoch:
             raise ValueError(

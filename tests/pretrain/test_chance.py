@@ -8,6 +8,7 @@ import torch
 from bfdkern.ops import reference
 from bfdkern.tasks import Task, TaskSpec, blades_spec
 from bfdkern.training import chance_losses
+from bfdkern.training.chance import is_learned
 from tests.helpers import random_targets
 
 SPEC = TaskSpec((Task("iso", "ordinal", 1), Task("wb", "categorical", 3), Task("manipulated", "binary", 2, outer=True)))
@@ -68,3 +69,8 @@ def test_blades_spec_and_bad_input():
         chance_losses([], spec)
     with pytest.raises(ValueError, match=r"\[B, J=12\]"):
         chance_losses([torch.zeros(4, 3)], spec)
+
+
+def test_learned_means_clearly_below_chance():
+    assert is_learned(0.94, 1.0) and not is_learned(0.96, 1.0) and not is_learned(1.2, 1.0)
+    assert not is_learned(0.1, float("nan")) and not is_learned(float("nan"), 1.0)

@@ -9,7 +9,7 @@ SMALL = [
     "--epochs",
     "2",
     "--batch-size",
-    "8",
+    "16",
     "--image-size",
     "16",
     "--backbone",

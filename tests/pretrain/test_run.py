@@ -23,7 +23,7 @@ def _config(photos, **kw):
     base = dict(
         data=str(photos),
         epochs=2,
-        batch_size=8,
+        batch_size=16,
         image_size=16,
         backbone="small",
         feature_dim=16,

@@ -6,7 +6,8 @@ Every EXIF value leaves a physical trace in the pixels:
 =================  ========================================================================================
 tag                trace
 =================  ========================================================================================
-ISO                sensor noise: shot noise (variance ~ signal x ISO) and read noise (~ ISO), on the raw mosaic
+ISO                sensor noise: shot noise (variance ~ signal x ISO) and read noise (~ ISO), on the raw mosaic,
+                   over a floor of noise that every photo has
 exposure time      brightness (exposure x (t / (1/125 s))^0.3) and camera-shake motion blur (length ~ t)
 aperture           depth of field: the background is blurred with sigma ~ 1 / f-number, the face stays sharp
 focal length       field of view: the background (a tiled wall at a fixed distance) is magnified by f / 24 mm,
@@ -78,6 +79,9 @@ METERING_MODES = {1: 0.15, 2: 0.30, 3: 0.15, 5: 0.40}
 EXPOSURE_PROGRAMS = {1: 0.10, 2: 0.30, 3: 0.20, 4: 0.15, 7: 0.15, 8: 0.10}
 """EXIF ExposureProgram code -> probability (manual, normal, aperture priority, shutter priority, portrait,
 landscape)."""
+
+NOISE_FLOOR = 0.006
+"""Sensor noise present at every ISO (dark current, fixed pattern), as a fraction of full scale."""
 
 LABEL_FIELDS = (
     "file",
@@ -344,7 +348,7 @@ def photograph(rng: np.random.Generator, settings: dict, size: int) -> tuple[np.
     # Sensor: RGGB mosaic, shot + read noise growing with ISO, saturation, 12 bits, demosaicing.
     mosaic = _mosaic(raw)
     gain = settings["iso"] / 100.0
-    noise_sd = np.sqrt(4e-5 * gain * np.clip(mosaic, 0, None) + (1.5e-4 * gain) ** 2)
+    noise_sd = np.sqrt(4e-5 * gain * np.clip(mosaic, 0, None) + (1.5e-4 * gain) ** 2 + NOISE_FLOOR**2)
     mosaic = mosaic + rng.normal(0.0, 1.0, mosaic.shape).astype(np.float32) * noise_sd
     counts = np.clip(np.rint(mosaic * 4095), 0, 4095).astype(np.uint16)
     rgb = cv2.cvtColor(counts, cv2.COLOR_BayerBG2RGB).astype(np.float32) / 4095.0  # RGGB on OpenCV's naming

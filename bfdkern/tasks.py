@@ -269,7 +269,7 @@ REGION_CLASSES = ("mouth", "eye")
 
 def blades_spec(sigma: float = 0.5, gamma: float = 2.0) -> TaskSpec:
     """The BLADES default: 4 ordinal + 5 categorical EXIF tasks, the outer binary
-    manipulation task l_1 and the multilabel region task (K = 11, C = 37, J = 12)."""
+    manipulation task l_1 and the multilabel region task (K = 11, C = 39, J = 12)."""
     tasks = [Task(n, "ordinal", 1) for n in ORDINAL_TAGS]
     tasks += [Task(n, "categorical", len(c), c, gamma=gamma) for n, c in CATEGORICAL_TAGS.items()]
     tasks.append(Task("manipulated", "binary", 2, ("real", "manipulated"), outer=True))

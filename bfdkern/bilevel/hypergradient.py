@@ -5,7 +5,7 @@ v = grad_theta' l_1(B_val; theta'):
 
 * ``fd`` (default; the paper's Eq. 18): -alpha (L(theta+) - L(theta-)) / (2 eps) with
   theta+- = theta +- eps v, eps = r / ||v||, L the per-task loss vector on B_tr. Both sides are
-  evaluated in one batched forward (:mod:`bfdkern.bilevel.paired_eval`). Error O(eps^2).
+  evaluated together (:mod:`bfdkern.bilevel.paired_eval`). Error O(eps^2).
 * ``jvp`` (exact): -alpha J(theta) v, one forward-mode pass (``torch.func.jvp``) through the
   reference loss (the fused ops have no forward-mode derivative).
 * ``unroll`` (exact; the paper's Eq. 17): the gradient of l_1(theta'(lambda)) in lambda by a
@@ -85,7 +85,7 @@ class Hypergradient:
         if flags[1]:
             return "the validation gradient v is zero (||v|| = 0): the outer objective gives no direction"
         if flags[2]:
-            return f"the {self.mode} hypergradient is not finite (a loss at theta+- is NaN or Inf)"
+            return f"the {self.mode} hypergradient is not finite (NaN or Inf in the training losses near theta)"
         return None
 
 

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from bfdkern.bilevel.distributed import UNROLL_ERROR, DistributedSync
 from bfdkern.bilevel.paired_eval import cloned_buffers, paired_losses
 from bfdkern.bilevel.params import ParamLayout
 from bfdkern.bilevel.precision import LOW_PRECISION, autocast, check_amp_dtype, collapsed_fraction, effective_dtype
@@ -331,6 +332,7 @@ def hypergradient_from(
     v_out: Tensor | None = None,
     amp_dtype: torch.dtype | None = None,
     backend: str | None = None,
+    sync: DistributedSync | None = None,
 ) -> Hypergradient:
     """Steps 1-3 of the bi-level step after the forward at theta (``inner``): virtual step, v,
     and the hypergradient by ``mode``. The model's parameters, buffers and the global random
@@ -338,8 +340,11 @@ def hypergradient_from(
 
     ``consume_grads``: ``inner.grads`` is not needed afterwards, so theta' may be written over it
     (it is set to None). ``keep_graph``: keep the graph of ``inner.per_task`` alive. ``v_out``:
-    a buffer to reuse for v (overwritten)."""
+    a buffer to reuse for v (overwritten). ``sync``: average v and the K-vectors (J v, or L(theta+-))
+    over the ranks (``inner.grads`` must already be averaged); not with ``unroll``."""
     check_mode(mode)
+    if sync is not None and mode == "unroll":
+        raise ValueError(UNROLL_ERROR)
     per_task = inner.per_task.detach()
     if mode == "unroll":
         theta_prime = step.apply_differentiable(layout.params, inner.grads)
@@ -368,10 +373,14 @@ def hypergradient_from(
         model, spec, layout, theta_prime, inputs_val, targets_val, out=v_out, amp_dtype=amp_dtype, backend=backend
     )
     del theta_prime
+    if sync is not None:
+        sync.average_(v, "the validation gradient v")  # then ||v|| and eps are global
     v_norm = torch.linalg.vector_norm(v)
     w = step.direction(v, layout)
     if mode == "jvp":
         jv = jvp_losses(model, spec, layout, w, inputs_tr, targets_tr, rng_state=inner.rng_state, amp_dtype=amp_dtype)
+        if sync is not None:
+            sync.average_(jv, "J v")
         eps = radius / torch.linalg.vector_norm(w)
         return Hypergradient(-step.scale * jv.to(per_task.dtype), eps, v_norm, l1, per_task, mode)
 
@@ -393,6 +402,8 @@ def hypergradient_from(
         amp_dtype=amp_dtype,
         backend=backend,
     )
+    if sync is not None:
+        sync.average_(losses, "the paired losses L(theta+-)")  # 2K numbers
     eps = eps.to(losses.dtype)
     # eps = 0 (v = 0 or not finite) gives NaN here, which problem() reports; never used as a step.
     value = -step.scale * (losses[0] - losses[1]) / (2.0 * eps)

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bfdkern.bilevel.check import HypergradCheck, check_hypergrad
+from bfdkern.bilevel.distributed import UNROLL_ERROR, sync_for
 from bfdkern.bilevel.hypergradient import (
     Hypergradient,
     check_mode,
@@ -116,6 +117,9 @@ class BilevelTrainer:
         contiguous_params: move the trainable parameters into one flat buffer (each becomes a view
             of it; same Parameter objects and values), so theta reaches the perturbation op
             without a copy. Move the model to its device before building the trainer.
+        distributed: average over the ranks of torch.distributed (:mod:`bfdkern.bilevel.distributed`):
+            None = when the model is wrapped in DistributedDataParallel (which is unwrapped) or a
+            process group of several ranks is initialised; each rank passes its share of the batches.
     """
 
     def __init__(
@@ -139,8 +143,12 @@ class BilevelTrainer:
         backend: str | None = None,
         sync_timings: bool = False,
         contiguous_params: bool = True,
+        distributed: bool | None = None,
     ):
         check_mode(mode)
+        model, self.sync = sync_for(model, distributed)
+        if self.sync is not None and mode == "unroll":
+            raise ValueError(UNROLL_ERROR)
         check_outer(spec)
         check_amp_dtype(amp_dtype)
         if parametrization not in PARAMETRIZATIONS:
@@ -175,6 +183,11 @@ class BilevelTrainer:
         self.sync_timings = sync_timings
         if contiguous_params:
             self.layout = self.layout.make_contiguous()
+        if self.sync is not None:  # every replica starts from the first rank's theta, as DDP does
+            theta = [self.layout.flat] if self.layout.aliased() else list(self.layout.params)
+            with torch.no_grad():
+                self.sync.broadcast_(theta, "the initial parameters")
+            self.sync.broadcast_buffers_(model)
         self.steps = 0
         self._warned_collapse = False
         # Persistent workspaces (gradients, v): a fresh N-sized buffer costs page faults on the CPU
@@ -278,6 +291,21 @@ class BilevelTrainer:
                 "learning rate. Nothing was updated."
             )
 
+    def _average_grads(self, persistent: bool, what: str, grads: list[Tensor] | None = None) -> None:
+        """Average the gradients over the ranks: the flat buffer when ``persistent`` (one all-reduce of
+        N values), else ``grads`` (default: the parameters' ``.grad``). No-op without distributed."""
+        if self.sync is None:
+            return
+        if persistent:
+            self.sync.average_(self._grad_flat, what)
+            return
+        if grads is None:
+            for p in self.layout.params:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+            grads = [p.grad for p in self.layout.params]
+        self.sync.average_list_(grads, what)
+
     def _real_update(self) -> None:
         if self.clip_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.layout.params, self.clip_grad_norm)
@@ -285,13 +313,14 @@ class BilevelTrainer:
         if self.scheduler is not None:
             self.scheduler.step()
 
-    def _plain_step(self, inputs: Tensor, targets: Tensor, timings: dict, start: float) -> StepRecord:
+    def _plain_step(self, inputs: Tensor, targets: Tensor, timings: dict, start: float, persistent: bool) -> StepRecord:
         w = self.lambdas
         per_task = forward_losses(
             self.model, self.spec, inputs, targets, amp_dtype=self.amp_dtype, backend=self.backend
         )
         self._check_finite(per_task)
         per_task.backward(w.to(per_task.dtype))
+        self._average_grads(persistent, "the weighted gradient")
         self._real_update()
         self.steps += 1
         self._tick(timings, "total", start)
@@ -312,9 +341,11 @@ class BilevelTrainer:
         timings: dict[str, float] = {}
         start = t = time.perf_counter()
         x_tr, y_tr = self._to_device(batch_tr, "training batch")
+        if self.sync is not None:
+            self.sync.broadcast_buffers_(self.model)
         persistent = self._zero_grads()
         if self.steps % self.outer_every != 0:
-            return self._plain_step(x_tr, y_tr, timings, start)
+            return self._plain_step(x_tr, y_tr, timings, start, persistent)
         x_val, y_val = self._to_device(batch_val, "validation batch")
         check_outer_labels(y_val, self.spec)
 
@@ -338,6 +369,7 @@ class BilevelTrainer:
             backend=self.backend,
         )
         self._check_finite(inner.per_task)
+        self._average_grads(persistent, "the virtual step's gradient", inner.grads)
         t = self._tick(timings, "inner", t)
 
         rule = VirtualStep.from_optimizer(self.optimizer, self.layout)
@@ -359,6 +391,7 @@ class BilevelTrainer:
             v_out=self._v_buffer(),
             amp_dtype=self.amp_dtype,
             backend=self.backend,
+            sync=self.sync,
         )
         problem = hg.problem()
         self._warn_collapse(hg)
@@ -386,6 +419,7 @@ class BilevelTrainer:
                     self.model, self.spec, x_tr, y_tr, amp_dtype=self.amp_dtype, backend=self.backend
                 )
                 fresh.backward(w_new.to(fresh.dtype))
+            self._average_grads(persistent, "the real update's gradient")
         del inner
         self._real_update()
         self.steps += 1

@@ -165,10 +165,17 @@ class Pretraining:
         echo: Callable[[str], None] | None = None,
     ):
         from bfdkern.bilevel import BilevelTrainer
+        from bfdkern.bilevel.distributed import init_from_environment, is_main_process, rank_device
         from bfdkern.data import FaceDataset, make_loaders
         from bfdkern.models import BladesModel
 
+        # Under torchrun: one process a rank; rank 0 alone logs, shows progress and writes files.
+        self.sync = init_from_environment(config.device)
+        self.main = is_main_process()
+        self.rank, self.world_size = (self.sync.rank, self.sync.world_size) if self.sync else (0, 1)
         self.config, self.run_dir, self.echo = config, Path(run_dir), echo or _echo
+        if not self.main:
+            self.echo = lambda message: None
         self.spec = spec or blades_spec()
         if resume and not (self.run_dir / CHECKPOINT_NAME).is_file():
             raise FileNotFoundError(f"{self.run_dir / CHECKPOINT_NAME}: no checkpoint to resume from")
@@ -176,10 +183,13 @@ class Pretraining:
             raise ValueError(
                 f"{self.run_dir}: already holds a pretraining run; pass --resume to continue it, or choose another --out"
             )
-        self.device = resolve_device(config.device)
+        self.device = resolve_device(rank_device(config.device))
         self.dtype = getattr(torch, config.dtype)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        config.save(self.run_dir)
+        if self.sync is not None:  # every rank has checked the directory before rank 0 writes to it
+            torch.distributed.barrier()
+        if self.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            config.save(self.run_dir)
 
         self.dataset = FaceDataset(
             config.data,
@@ -187,10 +197,11 @@ class Pretraining:
             size=config.image_size,
             seed=config.seed,
             face_crop=config.face_crop,
-            progress=config.progress,
+            progress=config.progress and self.main,
         )
         self.echo(f"data: {self.dataset.summary()}")
-        _write_skipped(self.run_dir, self.dataset)
+        if self.main:
+            _write_skipped(self.run_dir, self.dataset)
         if self.dataset.skipped_files:
             self.echo(f"data: the skipped files and why are listed in {self.run_dir / SKIPPED_NAME}")
         loaders = make_loaders(
@@ -202,7 +213,8 @@ class Pretraining:
             paired=config.paired,
             pin_memory=self.device.type == "cuda",
         )
-        self.streams = {"tr": BatchStream(loaders[0]), "val": BatchStream(loaders[1])}
+        share = {"rank": self.rank, "world_size": self.world_size}
+        self.streams = {"tr": BatchStream(loaders[0], **share), "val": BatchStream(loaders[1], **share)}
         self.steps_per_epoch = self.streams["tr"].batches_per_epoch
         self.total_steps = config.epochs * self.steps_per_epoch
 
@@ -249,7 +261,9 @@ class Pretraining:
             )
         self.trainer.load_state_dict(ckpt["trainer"])
         for name, (epoch, batch) in ckpt["streams"].items():
-            self.streams[name] = BatchStream(self.streams[name].loader, epoch, batch)
+            self.streams[name] = BatchStream(
+                self.streams[name].loader, epoch, batch, rank=self.rank, world_size=self.world_size
+            )
         set_random_states(ckpt["random"])
         self.initial_lambdas = list(extra.get("initial_lambdas", self.initial_lambdas))
         chance = extra.get("chance")
@@ -257,7 +271,9 @@ class Pretraining:
         self.echo(f"resumed {self.run_dir} at step {self.trainer.steps} (epoch {self.streams['tr'].epoch + 1})")
 
     def save_checkpoint(self) -> Path:
-        """Write ``RUN_DIR/checkpoint.pt`` for the last completed step."""
+        """Write ``RUN_DIR/checkpoint.pt`` for the last completed step (rank 0 only: the replicas are identical)."""
+        if not self.main:
+            return self.run_dir / CHECKPOINT_NAME
         extra = {
             "identity": self._identity(),
             "config": self.config.to_dict(),
@@ -281,9 +297,20 @@ class Pretraining:
 
             self.chance = chance_losses(self._chance_targets, self.spec).tolist()
             self._chance_targets = []
-            (self.run_dir / CHANCE_NAME).write_text(
-                json.dumps(dict(zip(self.spec.names, self.chance)), indent=2) + "\n"
-            )
+            if self.main:
+                (self.run_dir / CHANCE_NAME).write_text(
+                    json.dumps(dict(zip(self.spec.names, self.chance)), indent=2) + "\n"
+                )
+
+    def _stop_requested(self, guard: InterruptGuard) -> bool:
+        """Ctrl-C seen; under torch.distributed, by any rank (one number all-reduced a step, so every rank stops
+        after the same step instead of one waiting for the others in an all-reduce)."""
+        if self.sync is None:
+            return guard.requested
+        flag = torch.tensor([float(guard.requested)], device=self.device)
+        self.sync._run(lambda: torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX), "the stop flag")
+        guard.requested = bool(flag.item())
+        return guard.requested
 
     def run(self, on_step: Callable | None = None, plots: bool = True) -> PretrainResult:
         """Train until ``max_steps`` or the schedule's end, or Ctrl-C. ``on_step(record)`` is called after each
@@ -292,7 +319,7 @@ class Pretraining:
 
         cfg, trainer = self.config, self.trainer
         stop = self.total_steps if cfg.max_steps is None else min(int(cfg.max_steps), self.total_steps)
-        log = StepLog(self.run_dir, self.spec, resume_step=trainer.steps)
+        log = StepLog(self.run_dir, self.spec, resume_step=trainer.steps) if self.main else None
         step_s, data_s = [], []
         status, in_step = "finished", False
         bar = tqdm(
@@ -300,7 +327,7 @@ class Pretraining:
             initial=min(trainer.steps, stop),
             desc="pretrain",
             unit="step",
-            disable=not cfg.progress,
+            disable=not (cfg.progress and self.main),
             dynamic_ncols=True,
             file=sys.stderr,
         )
@@ -309,7 +336,7 @@ class Pretraining:
         try:
             with InterruptGuard(self.echo) as guard:
                 try:
-                    while trainer.steps < stop and not guard.requested:
+                    while trainer.steps < stop and not self._stop_requested(guard):
                         t0 = time.perf_counter()
                         try:
                             batch_tr, batch_val = self._batch("tr"), self._batch("val")
@@ -324,7 +351,8 @@ class Pretraining:
                         in_step = False
                         self.positions = {name: s.position for name, s in self.streams.items()}
                         epoch = self.positions["tr"][0]
-                        log.write(record, epoch, lr, waited)
+                        if log is not None:
+                            log.write(record, epoch, lr, waited)
                         step_s.append(record.timings.get("total", float("nan")))
                         data_s.append(waited)
                         self._collect_chance(batch_tr[1])
@@ -350,7 +378,8 @@ class Pretraining:
                     status = "interrupted"
         finally:
             bar.close()
-            log.close()
+            if log is not None:
+                log.close()
         wall = time.perf_counter() - start
         for stream in self.streams.values():
             stream.close()
@@ -363,7 +392,7 @@ class Pretraining:
         self._collect_chance(None, force=True)
         self.save_checkpoint()
         encoder = None
-        if status == "finished":
+        if status == "finished" and self.main:
             from bfdkern.models import CHECKPOINT_NAME as ENCODER_NAME
             from bfdkern.models import save_model
 
@@ -388,7 +417,7 @@ class Pretraining:
     def _result(self, status, step_s, data_s, wall, encoder=None, plots: bool = True) -> PretrainResult:
         pngs = {}
         log_path = self.run_dir / LOG_NAME
-        log = read_log(log_path) if log_path.is_file() else {}
+        log = read_log(log_path) if self.main and log_path.is_file() else {}
         if plots and len(log.get("step", [])):
             from bfdkern.training.plots import LAMBDA_PLOT, LOSS_PLOT, plot_lambdas, plot_losses
 

@@ -147,6 +147,7 @@ def run(args) -> int:
 def _pretrain(args) -> int:
     import torch
 
+    from bfdkern.bilevel.distributed import is_main_process
     from bfdkern.tasks import blades_spec
     from bfdkern.training import format_losses, pretrain
 
@@ -166,6 +167,8 @@ def _pretrain(args) -> int:
     spec = blades_spec()
     if result.status == "aborted":
         return 130
+    if not is_main_process():  # under torchrun, rank 0 reports
+        return 130 if result.status == "interrupted" else 0
     if result.first_losses:
         print(f"per-task loss, mean of the first and the last {result.window} logged steps (training batches):")
         print(format_losses(result, spec))

@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
+from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 
 from bfdkern.bilevel import BilevelTrainer
 from bfdkern.ops import multitask_loss
@@ -77,7 +78,7 @@ def _plain_ddp(spec, rank: int) -> dict:
 
     def hook(state, bucket):
         sizes.append(bucket.buffer().numel() * bucket.buffer().element_size())
-        return dist.algorithms.ddp_comm_hooks.default_hooks.allreduce_hook(state, bucket)
+        return default_hooks.allreduce_hook(state, bucket)
 
     model.register_comm_hook(None, hook)
     times, per_step = [], []

@@ -226,3 +226,24 @@ def test_a_rank_that_raises_makes_the_other_stop_with_a_clear_error(tmp_path):
     status0, message0 = out[0]
     assert status0 == CollectiveError.__name__, message0
     assert "another rank has stopped or failed" in message0
+
+
+def test_rank_shares_of_a_batch_stream_make_up_the_single_process_batches(tmp_path):
+    from bfdkern.data import FaceDataset, make_loaders
+    from bfdkern.data.simulator import simulate_collection
+    from bfdkern.tasks import blades_spec
+    from bfdkern.training import BatchStream
+
+    simulate_collection(tmp_path, 12, seed=3, size=32, missing=0.1)
+    loader = make_loaders(FaceDataset(tmp_path, blades_spec(), size=16, seed=5), batch_size=8)[0]
+    whole = BatchStream(loader, epoch=0, batch=1)
+    shares = [BatchStream(loader, epoch=0, batch=1, rank=r, world_size=2) for r in range(2)]
+    for _ in range(4):  # across the epoch end (3 batches an epoch)
+        x, y = whole.next()
+        parts = [s.next() for s in shares]
+        assert all(p[0].shape[0] == 4 for p in parts)
+        assert torch.equal(torch.cat([p[0] for p in parts]), x)
+        assert torch.equal(torch.cat([p[1] for p in parts]).nan_to_num(-1), y.nan_to_num(-1))
+    assert shares[0].position == whole.position
+    with pytest.raises(ValueError, match="whole pairs"):
+        BatchStream(loader, rank=0, world_size=8)  # shares of one photo pair would split it

@@ -14,13 +14,13 @@ user supplies (``backbone_weights``), or a whole model is restored with :func:`l
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bfdkern.atomic import atomic_torch_save
 from bfdkern.tasks import TaskSpec
 
 BACKBONES = ("resnet50", "resnet18", "small")
@@ -144,18 +144,7 @@ def save_model(path: str | os.PathLike, model: BladesModel, extra: dict | None =
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "extra": dict(extra or {}),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_torch_save(payload, path)
 
 
 def read_checkpoint(path_or_run_dir: str | os.PathLike, map_location="cpu") -> dict:

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from bfdkern.atomic import atomic_torch_save
 
 CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT = "bfdkern.pretrain-checkpoint/1"
@@ -55,18 +56,7 @@ def save_checkpoint(path: str | os.PathLike, trainer_state: dict, streams: dict,
         "random": random_states(),
         "extra": dict(extra or {}),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_torch_save(payload, path)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:

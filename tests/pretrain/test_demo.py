@@ -67,3 +67,20 @@ def test_command_line(tmp_path, capsys):
     (tmp_path / "x" / "a.txt").write_text("a")
     assert cli.main(["demo", "--out", str(tmp_path / "x"), "--quiet"]) == 2
     assert "holds no earlier demo" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_full_demo_learns_the_tasks_and_detects_camera_less_faces(tmp_path):
+    """The README's main job at its defaults: the outer task l_1 is learned, lambda moves, and the
+    pretrained encoder separates camera photos from camera-less faces (identically preprocessed)
+    clearly better than the same encoder at random initialisation."""
+    result = run_demo(tmp_path / "demo", DemoSettings(), echo=lambda line: None, progress=False)
+    chance = np.asarray(result.chance)
+    after = np.asarray(result.loss_after)
+    learned = after <= 0.95 * chance
+    assert learned.sum() >= 7, dict(zip(result.tasks, (after / chance).round(2)))
+    outer = [result.tasks.index(name) for name in result.outer_tasks]
+    assert learned[outer].all(), "the outer task l_1 stays at chance"
+    moved = np.abs(np.asarray(result.lambda_after) - np.asarray(result.lambda_before))
+    assert moved.max() > 0.5
+    assert result.auc >= 0.65 and result.auc >= result.auc_random_init + 0.08, (result.auc, result.auc_random_init)

@@ -7,7 +7,9 @@ ROOT = Path(__file__).resolve().parent
 
 def pytest_addoption(parser):
     parser.addoption(
-        "--benchmark", action="store_true", default=False,
+        "--benchmark",
+        action="store_true",
+        default=False,
         help="run the benchmark suite in benchmarks/ instead of the tests",
     )
 

@@ -94,11 +94,17 @@ def check_loss(device, backends, sizes, results) -> None:
                     (g,) = torch.autograd.grad(pt, x, gvec.to(device, pt.dtype))
                     outs.append((pt.detach().clone(), g.clone()))
                 identical = bool(torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1]))
-                results.append({
-                    "check": "multitask_loss", "backend": backend, "B": b, "dtype": str(dtype).split(".")[-1],
-                    "rel_err_loss": rel_err(outs[0][0], ref_pt.detach()), "rel_err_grad": rel_err(outs[0][1], ref_g),
-                    "repeat_identical": identical,
-                })
+                results.append(
+                    {
+                        "check": "multitask_loss",
+                        "backend": backend,
+                        "B": b,
+                        "dtype": str(dtype).split(".")[-1],
+                        "rel_err_loss": rel_err(outs[0][0], ref_pt.detach()),
+                        "rel_err_grad": rel_err(outs[0][1], ref_g),
+                        "repeat_identical": identical,
+                    }
+                )
 
 
 def check_perturb(device, backends, n, results) -> None:
@@ -116,14 +122,23 @@ def check_perturb(device, backends, n, results) -> None:
             nan_v[n // 2] = float("nan")
             _, nan_eps, nan_flag = perturb_pair(theta.to(device), nan_v.to(device), backend=backend)
             guards = bool(
-                float(zero_eps) == 0.0 and torch.equal(zero_out[0].cpu(), theta) and float(nan_eps) == 0.0
+                float(zero_eps) == 0.0
+                and torch.equal(zero_out[0].cpu(), theta)
+                and float(nan_eps) == 0.0
                 and bool(nan_flag)
             )
-            results.append({
-                "check": "perturb_pair", "backend": backend, "N": n, "dtype": str(dtype).split(".")[-1],
-                "rel_err_loss": rel_err(outs[0], ref_out.to(dtype)), "rel_err_grad": abs(float(eps) - float(ref_eps)) / float(ref_eps),
-                "repeat_identical": bool(torch.equal(outs[0], outs[1])), "guards_ok": guards,
-            })
+            results.append(
+                {
+                    "check": "perturb_pair",
+                    "backend": backend,
+                    "N": n,
+                    "dtype": str(dtype).split(".")[-1],
+                    "rel_err_loss": rel_err(outs[0], ref_out.to(dtype)),
+                    "rel_err_grad": abs(float(eps) - float(ref_eps)) / float(ref_eps),
+                    "repeat_identical": bool(torch.equal(outs[0], outs[1])),
+                    "guards_ok": guards,
+                }
+            )
 
 
 def time_loss(device, backends, sizes, results) -> None:
@@ -146,8 +161,16 @@ def time_loss(device, backends, sizes, results) -> None:
             else:
                 peak = None
             base = t if backend == "reference" else base
-            results.append({"op": "multitask_loss fwd+bwd", "backend": backend, "shape": f"B={b}", "median_s": t,
-                            "speedup": base / t, "peak_bytes": peak})
+            results.append(
+                {
+                    "op": "multitask_loss fwd+bwd",
+                    "backend": backend,
+                    "shape": f"B={b}",
+                    "median_s": t,
+                    "speedup": base / t,
+                    "peak_bytes": peak,
+                }
+            )
 
 
 def time_perturb(device, backends, n, copy_bw, results) -> None:
@@ -157,8 +180,17 @@ def time_perturb(device, backends, n, copy_bw, results) -> None:
         t = timed(lambda backend=backend: perturb_pair(theta, v, backend=backend), device)
         base = t if backend == "reference" else base
         moved = 4 * n * 4  # the floor: read theta and v once, write two rows
-        results.append({"op": "perturb_pair", "backend": backend, "shape": f"N={n}", "median_s": t,
-                        "speedup": base / t, "GBps": moved / t / 1e9, "pct_copy_bw": 100 * moved / t / copy_bw})
+        results.append(
+            {
+                "op": "perturb_pair",
+                "backend": backend,
+                "shape": f"N={n}",
+                "median_s": t,
+                "speedup": base / t,
+                "GBps": moved / t / 1e9,
+                "pct_copy_bw": 100 * moved / t / copy_bw,
+            }
+        )
 
 
 def main() -> int:
@@ -174,9 +206,18 @@ def main() -> int:
     fused = [b for b in available(device) if b != "reference" and not (b == "triton" and device.type == "cpu")]
     toy = args.dry_run
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    report = {"card": card, "date": datetime.date.today().isoformat(), "commit": commit or "unknown",
-              "torch": torch.__version__, "backends": fused, "checks": [], "timings": []}
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    report = {
+        "card": card,
+        "date": datetime.date.today().isoformat(),
+        "commit": commit or "unknown",
+        "torch": torch.__version__,
+        "backends": fused,
+        "checks": [],
+        "timings": [],
+    }
     print(f"card: {card}; torch {torch.__version__}; fused backends: {fused}", flush=True)
 
     report["copy_bandwidth_Bps"] = copy_bw = copy_bandwidth(device, (1 << 20) if toy else (1 << 30))
@@ -187,8 +228,10 @@ def main() -> int:
     (args.out / "gpu_report.json").write_text(json.dumps(report, indent=2))
     print_table(report)
     ok = bool(report["checks"]) and all(
-        c["repeat_identical"] and c.get("guards_ok", True)
-        and c["rel_err_loss"] < (1e-4 if c["dtype"] != "bfloat16" else 1e-2) and c["rel_err_grad"] < 1e-4
+        c["repeat_identical"]
+        and c.get("guards_ok", True)
+        and c["rel_err_loss"] < (1e-4 if c["dtype"] != "bfloat16" else 1e-2)
+        and c["rel_err_grad"] < 1e-4
         for c in report["checks"]
     )
     print("ALL CHECKS PASS" if ok else "SOME CHECKS FAILED (or no fused backend was checked)")
@@ -201,9 +244,13 @@ def print_table(report: dict) -> None:
     print(f"{'check':<16}{'backend':<10}{'size':<10}{'dtype':<10}{'rel err out':>12}{'rel err grad':>13}{'repeat':>8}")
     for c in report["checks"]:
         size = f"B={c['B']}" if "B" in c else f"N={c['N']}"
-        print(f"{c['check']:<16}{c['backend']:<10}{size:<10}{c['dtype']:<10}{c['rel_err_loss']:>12.2e}"
-              f"{c['rel_err_grad']:>13.2e}{'same' if c['repeat_identical'] else 'DIFF':>8}")
-    print(f"\n{'op':<24}{'backend':<22}{'shape':<24}{'median':>12}{'speedup':>9}{'GB/s':>8}{'%copy':>7}{'peak MiB':>10}")
+        print(
+            f"{c['check']:<16}{c['backend']:<10}{size:<10}{c['dtype']:<10}{c['rel_err_loss']:>12.2e}"
+            f"{c['rel_err_grad']:>13.2e}{'same' if c['repeat_identical'] else 'DIFF':>8}"
+        )
+    print(
+        f"\n{'op':<24}{'backend':<22}{'shape':<24}{'median':>12}{'speedup':>9}{'GB/s':>8}{'%copy':>7}{'peak MiB':>10}"
+    )
     for t in report["timings"]:
         if "error" in t:
             print(f"{t['op']:<24}{t['error']}")
@@ -212,7 +259,9 @@ def print_table(report: dict) -> None:
         pct = f"{t['pct_copy_bw']:.0f}" if "pct_copy_bw" in t else ""
         peak = f"{t['peak_bytes'] / 2**20:.0f}" if t.get("peak_bytes") else ""
         sp = f"{t['speedup']:.2f}x" if t.get("speedup") else ""
-        print(f"{t['op']:<24}{t['backend']:<22}{t['shape']:<24}{t['median_s'] * 1e3:>10.3f}ms{sp:>9}{gb:>8}{pct:>7}{peak:>10}")
+        print(
+            f"{t['op']:<24}{t['backend']:<22}{t['shape']:<24}{t['median_s'] * 1e3:>10.3f}ms{sp:>9}{gb:>8}{pct:>7}{peak:>10}"
+        )
 
 
 if __name__ == "__main__":

@@ -44,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv and argv[0] in COMMANDS else None
     if command is None:
-        parser = argparse.ArgumentParser(prog="bfdkern", description="Self-supervised AI-generated face detection (BLADES)")
+        parser = argparse.ArgumentParser(
+            prog="bfdkern", description="Self-supervised AI-generated face detection (BLADES)"
+        )
         parser.add_argument("command", choices=list(COMMANDS), help="; ".join(COMMANDS))
         parser.parse_args(argv or ["--help"])
         return 2

@@ -67,9 +67,7 @@ class Task:
         if self.kind == "categorical" and self.num_columns < 2:
             raise ValueError(f"task {self.name!r}: a categorical task needs >= 2 columns")
         if self.classes and len(self.classes) != self.num_columns and self.kind != "ordinal":
-            raise ValueError(
-                f"task {self.name!r}: {len(self.classes)} class names for {self.num_columns} columns"
-            )
+            raise ValueError(f"task {self.name!r}: {len(self.classes)} class names for {self.num_columns} columns")
         if self.gamma is None:
             object.__setattr__(self, "gamma", DEFAULT_GAMMA[self.kind])
 
@@ -201,8 +199,14 @@ class TaskSpec:
             "sigma": self.sigma,
             "delta": self.delta,
             "tasks": [
-                {"name": t.name, "kind": t.kind, "num_columns": t.num_columns, "classes": list(t.classes),
-                 "outer": t.outer, "gamma": t.gamma}
+                {
+                    "name": t.name,
+                    "kind": t.kind,
+                    "num_columns": t.num_columns,
+                    "classes": list(t.classes),
+                    "outer": t.outer,
+                    "gamma": t.gamma,
+                }
                 for t in self.tasks
             ],
         }
@@ -212,8 +216,14 @@ class TaskSpec:
         """Inverse of :meth:`to_dict`."""
         try:
             tasks = tuple(
-                Task(d["name"], d["kind"], int(d["num_columns"]), tuple(d.get("classes", ())), bool(d.get("outer", False)),
-                     d.get("gamma"))
+                Task(
+                    d["name"],
+                    d["kind"],
+                    int(d["num_columns"]),
+                    tuple(d.get("classes", ())),
+                    bool(d.get("outer", False)),
+                    d.get("gamma"),
+                )
                 for d in data["tasks"]
             )
             return cls(tasks, sigma=float(data.get("sigma", 0.5)), delta=float(data.get("delta", 1e-8)))
@@ -252,7 +262,15 @@ WHITE_BALANCE_CLASSES = ("auto", "manual")
 """EXIF WhiteBalance 0..1."""
 
 EXPOSURE_PROGRAM_CLASSES = (
-    "manual", "normal", "aperture_priority", "shutter_priority", "creative", "action", "portrait", "landscape", "others",
+    "manual",
+    "normal",
+    "aperture_priority",
+    "shutter_priority",
+    "creative",
+    "action",
+    "portrait",
+    "landscape",
+    "others",
 )
 """EXIF ExposureProgram 1..8 in order, then others (0 not defined, non-standard codes)."""
 

@@ -7,6 +7,7 @@ import pytest
 
 try:
     import torch
+
     _HAS_GPU = torch.cuda.is_available()
 except ImportError:  # pragma: no cover
     _HAS_GPU = False

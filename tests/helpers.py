@@ -20,8 +20,14 @@ def shared_data_dir() -> Path | None:
 
 
 def random_targets(
-    spec: TaskSpec, batch: int, *, missing: float = 0.2, levels: int = 4, generator: torch.Generator | None = None,
-    dtype=torch.float64, device="cpu",
+    spec: TaskSpec,
+    batch: int,
+    *,
+    missing: float = 0.2,
+    levels: int = 4,
+    generator: torch.Generator | None = None,
+    dtype=torch.float64,
+    device="cpu",
 ) -> torch.Tensor:
     """[B, J] targets with a fraction of missing labels and, for ordinal tasks, few distinct
     values (so ties occur)."""
@@ -40,8 +46,16 @@ def random_targets(
     return t.to(device)
 
 
-def random_inputs(spec: TaskSpec, batch: int, *, scale: float = 2.0, seed: int | None = None, dtype=torch.float64,
-                  device="cpu", missing: float = 0.2):
+def random_inputs(
+    spec: TaskSpec,
+    batch: int,
+    *,
+    scale: float = 2.0,
+    seed: int | None = None,
+    dtype=torch.float64,
+    device="cpu",
+    missing: float = 0.2,
+):
     """(logits [B, C], targets [B, J], weights [K]) drawn fresh (non-uniform weights)."""
     g = torch.Generator().manual_seed(seed if seed is not None else int(torch.randint(0, 2**31, ()).item()))
     logits = (torch.randn(batch, spec.num_columns, generator=g, dtype=torch.float64) * scale).to(dtype)

@@ -47,15 +47,28 @@ def _backend_backward(backend, grad_per_task, logits, targets, kargs) -> Tensor:
 
 def _kargs(kinds, col_offsets, col_counts, target_offsets, gammas, sigma, delta) -> dict:
     return dict(
-        kinds=kinds, col_offsets=col_offsets, col_counts=col_counts, target_offsets=target_offsets,
-        gammas=gammas, sigma=sigma, delta=delta,
+        kinds=kinds,
+        col_offsets=col_offsets,
+        col_counts=col_counts,
+        target_offsets=target_offsets,
+        gammas=gammas,
+        sigma=sigma,
+        delta=delta,
     )
 
 
 @torch.library.custom_op("bfdkern::multitask_loss", mutates_args=())
 def _multitask_loss_op(
-    logits: Tensor, targets: Tensor, weights: Tensor, kinds: list[int], col_offsets: list[int],
-    col_counts: list[int], target_offsets: list[int], gammas: list[float], sigma: float, delta: float,
+    logits: Tensor,
+    targets: Tensor,
+    weights: Tensor,
+    kinds: list[int],
+    col_offsets: list[int],
+    col_counts: list[int],
+    target_offsets: list[int],
+    gammas: list[float],
+    sigma: float,
+    delta: float,
     backend: str,
 ) -> tuple[Tensor, Tensor]:
     kargs = _kargs(kinds, col_offsets, col_counts, target_offsets, gammas, sigma, delta)
@@ -72,8 +85,16 @@ def _(logits, targets, weights, kinds, col_offsets, col_counts, target_offsets, 
 
 @torch.library.custom_op("bfdkern::multitask_loss_backward", mutates_args=())
 def _multitask_loss_backward_op(
-    grad_per_task: Tensor, logits: Tensor, targets: Tensor, kinds: list[int], col_offsets: list[int],
-    col_counts: list[int], target_offsets: list[int], gammas: list[float], sigma: float, delta: float,
+    grad_per_task: Tensor,
+    logits: Tensor,
+    targets: Tensor,
+    kinds: list[int],
+    col_offsets: list[int],
+    col_counts: list[int],
+    target_offsets: list[int],
+    gammas: list[float],
+    sigma: float,
+    delta: float,
     backend: str,
 ) -> Tensor:
     kargs = _kargs(kinds, col_offsets, col_counts, target_offsets, gammas, sigma, delta)
@@ -131,8 +152,9 @@ _multitask_loss_op.register_autograd(_backward, setup_context=_setup_context)
 def _eager_backward_kernel(g, logits, targets, *args):
     *spec_args, backend = args
     dtype = reference.compute_dtype(logits.dtype)
-    return _backend_backward(backend, g.to(dtype).contiguous(), logits.contiguous(), targets.contiguous(),
-                             _kargs(*spec_args)).to(logits.dtype)
+    return _backend_backward(
+        backend, g.to(dtype).contiguous(), logits.contiguous(), targets.contiguous(), _kargs(*spec_args)
+    ).to(logits.dtype)
 
 
 class _EagerMultitaskLoss(torch.autograd.Function):
@@ -164,8 +186,13 @@ def _spec_args(spec: TaskSpec) -> tuple:
 
 
 def multitask_loss(
-    logits: Tensor, targets: Tensor, spec: TaskSpec, weights: Tensor | None = None, *,
-    backend: str | None = None, check_labels: bool = True,
+    logits: Tensor,
+    targets: Tensor,
+    spec: TaskSpec,
+    weights: Tensor | None = None,
+    *,
+    backend: str | None = None,
+    check_labels: bool = True,
 ) -> tuple[Tensor, Tensor]:
     """Per-task pretext losses and their weighted sum.
 

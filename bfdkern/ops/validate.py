@@ -70,7 +70,9 @@ def check_labels(targets: Tensor, spec: TaskSpec) -> None:
             else:
                 expect = f"integer class indices in [0, {task.num_columns - 1}] (NaN = missing)"
             shown = present.flatten()[:5].tolist()
-            raise ValueError(f"multitask_loss: task {task.name!r} ({task.kind}): labels must be {expect}, got e.g. {shown}")
+            raise ValueError(
+                f"multitask_loss: task {task.name!r} ({task.kind}): labels must be {expect}, got e.g. {shown}"
+            )
 
 
 def check_perturb_inputs(theta: Tensor, v: Tensor, radius: float) -> None:

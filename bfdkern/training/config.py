@@ -14,6 +14,7 @@ from pathlib import Path
 
 from bfdkern.bilevel.hypergradient import MODES
 from bfdkern.models import BACKBONES
+from bfdkern.tasks import TaskSpec, blades_spec
 
 CONFIG_NAME = "config.json"
 DTYPES = ("float32", "float64")
@@ -53,6 +54,10 @@ class PretrainConfig:
         checkpoint_every: write a checkpoint every this many steps (also at each epoch end, at the end and on
             Ctrl-C); 0 = only those.
         progress: show progress bars.
+        outer_every: update lambda every k-th step (the steps between are plain weighted steps).
+        fixed_lambda: keep every lambda at ``lambda_init`` (no bi-level update; the equal-weight ablation).
+        tasks: the pretext tasks trained, by name (None: all of :func:`~bfdkern.tasks.blades_spec`); must keep
+            the outer task ``manipulated``. Used by the task ablations and Zou25.
     """
 
     data: str = ""
@@ -77,6 +82,9 @@ class PretrainConfig:
     workers: int = 2
     checkpoint_every: int = 500
     progress: bool = True
+    outer_every: int = 1
+    fixed_lambda: bool = False
+    tasks: list[str] | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -106,6 +114,26 @@ class PretrainConfig:
             raise ValueError(f"max_steps must be >= 1 or None, got {self.max_steps}")
         if int(self.workers) < 0 or int(self.checkpoint_every) < 0:
             raise ValueError(f"workers and checkpoint_every must be >= 0, got {self.workers}, {self.checkpoint_every}")
+        if int(self.outer_every) < 1:
+            raise ValueError(f"outer_every must be >= 1, got {self.outer_every}")
+        if self.tasks is not None:
+            self.tasks = list(self.tasks)
+            self.task_spec()
+
+    def task_spec(self) -> TaskSpec:
+        """The spec of the trained tasks: :func:`~bfdkern.tasks.blades_spec`, or its subset ``tasks``.
+        Raises ValueError for unknown names or a subset without an outer task."""
+        spec = blades_spec()
+        if self.tasks is None:
+            return spec
+        unknown = sorted(set(self.tasks) - set(spec.names))
+        if unknown:
+            raise ValueError(f"tasks: unknown task names {unknown} (known: {list(spec.names)})")
+        sub = spec.subset(self.tasks)
+        if not sub.outer_indices:
+            outer = [spec.names[i] for i in spec.outer_indices]
+            raise ValueError(f"tasks: {list(self.tasks)} drops the outer task {outer}, which lambda is learned for")
+        return sub
 
     # --- files -----------------------------------------------------------------------------------------
     def to_dict(self) -> dict:

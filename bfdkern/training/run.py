@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bfdkern.tasks import TaskSpec, blades_spec
+from bfdkern.tasks import TaskSpec
 from bfdkern.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint, set_random_states
 from bfdkern.training.config import CONFIG_NAME, PretrainConfig
 from bfdkern.training.log import LOG_NAME, StepLog, read_log
@@ -33,6 +33,8 @@ from bfdkern.training.streams import BatchStream
 
 CHANCE_NAME = "chance.json"
 SKIPPED_NAME = "skipped.csv"
+FIXED_OUTER_EVERY = 2**62
+"""outer_every of a fixed-lambda run: only step 0 is an outer step (and its lambda update is zero)."""
 CHANCE_BATCHES = 8
 """Training batches whose targets set each task's chance level."""
 
@@ -176,7 +178,7 @@ class Pretraining:
         self.config, self.run_dir, self.echo = config, Path(run_dir), echo or _echo
         if not self.main:
             self.echo = lambda message: None
-        self.spec = spec or blades_spec()
+        self.spec = spec or config.task_spec()
         if resume and not (self.run_dir / CHECKPOINT_NAME).is_file():
             raise FileNotFoundError(f"{self.run_dir / CHECKPOINT_NAME}: no checkpoint to resume from")
         if not resume and is_run_dir(self.run_dir):
@@ -235,7 +237,9 @@ class Pretraining:
             scheduler,
             mode=config.mode,
             lambda_init=config.lambda_init,
-            lambda_lr=config.lambda_lr,
+            # Fixed lambda: lambda's Adam has lr 0 and the only outer step is step 0, so lambda never moves.
+            lambda_lr=0.0 if config.fixed_lambda else config.lambda_lr,
+            outer_every=FIXED_OUTER_EVERY if config.fixed_lambda else config.outer_every,
         )
         self.initial_lambdas = self.trainer.lambdas.tolist()
         self.chance: list[float] | None = None

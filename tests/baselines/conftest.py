@@ -1,0 +1,32 @@
+"""Baseline and ablation tests: torch on one thread and a tiny simulated photo collection."""
+
+import pytest
+import torch
+
+from bfdkern.data.simulator import simulate_collection, simulate_uncamera
+
+
+@pytest.fixture(autouse=True, scope="package")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="package")
+def photos(tmp_path_factory):
+    """24 simulated camera photos (32 x 32 JPEGs with EXIF): 3 batches of 8 an epoch."""
+    root = tmp_path_factory.mktemp("photos")
+    simulate_collection(root, 24, seed=3, size=32, missing=0.1)
+    return root
+
+
+@pytest.fixture(scope="package")
+def eval_sets(tmp_path_factory):
+    """Held-out real photos to fit on (16), to test on (12), and 12 camera-less faces (32 x 32)."""
+    root = tmp_path_factory.mktemp("eval")
+    simulate_collection(root / "fit", 16, seed=11, size=32)
+    simulate_collection(root / "real", 12, seed=12, size=32)
+    simulate_uncamera(root / "fake", 12, seed=13, size=32)
+    return root

@@ -44,11 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv and argv[0] in COMMANDS else None
     if command is None:
-        parser = argparse.ArgumentParser(
-            prog="bfdkern", description="Self-supervised AI-generated face detection (BLADES)"
-        )
-        parser.add_argument("command", choices=list(COMMANDS), help="; ".join(COMMANDS))
-        parser.parse_args(argv or ["--help"])
+        # `bfdkern`, `bfdkern --help` or an unknown command: the full help, every command described.
+        build_parser().parse_args(argv or ["--help"])
         return 2
     args = build_parser(command).parse_args(argv)
     return int(_module(command).run(args) or 0)

@@ -1,6 +1,6 @@
 """The one-class detector: a Gaussian mixture fitted to real faces' features only.
 
-Features are L2-normalised, a scikit-learn ``GaussianMixture`` (10 components, full covariance,
+Features are L2-normalised (unless ``normalize=False``), a scikit-learn ``GaussianMixture`` (10 components, full covariance,
 k-means++ initialisation, seeded) is fitted to them, and an image's score is its log-likelihood
 under the mixture: high = looks like the real faces. The decision threshold is the score that the
 given fraction of the training reals fall below (5 % by default, the false-alarm rate): an image
@@ -34,6 +34,17 @@ def l2_normalise(features, name: str = "features") -> np.ndarray:
     return x / norm
 
 
+def checked_features(features, name: str = "features") -> np.ndarray:
+    """[N, D] -> the same rows as float64, unscaled (the ``normalize=False`` path). Rejects non-finite rows."""
+    x = np.asarray(features, dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"{name}: expected a non-empty [N, D] array, got shape {x.shape}")
+    bad = ~np.isfinite(x).all(axis=1)
+    if bad.any():
+        raise ValueError(f"{name}: {int(bad.sum())} rows contain NaN or inf")
+    return x
+
+
 def full_precision_cholesky(precisions_cholesky: np.ndarray, covariance_type: str, k: int, d: int) -> np.ndarray:
     """scikit-learn's ``precisions_cholesky_`` of any covariance type -> [K, D, D] upper-triangular."""
     p = np.asarray(precisions_cholesky, dtype=np.float64)
@@ -58,6 +69,8 @@ class OneClassDetector:
         seed: random state of the initialisation.
         false_alarm_rate: fraction of the training reals the threshold calls fake.
         reg_covar, max_iter, tol: passed to ``GaussianMixture``.
+        normalize: L2-normalise the features before fitting and scoring (the paper's); False fits the mixture
+            on the features as given (Zou25's unnormalised features).
     """
 
     kind = "oneclass"
@@ -74,6 +87,7 @@ class OneClassDetector:
         reg_covar: float = 1e-6,
         max_iter: int = 100,
         tol: float = 1e-3,
+        normalize: bool = True,
     ):
         if covariance_type not in COVARIANCE_TYPES:
             raise ValueError(f"unknown covariance_type {covariance_type!r}, expected one of {list(COVARIANCE_TYPES)}")
@@ -90,6 +104,7 @@ class OneClassDetector:
             "reg_covar": float(reg_covar),
             "max_iter": int(max_iter),
             "tol": float(tol),
+            "normalize": bool(normalize),
         }
         self.weights: np.ndarray | None = None
         self.means: np.ndarray | None = None
@@ -103,8 +118,8 @@ class OneClassDetector:
         """Fit to real features [N, D] (N >= n_components) and set the threshold from their scores."""
         from sklearn.mixture import GaussianMixture
 
-        x = l2_normalise(real_features, "real features").astype(np.float64)
         p = self.params
+        x = self._prepare(real_features, "real features").astype(np.float64)
         if x.shape[0] < max(2, p["n_components"]):
             raise ValueError(f"real features: {x.shape[0]} samples cannot fit {p['n_components']} mixture components")
         gmm = GaussianMixture(
@@ -144,6 +159,9 @@ class OneClassDetector:
         self._check_fitted()
         return int(self.means.shape[1])
 
+    def _prepare(self, features, name: str) -> np.ndarray:
+        return l2_normalise(features, name) if self.params["normalize"] else checked_features(features, name)
+
     def _check_fitted(self) -> None:
         if self._scorer is None or self.threshold is None:
             raise RuntimeError("the one-class detector is not fitted")
@@ -153,7 +171,7 @@ class OneClassDetector:
         """[N, D] features -> [N] log-likelihoods (nats, float64); higher = more like the real faces."""
         if self._scorer is None:
             raise RuntimeError("the one-class detector is not fitted")
-        x = l2_normalise(features)
+        x = self._prepare(features, "features")
         if x.shape[1] != self._scorer.dim:
             raise ValueError(f"features have dimension {x.shape[1]}, the detector was fitted on {self._scorer.dim}")
         return self._scorer.log_likelihood(x)

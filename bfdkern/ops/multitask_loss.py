@@ -57,6 +57,24 @@ def _kargs(kinds, col_offsets, col_counts, target_offsets, gammas, sigma, delta)
     )
 
 
+def _forward_impl(logits, targets, weights, spec_args, backend):
+    """The chosen backend's forward on contiguous inputs, weights in the compute dtype."""
+    dtype = reference.compute_dtype(logits.dtype)
+    return _backend_forward(
+        backend, logits.contiguous(), targets.contiguous(), weights.to(dtype).contiguous(), _kargs(*spec_args)
+    )
+
+
+def _backward_impl(grad_per_task, logits, targets, *args) -> Tensor:
+    """The chosen backend's d(per_task . grad_per_task)/d logits, in the logits' dtype."""
+    *spec_args, backend = args
+    dtype = reference.compute_dtype(logits.dtype)
+    grad = _backend_backward(
+        backend, grad_per_task.to(dtype).contiguous(), logits.contiguous(), targets.contiguous(), _kargs(*spec_args)
+    )
+    return grad.to(logits.dtype)
+
+
 @torch.library.custom_op("bfdkern::multitask_loss", mutates_args=())
 def _multitask_loss_op(
     logits: Tensor,
@@ -71,10 +89,9 @@ def _multitask_loss_op(
     delta: float,
     backend: str,
 ) -> tuple[Tensor, Tensor]:
-    kargs = _kargs(kinds, col_offsets, col_counts, target_offsets, gammas, sigma, delta)
-    dtype = reference.compute_dtype(logits.dtype)
     dispatch.select(logits.device, backend)  # loads the extension; says why a backend cannot serve
-    return _backend_forward(backend, logits.contiguous(), targets.contiguous(), weights.to(dtype).contiguous(), kargs)
+    spec_args = (kinds, col_offsets, col_counts, target_offsets, gammas, sigma, delta)
+    return _forward_impl(logits, targets, weights, spec_args, backend)
 
 
 @_multitask_loss_op.register_fake
@@ -97,13 +114,9 @@ def _multitask_loss_backward_op(
     delta: float,
     backend: str,
 ) -> Tensor:
-    kargs = _kargs(kinds, col_offsets, col_counts, target_offsets, gammas, sigma, delta)
-    dtype = reference.compute_dtype(logits.dtype)
     dispatch.select(logits.device, backend)
-    grad = _backend_backward(
-        backend, grad_per_task.to(dtype).contiguous(), logits.contiguous(), targets.contiguous(), kargs
-    )
-    return grad.to(logits.dtype)
+    spec_args = (kinds, col_offsets, col_counts, target_offsets, gammas, sigma, delta)
+    return _backward_impl(grad_per_task, logits, targets, *spec_args, backend)
 
 
 @_multitask_loss_backward_op.register_fake
@@ -164,17 +177,14 @@ class _EagerMultitaskLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits, targets, weights, spec_args, backend):
-        dtype = reference.compute_dtype(logits.dtype)
-        per_task, total = _backend_forward(
-            backend, logits.contiguous(), targets.contiguous(), weights.to(dtype).contiguous(), _kargs(*spec_args)
-        )
+        per_task, total = _forward_impl(logits, targets, weights, spec_args, backend)
         ctx.save_for_backward(logits, targets, weights, per_task)
         ctx.spec_args, ctx.backend = spec_args, backend
         return per_task, total
 
     @staticmethod
     def backward(ctx, grad_per_task, grad_total):
-        grad_logits, grad_weights = _input_grads(ctx, grad_per_task, grad_total, _eager_backward_kernel)
+        grad_logits, grad_weights = _input_grads(ctx, grad_per_task, grad_total, _backward_impl)
         return grad_logits, None, grad_weights, None, None
 
 

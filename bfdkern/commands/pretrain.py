@@ -31,6 +31,7 @@ FIELDS = {
     "workers": "workers",
     "max_steps": "max_steps",
     "checkpoint_every": "checkpoint_every",
+    "outer_every": "outer_every",
 }
 
 
@@ -69,6 +70,28 @@ def add_arguments(parser) -> None:
         "--seed", type=int, default=None, help=f"seed of the model, samples and batch order (default {d.seed})"
     )
     g.add_argument("--dtype", choices=DTYPES, default=None, help=f"parameter precision (default {d.dtype})")
+    a = parser.add_argument_group("ablations (see bfdkern.ablations)")
+    a.add_argument(
+        "--preset",
+        default=None,
+        help="a named ablation or baseline, e.g. equal-lambda, no-region, zou25 (other options override it)",
+    )
+    a.add_argument(
+        "--fixed-lambda",
+        action="store_true",
+        default=None,
+        help="keep every lambda at its initial value 1 (no bi-level update)",
+    )
+    a.add_argument("--outer-every", type=int, default=None, metavar="K", help="update lambda every K steps (default 1)")
+    a.add_argument(
+        "--tasks", default=None, metavar="A,B", help="train only these tasks (comma-separated; keep manipulated)"
+    )
+    a.add_argument(
+        "--drop-tasks",
+        default=None,
+        metavar="A,B",
+        help="train all tasks but these task names or kinds (ordinal, categorical, multilabel = region)",
+    )
     m = parser.add_argument_group("model and images")
     m.add_argument("--image-size", type=int, default=None, help=f"input side in pixels (default {d.image_size})")
     m.add_argument("--backbone", choices=BACKBONES, default=None, help=f"encoder backbone (default {d.backbone})")
@@ -115,9 +138,19 @@ def add_arguments(parser) -> None:
 def config_from_args(args):
     """The run's :class:`~bfdkern.training.PretrainConfig`: new from the options, or the run directory's with
     the options that were given applied (a resumed run may change only the execution options)."""
+    from bfdkern.ablations import get_preset, parse_names, tasks_without
     from bfdkern.training import PretrainConfig
 
-    given = {field: getattr(args, dest) for dest, field in FIELDS.items() if getattr(args, dest) is not None}
+    given = dict(get_preset(args.preset).pretrain) if args.preset else {}
+    given.update({field: getattr(args, dest) for dest, field in FIELDS.items() if getattr(args, dest) is not None})
+    if args.tasks is not None and args.drop_tasks is not None:
+        raise ValueError("--tasks and --drop-tasks exclude each other; give one")
+    if args.tasks is not None:
+        given["tasks"] = parse_names(args.tasks, "--tasks")
+    if args.drop_tasks is not None:
+        given["tasks"] = tasks_without(*parse_names(args.drop_tasks, "--drop-tasks"))
+    if args.fixed_lambda:
+        given["fixed_lambda"] = True
     if args.face_crop:
         given["face_crop"] = True
     if args.unpaired:
@@ -148,7 +181,6 @@ def _pretrain(args) -> int:
     import torch
 
     from bfdkern.bilevel.distributed import is_main_process
-    from bfdkern.tasks import blades_spec
     from bfdkern.training import format_losses, pretrain
 
     if args.threads is not None:
@@ -164,7 +196,7 @@ def _pretrain(args) -> int:
     except FloatingPointError as exc:
         print(f"bfdkern pretrain: error: {exc}", file=sys.stderr)
         return 1
-    spec = blades_spec()
+    spec = config.task_spec()
     if result.status == "aborted":
         return 130
     if not is_main_process():  # under torchrun, rank 0 reports

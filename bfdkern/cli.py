@@ -19,6 +19,7 @@ COMMANDS = {
     "fit-binary": "fit_binary",
     "detect": "detect",
     "evaluate": "evaluate",
+    "ablate": "ablate",
     "bench": "bench",
 }
 

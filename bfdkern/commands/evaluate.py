@@ -10,28 +10,30 @@ def add_arguments(parser) -> None:
     """Declare the command's options on ``parser``."""
     from bfdkern.detect.options import add_feature_arguments
 
-    parser.add_argument("--detector", required=True, metavar="FILE", help="detector file from fit-oneclass/fit-binary")
+    parser.add_argument(
+        "--list", action="store_true", help="list the registered detectors and which need user-supplied weights"
+    )
+    parser.add_argument("--detector", metavar="FILE", help="detector file from fit-oneclass/fit-binary")
     parser.add_argument(
         "--real",
-        required=True,
         metavar="DIR",
         help="folder of real test images (not the ones the detector was fitted on)",
     )
     parser.add_argument(
         "--fake",
-        required=True,
         action="append",
         metavar="NAME=DIR",
         help="a generator's name and its folder of images; repeat for each generator",
     )
     parser.add_argument(
         "--out",
-        required=True,
         metavar="DIR",
         help="folder for results.csv, results.json, scores.csv, roc.png, histograms.png",
     )
     parser.add_argument(
-        "--encoder", metavar="RUN", help="encoder run or checkpoint (default: the one recorded in the detector file)"
+        "--encoder",
+        metavar="SOURCE",
+        help="encoder run, checkpoint, torchscript:FILE or torchvision:ARCH:FILE (default: the detector file's)",
     )
     add_feature_arguments(parser)
 
@@ -59,13 +61,20 @@ def run(args) -> int:
 
 def _evaluate(args) -> int:
     from bfdkern.detect import evaluate_scores, format_table, list_images, write_results
-    from bfdkern.detect.encoder import load_detector_with_encoder
     from bfdkern.detect.options import feature_kwargs
+    from bfdkern.detect.registry import format_registry, load_detector_with_any_encoder
+
+    if args.list:
+        print(format_registry())
+        return 0
+    missing = [f"--{name}" for name in ("detector", "real", "fake", "out") if not getattr(args, name)]
+    if missing:
+        raise ValueError(f"{', '.join(missing)} required (or --list)")
 
     fakes = parse_fakes(args.fake)
     real_paths = list_images(args.real)
     fake_paths = {name: list_images(folder) for name, folder in fakes.items()}
-    det, _, encoder = load_detector_with_encoder(args.detector, args.encoder)
+    det, _, encoder = load_detector_with_any_encoder(args.detector, args.encoder)
     kw = feature_kwargs(args)
     # The detector's preprocessing, the same for the real and every generator's images.
     real_scores = det.score(encoder.features(real_paths, det.preprocessing, **kw))

@@ -90,7 +90,10 @@ def _entries() -> dict[str, DetectorEntry]:
         DetectorEntry("cnnd", "binary", "supervised ResNet-50 with blur + JPEG augmentation", "-", implemented=False),
         DetectorEntry("gramnet", "binary", "ResNet with Gram-matrix texture blocks", "-", implemented=False),
         DetectorEntry(
-            "hu21", "training-free", "corneal specular highlight consistency of the two eyes", "-", implemented=False
+            "hu21",
+            "training-free",
+            "corneal specular highlight consistency of the two eyes (IoU of the highlight masks)",
+            "bfdkern.detect.baselines.CornealHighlightDetector().score_files(paths); evaluate_scores",
         ),
     ]
     return {e.name: e for e in entries}

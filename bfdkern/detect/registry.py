@@ -87,7 +87,12 @@ def _entries() -> dict[str, DetectorEntry]:
             "bfdkern.detect.registry.fit_frozen(..., kind='binary'); bfdkern evaluate",
             user_weights=True,
         ),
-        DetectorEntry("cnnd", "binary", "supervised ResNet-50 with blur + JPEG augmentation", "-", implemented=False),
+        DetectorEntry(
+            "cnnd",
+            "binary",
+            "supervised ResNet-50 with blur + JPEG augmentation (p = 0.5 each)",
+            "bfdkern.detect.baselines.CNNDetector().fit(reals, fakes); .score_files(paths); evaluate_scores",
+        ),
         DetectorEntry("gramnet", "binary", "ResNet with Gram-matrix texture blocks", "-", implemented=False),
         DetectorEntry(
             "hu21",

@@ -42,7 +42,7 @@ def test_list_names_every_detector_and_the_user_weights(capsys):
     assert {p for p in PRESETS if p != "blades"} <= set(lines)
     assert "user-supplied" in lines["frozen-oc"] and "user-supplied" not in lines["blades-oc"]
     assert (
-        "not implemented" in lines["cnnd"]
+        "not implemented" in lines["gramnet"]
         and "not implemented" not in lines["hu21"]
         and "not implemented" not in lines["zou25"]
     )

@@ -1,0 +1,191 @@
+"""CNND (Wang et al., 2020): a supervised binary ResNet trained on real vs generated images with Gaussian
+blur and JPEG re-compression augmentation, each applied with probability 0.5 (sigma ~ U[0, 3] pixels,
+quality ~ U{30 ... 100}), as in the original "Blur+JPEG (0.5)" model.
+
+Convention: the score is P(fake); the positive class is **fake**, as for the binary MLP detector.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageFilter
+from torch import nn
+
+from bfdkern.detect.registry import IMAGENET_MEAN, IMAGENET_STD
+
+ARCHES = ("resnet50", "resnet18")
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """One draw of the CNND augmentation: ``blur_sigma`` (pixels) and ``jpeg_quality``, None when not applied."""
+
+    blur_sigma: float | None
+    jpeg_quality: int | None
+
+
+class BlurJpeg:
+    """The CNND augmentation: Gaussian blur with probability ``blur_p`` (sigma ~ U[0, ``max_sigma``]), then JPEG
+    re-encoding with probability ``jpeg_p`` (quality ~ U{``min_quality`` ... 100}), independently."""
+
+    def __init__(self, blur_p: float = 0.5, jpeg_p: float = 0.5, max_sigma: float = 3.0, min_quality: int = 30):
+        for name, p in (("blur_p", blur_p), ("jpeg_p", jpeg_p)):
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {p}")
+        self.blur_p, self.jpeg_p = float(blur_p), float(jpeg_p)
+        self.max_sigma, self.min_quality = float(max_sigma), int(min_quality)
+
+    def draw(self, rng: np.random.Generator) -> Augmentation:
+        """Draw which augmentations apply and their strengths."""
+        blur = float(rng.uniform(0.0, self.max_sigma)) if rng.random() < self.blur_p else None
+        jpeg = int(rng.integers(self.min_quality, 101)) if rng.random() < self.jpeg_p else None
+        return Augmentation(blur, jpeg)
+
+    @staticmethod
+    def apply(image: Image.Image, aug: Augmentation) -> Image.Image:
+        """An RGB PIL image with ``aug`` applied (blur first, then JPEG)."""
+        if aug.blur_sigma is not None:
+            image = image.filter(ImageFilter.GaussianBlur(aug.blur_sigma))
+        if aug.jpeg_quality is not None:
+            buf = io.BytesIO()
+            image.save(buf, format="JPEG", quality=aug.jpeg_quality)
+            buf.seek(0)
+            image = Image.open(buf).convert("RGB")
+        return image
+
+
+def _network(arch: str) -> nn.Module:
+    import torchvision
+
+    if arch not in ARCHES:
+        raise ValueError(f"arch must be one of {list(ARCHES)}, got {arch!r}")
+    net = torchvision.models.get_model(arch, weights=None)
+    net.fc = nn.Linear(net.fc.in_features, 1)
+    return net
+
+
+class CNNDetector:
+    """CNND: ResNet (``resnet50`` as in the original; ``resnet18`` for small runs) with one logit, P(fake).
+
+    Args:
+        arch: ``resnet50`` | ``resnet18``.
+        size: input side in pixels (images: centred square, resized).
+        backbone_weights: optional torchvision state dict to start from (the original starts from ImageNet
+            weights; nothing is downloaded, so give the file).
+        seed: initialisation, augmentation draws and batch order.
+    """
+
+    kind = "cnnd"
+    positive_class = "fake"
+    score_name = "P(fake)"
+    threshold = 0.5
+
+    def __init__(self, arch: str = "resnet50", size: int = 224, backbone_weights=None, seed: int = 0):
+        self.params = {"arch": arch, "size": int(size), "seed": int(seed)}
+        torch.manual_seed(seed)
+        self.net = _network(arch)
+        if backbone_weights is not None:
+            from bfdkern.detect.registry import torchvision_encoder
+
+            trunk = torchvision_encoder(arch, backbone_weights)
+            self.net.load_state_dict(
+                {**trunk.state_dict(), **{f"fc.{k}": v for k, v in self.net.fc.state_dict().items()}}
+            )
+        self.augment = BlurJpeg()
+
+    def _batch(self, images: Sequence[Image.Image], device) -> torch.Tensor:
+        from bfdkern.data.transforms import to_tensor
+
+        x = torch.stack([to_tensor(im, size=self.params["size"]) for im in images]).to(device)
+        mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+        return (x - mean) / torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+
+    def fit(
+        self,
+        real_paths,
+        fake_paths,
+        *,
+        epochs: int = 5,
+        batch_size: int = 32,
+        lr: float = 1e-4,
+        device: str | None = None,
+        progress: bool = True,
+    ) -> CNNDetector:
+        """Train on real (label 0) and fake (label 1) image files with the augmentation, Adam, binary
+        cross-entropy. Returns self."""
+        from tqdm.auto import tqdm
+
+        from bfdkern.detect.preprocess import decode_rgb, read_bytes
+
+        paths = [Path(p) for p in real_paths] + [Path(p) for p in fake_paths]
+        labels = np.r_[np.zeros(len(real_paths)), np.ones(len(fake_paths))].astype(np.float32)
+        if not len(real_paths) or not len(fake_paths):
+            raise ValueError("CNND needs both real and fake training images")
+        images = [decode_rgb(read_bytes(p), p) for p in paths]
+        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        rng = np.random.default_rng(self.params["seed"])
+        net = self.net.to(dev).train()
+        opt = torch.optim.Adam(net.parameters(), lr=lr)
+        loss_fn = nn.BCEWithLogitsLoss()
+        for _ in tqdm(range(epochs), desc="cnnd", unit="epoch", disable=not progress, leave=False):
+            order = rng.permutation(len(paths))
+            for start in range(0, len(order), batch_size):
+                idx = order[start : start + batch_size]
+                if len(idx) < 2:  # BatchNorm needs two samples
+                    continue
+                batch = [self.augment.apply(images[i], self.augment.draw(rng)) for i in idx]
+                y = torch.from_numpy(labels[idx]).to(dev)
+                loss = loss_fn(net(self._batch(batch, dev)).squeeze(1), y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        self.net = net.cpu().eval()
+        return self
+
+    @torch.no_grad()
+    def score_files(self, paths, batch_size: int = 32, device: str | None = None) -> np.ndarray:
+        """Image files -> [N] P(fake) (float64), no augmentation."""
+        from bfdkern.detect.preprocess import decode_rgb, read_bytes
+
+        dev = torch.device(device or "cpu")
+        net = self.net.to(dev).eval()
+        out = []
+        paths = list(paths)
+        for start in range(0, len(paths), batch_size):
+            images = [decode_rgb(read_bytes(p), p) for p in paths[start : start + batch_size]]
+            out.append(torch.sigmoid(net(self._batch(images, dev)).squeeze(1)).double().cpu().numpy())
+        self.net = net.cpu()
+        return np.concatenate(out)
+
+    def decide(self, scores) -> np.ndarray:
+        """Scores [N] -> [N] int: 1 = fake (P(fake) > 0.5)."""
+        return (np.asarray(scores) > self.threshold).astype(np.int64)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the weights and parameters to ``path`` (a torch file readable with ``weights_only``)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"kind": self.kind, "params": json.dumps(self.params), "state": self.net.state_dict()}, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> CNNDetector:
+        """Inverse of :meth:`save`; a file that is not a CNND detector is a ValueError naming it."""
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ValueError(f"{path}: not a readable CNND detector file ({type(exc).__name__})") from None
+        if not isinstance(data, dict) or data.get("kind") != cls.kind:
+            raise ValueError(f"{path}: not a CNND detector file")
+        det = cls(**json.loads(data["params"]))
+        det.net.load_state_dict(data["state"])
+        det.net.eval()
+        return det

@@ -93,7 +93,12 @@ def _entries() -> dict[str, DetectorEntry]:
             "supervised ResNet-50 with blur + JPEG augmentation (p = 0.5 each)",
             "bfdkern.detect.baselines.CNNDetector().fit(reals, fakes); .score_files(paths); evaluate_scores",
         ),
-        DetectorEntry("gramnet", "binary", "ResNet with Gram-matrix texture blocks", "-", implemented=False),
+        DetectorEntry(
+            "gramnet",
+            "binary",
+            "supervised ResNet-50 with Gram-matrix texture blocks",
+            "bfdkern.detect.baselines.GramNetDetector().fit(reals, fakes); .score_files(paths); evaluate_scores",
+        ),
         DetectorEntry(
             "hu21",
             "training-free",

@@ -48,5 +48,5 @@ def test_trains_scores_and_round_trips(eval_sets, tmp_path):
     assert loaded.params == det.params
     np.testing.assert_array_equal(loaded.score_files(test_real + test_fake), scores)
     (tmp_path / "junk.pt").write_bytes(b"junk")
-    with pytest.raises(ValueError, match="junk.pt: not a readable CNND detector file"):
+    with pytest.raises(ValueError, match="junk.pt: not a readable cnnd detector file"):
         CNNDetector.load(tmp_path / "junk.pt")

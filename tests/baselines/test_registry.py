@@ -41,11 +41,9 @@ def test_list_names_every_detector_and_the_user_weights(capsys):
     assert set(lines) == set(REGISTRY)
     assert {p for p in PRESETS if p != "blades"} <= set(lines)
     assert "user-supplied" in lines["frozen-oc"] and "user-supplied" not in lines["blades-oc"]
-    assert (
-        "not implemented" in lines["gramnet"]
-        and "not implemented" not in lines["hu21"]
-        and "not implemented" not in lines["zou25"]
-    )
+    for name in ("zou25", "hu21", "cnnd", "gramnet"):
+        assert "not implemented" not in lines[name] and REGISTRY[name].implemented
+    assert "none" in lines["hu21"]  # training-free: no weights at all
 
 
 def test_torchscript_encoder_fits_saves_and_evaluates(torchscript_file, eval_sets, tmp_path, capsys):

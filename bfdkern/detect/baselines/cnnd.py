@@ -91,15 +91,27 @@ class CNNDetector:
     def __init__(self, arch: str = "resnet50", size: int = 224, backbone_weights=None, seed: int = 0):
         self.params = {"arch": arch, "size": int(size), "seed": int(seed)}
         torch.manual_seed(seed)
-        self.net = _network(arch)
+        self.net = self.build_network(arch)
         if backbone_weights is not None:
             from bfdkern.detect.registry import torchvision_encoder
 
-            trunk = torchvision_encoder(arch, backbone_weights)
-            self.net.load_state_dict(
-                {**trunk.state_dict(), **{f"fc.{k}": v for k, v in self.net.fc.state_dict().items()}}
-            )
-        self.augment = BlurJpeg()
+            # The trunk's weights; the head (and any extra blocks) keep their random initialisation.
+            trunk = torchvision_encoder(arch, backbone_weights).state_dict()
+            unexpected = self.net.load_state_dict(trunk, strict=False).unexpected_keys
+            if unexpected:
+                raise ValueError(f"{backbone_weights}: {len(unexpected)} parameters do not fit, e.g. {unexpected[:3]}")
+        self.augment = self.training_augmentation()
+
+    @staticmethod
+    def build_network(arch: str) -> nn.Module:
+        """The classifier: images [B, 3, H, W] (ImageNet-normalised) -> one logit [B, 1]; the trunk's layers
+        keep torchvision's names (so ``backbone_weights`` load) and the head is ``fc``."""
+        return _network(arch)
+
+    @staticmethod
+    def training_augmentation() -> BlurJpeg:
+        """The augmentation applied to every training image."""
+        return BlurJpeg()
 
     def _batch(self, images: Sequence[Image.Image], device) -> torch.Tensor:
         from bfdkern.data.transforms import to_tensor
@@ -182,9 +194,9 @@ class CNNDetector:
         try:
             data = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise ValueError(f"{path}: not a readable CNND detector file ({type(exc).__name__})") from None
+            raise ValueError(f"{path}: not a readable {cls.kind} detector file ({type(exc).__name__})") from None
         if not isinstance(data, dict) or data.get("kind") != cls.kind:
-            raise ValueError(f"{path}: not a CNND detector file")
+            raise ValueError(f"{path}: not a {cls.kind} detector file (it holds {data.get('kind')!r})")
         det = cls(**json.loads(data["params"]))
         det.net.load_state_dict(data["state"])
         det.net.eval()

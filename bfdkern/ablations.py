@@ -104,8 +104,6 @@ class EmbeddingFeatures(nn.Module):
 
 
 # --- running presets side by side ------------------------------------------------------------------------
-COMPARISON_CSV = "ablations.csv"
-COMPARISON_PNG = "ablations.png"
 
 
 @dataclass
@@ -195,9 +193,11 @@ def run_preset(preset: Preset, base: dict, sets: ImageSets, out_dir, *, echo=pri
     return row
 
 
-def write_comparison(rows: list[dict], out_dir) -> dict:
-    """``out_dir/ablations.csv`` (one row a preset, metrics as fractions) and ``ablations.png`` (mean AUC and AP
-    per preset, percent). Returns {"csv": path, "png": path}."""
+def write_comparison(
+    rows: list[dict], out_dir, *, label: str = "preset", stem: str = "ablations", title: str | None = None
+) -> dict:
+    """``out_dir/STEM.csv`` (one row each, named by its ``label`` column; metrics as fractions) and
+    ``STEM.png`` (mean AUC and AP per row, percent). Returns {"csv": path, "png": path}."""
     import csv
     from pathlib import Path
 
@@ -210,7 +210,7 @@ def write_comparison(rows: list[dict], out_dir) -> dict:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     columns = list(dict.fromkeys(key for row in rows for key in row))
-    csv_path = out / COMPARISON_CSV
+    csv_path = out / f"{stem}.csv"
     with open(csv_path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
@@ -220,13 +220,13 @@ def write_comparison(rows: list[dict], out_dir) -> dict:
     x = np.arange(len(rows))
     for offset, metric in ((-0.2, "auc"), (0.2, "ap")):
         ax.bar(x + offset, [100 * r[metric] for r in rows], width=0.4, label=metric.upper())
-    ax.set_xticks(x, [r["preset"] for r in rows], rotation=30, ha="right")
+    ax.set_xticks(x, [r[label] for r in rows], rotation=30, ha="right")
     ax.set_ylabel("mean over generators (%)")
     ax.set_ylim(0, 100)
     ax.axhline(50, color="grey", lw=0.8, ls="--")
     ax.legend(loc="lower right")
-    ax.set_title("one-class detection by preset")
-    return {"csv": csv_path, "png": _save(fig, plt, out / COMPARISON_PNG)}
+    ax.set_title(title or f"detection by {label}")
+    return {"csv": csv_path, "png": _save(fig, plt, out / f"{stem}.png")}
 
 
 def format_comparison(rows: list[dict]) -> str:

@@ -13,7 +13,13 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--list", action="store_true", help="list the registered detectors and which need user-supplied weights"
     )
-    parser.add_argument("--detector", metavar="FILE", help="detector file from fit-oneclass/fit-binary")
+    parser.add_argument(
+        "--detector",
+        action="append",
+        metavar="[NAME=]FILE",
+        help="detector file from fit-oneclass/fit-binary, a CNND/GramNet .pt file, or hu21; repeat to compare "
+        "several on the same images (one folder each under --out, and comparison.csv/png)",
+    )
     parser.add_argument(
         "--real",
         metavar="DIR",
@@ -74,13 +80,15 @@ def _evaluate(args) -> int:
     fakes = parse_fakes(args.fake)
     real_paths = list_images(args.real)
     fake_paths = {name: list_images(folder) for name, folder in fakes.items()}
-    det, _, encoder = load_detector_with_any_encoder(args.detector, args.encoder)
+    if len(args.detector) > 1:
+        return _compare(args, real_paths, fake_paths)
+    det, _, encoder = load_detector_with_any_encoder(args.detector[0], args.encoder)
     kw = feature_kwargs(args)
     # The detector's preprocessing, the same for the real and every generator's images.
     real_scores = det.score(encoder.features(real_paths, det.preprocessing, **kw))
     fake_scores = {n: det.score(encoder.features(p, det.preprocessing, **kw)) for n, p in fake_paths.items()}
     result = evaluate_scores(det, real_scores, fake_scores)
-    result["detector_file"] = str(args.detector)
+    result["detector_file"] = str(args.detector[0])
     result["encoder"] = encoder.identity
     result["preprocessing"] = det.preprocessing.to_dict()
     files = write_results(
@@ -93,5 +101,41 @@ def _evaluate(args) -> int:
         detector=det,
     )
     print(format_table(result))
+    print("wrote " + ", ".join(str(p) for p in files.values()))
+    return 0
+
+
+def _compare(args, real_paths, fake_paths) -> int:
+    """Several detectors on the same images: each one's results in ``OUT/NAME``, and one comparison table."""
+    from pathlib import Path
+
+    from bfdkern.ablations import write_comparison
+    from bfdkern.detect import evaluate_scores, format_table, write_results
+    from bfdkern.detect.options import feature_kwargs
+    from bfdkern.detect.registry import load_scorer
+
+    scorers = [load_scorer(item, args.encoder, feature_kwargs(args)) for item in args.detector]
+    names = [name for name, _, _ in scorers]
+    if len(set(names)) != len(names):
+        raise ValueError(f"--detector names {names} repeat; give each a name, e.g. --detector oc=FILE")
+    rows = []
+    for name, det, score in scorers:
+        real_scores = score(real_paths)
+        fake_scores = {n: score(p) for n, p in fake_paths.items()}
+        result = evaluate_scores(det, real_scores, fake_scores)
+        write_results(
+            result,
+            Path(args.out) / name,
+            real_paths=real_paths,
+            real_scores=real_scores,
+            fake_paths=fake_paths,
+            fake_scores=fake_scores,
+            detector=det,
+        )
+        print(f"{name}: " + format_table(result))
+        row = {"detector": name, "kind": det.kind, "positive_class": det.positive_class}
+        row.update({f"auc_{r['generator']}": r["auc"] for r in result["rows"]})
+        rows.append({**row, **result["mean"]})
+    files = write_comparison(rows, args.out, label="detector", stem="comparison", title="detectors compared")
     print("wrote " + ", ".join(str(p) for p in files.values()))
     return 0

@@ -91,19 +91,19 @@ def _entries() -> dict[str, DetectorEntry]:
             "cnnd",
             "binary",
             "supervised ResNet-50 with blur + JPEG augmentation (p = 0.5 each)",
-            "bfdkern.detect.baselines.CNNDetector().fit(reals, fakes); .score_files(paths); evaluate_scores",
+            "bfdkern.detect.baselines.CNNDetector().fit(reals, fakes).save(FILE); bfdkern evaluate --detector FILE",
         ),
         DetectorEntry(
             "gramnet",
             "binary",
             "supervised ResNet-50 with Gram-matrix texture blocks",
-            "bfdkern.detect.baselines.GramNetDetector().fit(reals, fakes); .score_files(paths); evaluate_scores",
+            "bfdkern.detect.baselines.GramNetDetector().fit(reals, fakes).save(FILE); bfdkern evaluate --detector FILE",
         ),
         DetectorEntry(
             "hu21",
             "training-free",
             "corneal specular highlight consistency of the two eyes (IoU of the highlight masks)",
-            "bfdkern.detect.baselines.CornealHighlightDetector().score_files(paths); evaluate_scores",
+            "bfdkern evaluate --detector hu21",
         ),
     ]
     return {e.name: e for e in entries}
@@ -272,3 +272,42 @@ def load_detector_with_any_encoder(detector_path: str | os.PathLike, encoder: st
     frozen = load_frozen_encoder(source)
     check_encoder(detector_path, det, frozen.fingerprint, source)
     return det, header, frozen
+
+
+# --- any registered detector as a scorer of image files ------------------------------------------------------
+TRAINING_FREE = ("hu21",)
+
+
+def load_scorer(item: str, encoder: str | None = None, feature_options: dict | None = None):
+    """A detector to evaluate, from ``NAME=WHAT`` or ``WHAT``: a detector file from fit-oneclass / fit-binary /
+    :func:`fit_frozen` (``.npz``), a CNND or GramNet file (``.pt``), or ``hu21`` (training-free).
+
+    Returns (name, detector, score) where ``score(paths) -> [N]`` scores image files; ``name`` defaults to the
+    file's stem. ``encoder`` overrides the encoder recorded in ``.npz`` files."""
+    name, sep, what = item.partition("=")
+    if not sep:
+        name, what = "", item
+    kw = dict(feature_options or {})
+    if what in TRAINING_FREE:
+        from bfdkern.detect.baselines import CornealHighlightDetector
+
+        det = CornealHighlightDetector()
+        return name or what, det, lambda paths: det.score_files(paths, progress=kw.get("progress", True))
+    path = Path(what)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such detector file (or training-free detector {list(TRAINING_FREE)})")
+    if path.suffix == ".pt":
+        from bfdkern.detect.baselines import CNNDetector, GramNetDetector
+
+        try:
+            kind = torch.load(path, map_location="cpu", weights_only=True).get("kind")
+        except Exception as exc:
+            raise ValueError(f"{path}: not a readable CNND or GramNet detector file ({type(exc).__name__})") from None
+        classes = {c.kind: c for c in (CNNDetector, GramNetDetector)}
+        if kind not in classes:
+            raise ValueError(f"{path}: not a CNND or GramNet detector file")
+        det = classes[kind].load(path)
+        device = kw.get("device")
+        return name or path.stem, det, lambda paths: det.score_files(paths, device=device)
+    det, _, frozen = load_detector_with_any_encoder(path, encoder)
+    return name or path.stem, det, lambda paths: det.score(frozen.features(paths, det.preprocessing, **kw))

@@ -10,7 +10,13 @@ def add_arguments(parser) -> None:
     """Declare the command's options on ``parser``."""
     from bfdkern.detect.options import add_feature_arguments, add_preprocessing_arguments
 
-    parser.add_argument("--encoder", required=True, metavar="RUN", help="run directory (RUN/encoder.pt) or checkpoint")
+    parser.add_argument(
+        "--encoder",
+        required=True,
+        metavar="RUN",
+        help="run directory (RUN/encoder.pt) or checkpoint; or a user encoder: torchscript:FILE, "
+        "torchvision:ARCH:FILE (see `bfdkern evaluate --list`)",
+    )
     parser.add_argument(
         "--real", required=True, metavar="DIR", help="folder of real face images (searched recursively)"
     )
@@ -51,8 +57,9 @@ def run(args) -> int:
 def _fit(args) -> int:
     import numpy as np
 
-    from bfdkern.detect import BinaryDetector, list_images, load_encoder, save_detector
+    from bfdkern.detect import BinaryDetector, list_images, save_detector
     from bfdkern.detect.options import feature_kwargs, preprocessing_from_args
+    from bfdkern.detect.registry import load_frozen_encoder, source_of
 
     real_paths, fake_paths = list_images(args.real), list_images(args.fake)
     found = len(fake_paths)
@@ -62,7 +69,7 @@ def _fit(args) -> int:
         if found > args.max_fakes:
             keep = np.sort(np.random.default_rng(args.seed).choice(found, args.max_fakes, replace=False))
             fake_paths = [fake_paths[i] for i in keep]
-    encoder = load_encoder(args.encoder)
+    encoder = load_frozen_encoder(source_of(args.encoder))
     prep = preprocessing_from_args(args, encoder.identity["config"])
     kw = feature_kwargs(args)
     real = encoder.features(real_paths, prep, **kw)

@@ -11,7 +11,13 @@ def add_arguments(parser) -> None:
     from bfdkern.detect.oneclass import COVARIANCE_TYPES
     from bfdkern.detect.options import add_feature_arguments, add_preprocessing_arguments
 
-    parser.add_argument("--encoder", required=True, metavar="RUN", help="run directory (RUN/encoder.pt) or checkpoint")
+    parser.add_argument(
+        "--encoder",
+        required=True,
+        metavar="RUN",
+        help="run directory (RUN/encoder.pt) or checkpoint; or a user encoder: torchscript:FILE, "
+        "torchvision:ARCH:FILE (see `bfdkern evaluate --list`)",
+    )
     parser.add_argument(
         "--real", required=True, metavar="DIR", help="folder of real face images (searched recursively)"
     )
@@ -40,11 +46,12 @@ def run(args) -> int:
 
 
 def _fit(args) -> int:
-    from bfdkern.detect import OneClassDetector, list_images, load_encoder, save_detector
+    from bfdkern.detect import OneClassDetector, list_images, save_detector
     from bfdkern.detect.options import feature_kwargs, preprocessing_from_args
+    from bfdkern.detect.registry import load_frozen_encoder, source_of
 
     paths = list_images(args.real)
-    encoder = load_encoder(args.encoder)
+    encoder = load_frozen_encoder(source_of(args.encoder))
     prep = preprocessing_from_args(args, encoder.identity["config"])
     feats = encoder.features(paths, prep, **feature_kwargs(args))
     det = OneClassDetector(

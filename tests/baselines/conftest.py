@@ -1,17 +1,15 @@
 """Baseline and ablation tests: torch on one thread and a tiny simulated photo collection."""
 
 import pytest
-import torch
 
 from bfdkern.data.simulator import simulate_collection, simulate_uncamera
+from tests.helpers import one_thread
 
 
 @pytest.fixture(autouse=True, scope="package")
 def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with one_thread():
+        yield
 
 
 @pytest.fixture(scope="package")

@@ -2,14 +2,11 @@
 two threads spinning at every small op made an MLP fit 20x and a 768x768 Cholesky 30x slower."""
 
 import pytest
-import torch
-from threadpoolctl import threadpool_limits
+
+from tests.helpers import one_thread
 
 
 @pytest.fixture(autouse=True, scope="package")
 def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
+    with one_thread():
         yield
-    torch.set_num_threads(before)

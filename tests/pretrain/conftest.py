@@ -2,17 +2,15 @@
 slow them down) and a small simulated photo collection shared by the tests."""
 
 import pytest
-import torch
 
 from bfdkern.data.simulator import simulate_collection
+from tests.helpers import one_thread
 
 
 @pytest.fixture(autouse=True, scope="package")
 def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with one_thread():
+        yield
 
 
 @pytest.fixture(scope="package")

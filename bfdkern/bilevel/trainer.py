@@ -100,7 +100,8 @@ class BilevelTrainer:
         lambda_lr: Adam learning rate of lambda (3e-4 as in the paper).
         parametrization: ``raw`` (lambda itself, the paper), ``softplus`` (lambda = softplus(rho) > 0)
             or ``softmax`` (lambda = K softmax(rho), sums to K).
-        outer_every: update lambda every k-th step (the others are plain weighted steps).
+        outer_every: update lambda every k-th step (the others are plain weighted steps); 0 never updates
+            it (fixed lambda: every step is a plain weighted step).
         radius: r in eps = r / ||v||.
         reuse_forward: the real update backpropagates the forward at theta with the new lambda
             (else a fresh forward, as research code does).
@@ -155,8 +156,8 @@ class BilevelTrainer:
             raise ValueError(f"parametrization must be one of {PARAMETRIZATIONS}, got {parametrization!r}")
         if update_order not in UPDATE_ORDERS:
             raise ValueError(f"update_order must be one of {UPDATE_ORDERS}, got {update_order!r}")
-        if int(outer_every) < 1:
-            raise ValueError(f"outer_every must be >= 1, got {outer_every}")
+        if int(outer_every) < 0:
+            raise ValueError(f"outer_every must be >= 1, or 0 for a fixed lambda; got {outer_every}")
         if not radius > 0:
             raise ValueError(f"radius must be > 0, got {radius}")
         if clip_grad_norm is not None and not clip_grad_norm > 0:
@@ -344,7 +345,7 @@ class BilevelTrainer:
         if self.sync is not None:
             self.sync.broadcast_buffers_(self.model)
         persistent = self._zero_grads()
-        if self.steps % self.outer_every != 0:
+        if self.outer_every == 0 or self.steps % self.outer_every != 0:
             return self._plain_step(x_tr, y_tr, timings, start, persistent)
         x_val, y_val = self._to_device(batch_val, "validation batch")
         check_outer_labels(y_val, self.spec)

@@ -33,8 +33,6 @@ from bfdkern.training.streams import BatchStream
 
 CHANCE_NAME = "chance.json"
 SKIPPED_NAME = "skipped.csv"
-FIXED_OUTER_EVERY = 2**62
-"""outer_every of a fixed-lambda run: only step 0 is an outer step (and its lambda update is zero)."""
 CHANCE_BATCHES = 8
 """Training batches whose targets set each task's chance level."""
 
@@ -237,9 +235,8 @@ class Pretraining:
             scheduler,
             mode=config.mode,
             lambda_init=config.lambda_init,
-            # Fixed lambda: lambda's Adam has lr 0 and the only outer step is step 0, so lambda never moves.
-            lambda_lr=0.0 if config.fixed_lambda else config.lambda_lr,
-            outer_every=FIXED_OUTER_EVERY if config.fixed_lambda else config.outer_every,
+            lambda_lr=config.lambda_lr,
+            outer_every=0 if config.fixed_lambda else config.outer_every,  # 0: no outer update at all
         )
         self.initial_lambdas = self.trainer.lambdas.tolist()
         self.chance: list[float] | None = None

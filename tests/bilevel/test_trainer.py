@@ -109,6 +109,17 @@ def test_outer_update_every_k_steps():
     trainer.step(btr, (x, torch.full_like(y, float("nan"))))
 
 
+def test_outer_every_zero_keeps_lambda_fixed_with_plain_steps():
+    model = make_model("mlp")
+    trainer = _trainer(model, outer_every=0)
+    btr, bval = make_batch("mlp", 1), make_batch("mlp", 2)
+    before = trainer.layout.flatten().clone()
+    records = [trainer.step(btr, bval) for _ in range(3)]
+    assert all(r.hypergrad is None for r in records)
+    assert all(torch.equal(r.lambdas, WEIGHTS) for r in records)
+    assert not torch.equal(trainer.layout.flatten(), before)  # theta still trains
+
+
 @pytest.mark.parametrize("mode", ["fd", "unroll"])
 @pytest.mark.parametrize("update_order", ["paper", "lagged"])
 def test_no_gradient_leaks_into_the_next_step(mode, update_order):
@@ -255,7 +266,7 @@ def test_spec_without_outer_task_and_bad_options():
         ({"amp_dtype": torch.float16}, "gradient scaling"),
         ({"lambda_init": [1.0, 2.0]}, r"lambda_init must be a float or \[K=4\]"),
         ({"parametrization": "softplus", "lambda_init": 0.0}, "lambda_init > 0"),
-        ({"outer_every": 0}, "outer_every"),
+        ({"outer_every": -1}, "outer_every"),
     ]:
         with pytest.raises(ValueError, match=msg):
             _trainer(make_model("mlp"), **kw)

@@ -8,18 +8,9 @@ HELP = "fit the binary detector: a two-layer perceptron on real and fake faces' 
 
 def add_arguments(parser) -> None:
     """Declare the command's options on ``parser``."""
-    from bfdkern.detect.options import add_feature_arguments, add_preprocessing_arguments
+    from bfdkern.detect.options import add_feature_arguments, add_fit_arguments, add_preprocessing_arguments
 
-    parser.add_argument(
-        "--encoder",
-        required=True,
-        metavar="RUN",
-        help="run directory (RUN/encoder.pt) or checkpoint; or a user encoder: torchscript:FILE, "
-        "torchvision:ARCH:FILE (see `bfdkern evaluate --list`)",
-    )
-    parser.add_argument(
-        "--real", required=True, metavar="DIR", help="folder of real face images (searched recursively)"
-    )
+    add_fit_arguments(parser)
     parser.add_argument(
         "--fake", required=True, metavar="DIR", help="folder of fake face images (searched recursively)"
     )
@@ -58,8 +49,7 @@ def _fit(args) -> int:
     import numpy as np
 
     from bfdkern.detect import BinaryDetector, list_images, save_detector
-    from bfdkern.detect.options import feature_kwargs, preprocessing_from_args
-    from bfdkern.detect.registry import load_frozen_encoder, source_of
+    from bfdkern.detect.options import feature_kwargs, load_fit_encoder, preprocessing_from_args
 
     real_paths, fake_paths = list_images(args.real), list_images(args.fake)
     found = len(fake_paths)
@@ -69,7 +59,7 @@ def _fit(args) -> int:
         if found > args.max_fakes:
             keep = np.sort(np.random.default_rng(args.seed).choice(found, args.max_fakes, replace=False))
             fake_paths = [fake_paths[i] for i in keep]
-    encoder = load_frozen_encoder(source_of(args.encoder))
+    encoder = load_fit_encoder(args)
     prep = preprocessing_from_args(args, encoder.identity["config"])
     kw = feature_kwargs(args)
     real = encoder.features(real_paths, prep, **kw)

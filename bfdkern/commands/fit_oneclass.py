@@ -9,18 +9,9 @@ HELP = "fit the one-class detector: a Gaussian mixture on real faces' features (
 def add_arguments(parser) -> None:
     """Declare the command's options on ``parser``."""
     from bfdkern.detect.oneclass import COVARIANCE_TYPES
-    from bfdkern.detect.options import add_feature_arguments, add_preprocessing_arguments
+    from bfdkern.detect.options import add_feature_arguments, add_fit_arguments, add_preprocessing_arguments
 
-    parser.add_argument(
-        "--encoder",
-        required=True,
-        metavar="RUN",
-        help="run directory (RUN/encoder.pt) or checkpoint; or a user encoder: torchscript:FILE, "
-        "torchvision:ARCH:FILE (see `bfdkern evaluate --list`)",
-    )
-    parser.add_argument(
-        "--real", required=True, metavar="DIR", help="folder of real face images (searched recursively)"
-    )
+    add_fit_arguments(parser)
     parser.add_argument("-o", "--output", required=True, metavar="FILE", help="detector file to write (.npz)")
     g = parser.add_argument_group("mixture")
     g.add_argument("--components", type=int, default=10, help="mixture components (default 10)")
@@ -47,11 +38,10 @@ def run(args) -> int:
 
 def _fit(args) -> int:
     from bfdkern.detect import OneClassDetector, list_images, save_detector
-    from bfdkern.detect.options import feature_kwargs, preprocessing_from_args
-    from bfdkern.detect.registry import load_frozen_encoder, source_of
+    from bfdkern.detect.options import feature_kwargs, load_fit_encoder, preprocessing_from_args
 
     paths = list_images(args.real)
-    encoder = load_frozen_encoder(source_of(args.encoder))
+    encoder = load_fit_encoder(args)
     prep = preprocessing_from_args(args, encoder.identity["config"])
     feats = encoder.features(paths, prep, **feature_kwargs(args))
     det = OneClassDetector(

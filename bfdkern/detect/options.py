@@ -12,6 +12,27 @@ SMALL_BACKBONE_SIZE = 64
 """Input side of the "small" CPU backbone; the ResNets take 224."""
 
 
+def add_fit_arguments(parser) -> None:
+    """--encoder and --real, shared by the commands that fit a detector."""
+    parser.add_argument(
+        "--encoder",
+        required=True,
+        metavar="RUN",
+        help="run directory (RUN/encoder.pt) or checkpoint; or a user encoder: torchscript:FILE, "
+        "torchvision:ARCH:FILE (see `bfdkern evaluate --list`)",
+    )
+    parser.add_argument(
+        "--real", required=True, metavar="DIR", help="folder of real face images (searched recursively)"
+    )
+
+
+def load_fit_encoder(args):
+    """The frozen encoder that --encoder names (a run, a checkpoint or a user encoder)."""
+    from bfdkern.detect.registry import load_frozen_encoder, source_of
+
+    return load_frozen_encoder(source_of(args.encoder))
+
+
 def add_feature_arguments(parser) -> None:
     """--batch-size, --device, --cache-dir, --no-cache, --workers, --quiet."""
     g = parser.add_argument_group("feature extraction")

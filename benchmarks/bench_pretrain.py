@@ -19,7 +19,7 @@ from bfdkern.data import FaceDataset, make_loaders
 from bfdkern.data.simulator import simulate_collection
 from bfdkern.demo import DemoSettings
 from bfdkern.tasks import blades_spec
-from bfdkern.training import BatchStream, PretrainConfig, Pretraining, read_log
+from bfdkern.training import BatchStream, Pretraining, read_log
 
 DEMO = DemoSettings()
 N_PHOTOS = 256
@@ -50,19 +50,7 @@ def _median(benchmark) -> float | None:
 
 @pytest.mark.benchmark(group="pretrain-demo")
 def test_step_alone(benchmark, photos, tmp_path):
-    config = PretrainConfig(
-        data=str(photos),
-        epochs=1,
-        batch_size=DEMO.batch_size,
-        lr=DEMO.lr,
-        lambda_lr=DEMO.lambda_lr,
-        image_size=DEMO.image_size,
-        backbone="small",
-        feature_dim=DEMO.feature_dim,
-        workers=0,
-        device="cpu",
-        progress=False,
-    )
+    config = DEMO.pretrain_config(photos, epochs=1, workers=0, max_steps=None, progress=False)
     session = Pretraining(config, tmp_path / "run", echo=lambda m: None)
     batches = [session.streams["tr"].next() for _ in range(2)]
     session.model.train()
@@ -107,21 +95,7 @@ def test_run_loop_with_two_workers(benchmark, photos, tmp_path):
 
     def loop():
         run = tmp_path / f"run{len(results)}"
-        config = PretrainConfig(
-            data=str(photos),
-            epochs=10,
-            batch_size=DEMO.batch_size,
-            lr=DEMO.lr,
-            lambda_lr=DEMO.lambda_lr,
-            image_size=DEMO.image_size,
-            backbone="small",
-            feature_dim=DEMO.feature_dim,
-            workers=2,
-            device="cpu",
-            max_steps=LOOP_STEPS,
-            checkpoint_every=0,
-            progress=False,
-        )
+        config = DEMO.pretrain_config(photos, epochs=10, workers=2, max_steps=LOOP_STEPS, progress=False)
         result = Pretraining(config, run, echo=lambda m: None).run(plots=False)
         results.append((result, float(read_log(run)["data_s"].sum())))
 

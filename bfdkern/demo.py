@@ -62,6 +62,30 @@ class DemoSettings:
     seed: int = 0
     max_steps: int | None = None
 
+    def pretrain_config(self, data, **overrides):
+        """The demo's pretraining run (small CNN on the CPU, no intermediate checkpoints) as a
+        :class:`~bfdkern.training.PretrainConfig`; ``overrides`` replace fields (benchmarks)."""
+        from bfdkern.training.config import PretrainConfig
+
+        fields = dict(
+            data=str(data),
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            lambda_lr=self.lambda_lr,
+            mode=self.mode,
+            image_size=self.image_size,
+            backbone="small",
+            feature_dim=self.feature_dim,
+            seed=self.seed,
+            max_steps=self.max_steps,
+            device="cpu",
+            workers=self.workers,
+            checkpoint_every=0,
+        )
+        return PretrainConfig(**{**fields, **overrides})
+
 
 @dataclass
 class DemoResult:
@@ -199,7 +223,7 @@ def run_demo(
     """Run the demo in ``out_dir`` (see the module docstring) and print its report through ``echo``."""
     from bfdkern.data.simulator import simulate_collection, simulate_uncamera
     from bfdkern.detect.plots import plot_histograms, plot_roc
-    from bfdkern.training import PretrainConfig, Pretraining
+    from bfdkern.training import Pretraining
 
     s = settings or DemoSettings()
     spec = blades_spec()
@@ -246,24 +270,7 @@ def run_demo(
 
         # 2. Pretraining (the same run loop as `bfdkern pretrain`), on the first photos only.
         t = time.perf_counter()
-        config = PretrainConfig(
-            data=str(photos / "train"),
-            epochs=s.epochs,
-            batch_size=s.batch_size,
-            lr=s.lr,
-            weight_decay=s.weight_decay,
-            lambda_lr=s.lambda_lr,
-            mode=s.mode,
-            image_size=s.image_size,
-            backbone="small",
-            feature_dim=s.feature_dim,
-            seed=s.seed,
-            max_steps=s.max_steps,
-            device="cpu",
-            workers=s.workers,
-            checkpoint_every=0,
-            progress=progress,
-        )
+        config = s.pretrain_config(photos / "train", progress=progress)
         session = Pretraining(config, out / "run", spec=spec, echo=echo)
         initial_model = copy.deepcopy(session.model)
         eval_batches = _eval_batches(data["fit"], spec, s)

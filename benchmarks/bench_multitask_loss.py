@@ -18,6 +18,7 @@ import torch
 import bfdkern
 from benchmarks.baselines import loss_forward_backward
 from benchmarks.memory import peak_bytes
+from benchmarks.reporting import implementation_params, print_after_module
 from bfdkern.ops import dispatch
 from bfdkern.tasks import blades_spec
 from tests.helpers import random_inputs
@@ -35,25 +36,11 @@ def fused_forward_backward(logits, targets, weights, spec, backend):
     return per_task.detach(), x.grad
 
 
-def _params():
-    for device in ("cpu", "cuda"):
-        for impl in IMPLEMENTATIONS:
-            if (impl, device) in {("cpp", "cuda"), ("cuda", "cpu"), ("triton", "cpu")}:
-                continue
-            marks = [pytest.mark.cuda] if device == "cuda" else []
-            yield pytest.param(impl, device, marks=marks, id=f"{impl}-{device}")
-
-
 @pytest.fixture(scope="module", autouse=True)
 def ratio_table(request):
     """Print median times and speedups over the baseline once the module's benchmarks ran."""
     yield
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if reporter is None or capture is None or not _medians:
-        return
-    with capture.global_and_fixture_disabled():
-        _write_table(reporter)
+    print_after_module(request, lambda: bool(_medians), _write_table)
 
 
 def _write_table(reporter) -> None:
@@ -69,7 +56,7 @@ def _write_table(reporter) -> None:
 
 
 @pytest.mark.parametrize("batch", BATCHES)
-@pytest.mark.parametrize(("impl", "device"), list(_params()))
+@pytest.mark.parametrize(("impl", "device"), list(implementation_params(IMPLEMENTATIONS)))
 def test_multitask_loss(benchmark, impl, device, batch):
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():

@@ -17,6 +17,7 @@ import torch
 
 import bfdkern
 from benchmarks.memory import peak_bytes
+from benchmarks.reporting import implementation_params, print_after_module
 from bfdkern.ops import dispatch, reference
 
 N = 25_557_032  # parameters of torchvision's ResNet-50
@@ -30,26 +31,11 @@ def traffic_bytes(theta: torch.Tensor, v: torch.Tensor) -> int:
     return n * (3 * theta.element_size() + 2 * v.element_size())
 
 
-def _params():
-    for device in ("cpu", "cuda"):
-        impls = ["copy", *IMPLEMENTATIONS] if device == "cuda" else IMPLEMENTATIONS
-        for impl in impls:
-            if (impl, device) in {("cpp", "cuda"), ("cuda", "cpu"), ("triton", "cpu")}:
-                continue
-            marks = [pytest.mark.cuda] if device == "cuda" else []
-            yield pytest.param(impl, device, marks=marks, id=f"{impl}-{device}")
-
-
 @pytest.fixture(scope="module", autouse=True)
 def bandwidth_table(request):
     """Print GB/s per implementation once the module's benchmarks ran."""
     yield
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if reporter is None or capture is None or not _results:
-        return
-    with capture.global_and_fixture_disabled():
-        _write_table(reporter)
+    print_after_module(request, lambda: bool(_results), _write_table)
 
 
 def _write_table(reporter) -> None:
@@ -66,7 +52,7 @@ def _write_table(reporter) -> None:
             reporter.write_line(line)
 
 
-@pytest.mark.parametrize(("impl", "device"), list(_params()))
+@pytest.mark.parametrize(("impl", "device"), list(implementation_params(IMPLEMENTATIONS, cuda_only=["copy"])))
 def test_perturb_pair(benchmark, impl, device):
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():

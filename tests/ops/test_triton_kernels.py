@@ -28,7 +28,9 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # Loss and gradient tolerances, by logits dtype. A loss term such as 1 - sqrt(p) is O(1) before
 # it cancels, so a loss carries an absolute error of a few units of the compute dtype's epsilon
 # however small it is. The gradient is compared elementwise to a fraction of its largest entry
-# (sums of many pair terms cancel; half gradients are stored in their half dtype).
+# (sums of many pair terms cancel; half gradients are stored in their half dtype), plus a floor of
+# a fraction of the compute dtype's epsilon: when every term saturates (logits of 1e4) the largest
+# entry is itself ~0 and what is left is rounding in O(1) intermediates.
 LOSS_RTOL = {torch.float64: 1e-12, torch.float32: 2e-6, torch.float16: 2e-6, torch.bfloat16: 2e-6}
 LOSS_ATOL = {torch.float64: 1e-14, torch.float32: 5e-7, torch.float16: 5e-7, torch.bfloat16: 5e-7}
 GRAD_RTOL = {torch.float64: 1e-11, torch.float32: 2e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
@@ -78,9 +80,10 @@ def check_against_reference(spec, logits, targets, weights, upstream):
     rtol, atol = LOSS_RTOL[logits.dtype], LOSS_ATOL[logits.dtype]
     torch.testing.assert_close(per_task.double(), ref_per_task, rtol=rtol, atol=atol)
     torch.testing.assert_close(total.double(), ref_total, rtol=rtol, atol=atol * weights.abs().sum().item())
-    scale = ref_grad.abs().max().item() + 1e-6
+    scale = ref_grad.abs().max().item()
+    floor = torch.finfo(ct).eps / 8
     worst = (grad.double() - ref_grad).abs().max().item()
-    assert worst <= GRAD_RTOL[logits.dtype] * scale, f"gradient error {worst:.3g} vs largest entry {scale:.3g}"
+    assert worst <= GRAD_RTOL[logits.dtype] * scale + floor, f"gradient error {worst:.3g} vs largest entry {scale:.3g}"
     return per_task, grad
 
 

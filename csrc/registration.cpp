@@ -15,6 +15,9 @@ TORCH_LIBRARY(bfdkern_C, m) {
       "multitask_loss_bwd(Tensor grad_per_task, Tensor logits, Tensor targets, int[] kinds, int[] col_offsets, "
       "int[] col_counts, int[] target_offsets, float[] gammas, float sigma, float delta) -> Tensor grad_logits");
   m.def("perturb_pair(Tensor theta, Tensor v, float radius) -> (Tensor out, Tensor eps, Tensor nonfinite)");
+  // The same into a caller's [2, N] workspace: a fresh N-sized output costs page faults on the CPU
+  // at every bi-level step.
+  m.def("perturb_pair_out(Tensor theta, Tensor v, float radius, Tensor(a!) out) -> (Tensor eps, Tensor nonfinite)");
 }
 
 // An importable (empty) Python module: importing bfdkern._C runs the registrations above.

@@ -330,6 +330,7 @@ def hypergradient_from(
     keep_graph: bool = False,
     consume_grads: bool = False,
     v_out: Tensor | None = None,
+    pair_out: Tensor | None = None,
     amp_dtype: torch.dtype | None = None,
     backend: str | None = None,
     sync: DistributedSync | None = None,
@@ -340,7 +341,8 @@ def hypergradient_from(
 
     ``consume_grads``: ``inner.grads`` is not needed afterwards, so theta' may be written over it
     (it is set to None). ``keep_graph``: keep the graph of ``inner.per_task`` alive. ``v_out``:
-    a buffer to reuse for v (overwritten). ``sync``: average v and the K-vectors (J v, or L(theta+-))
+    a buffer to reuse for v (overwritten); ``pair_out``: a [2, N] buffer in the parameters' dtype
+    to reuse for theta+- (fd only; overwritten). ``sync``: average v and the K-vectors (J v, or L(theta+-))
     over the ranks (``inner.grads`` must already be averaged); not with ``unroll``."""
     check_mode(mode)
     if sync is not None and mode == "unroll":
@@ -384,7 +386,7 @@ def hypergradient_from(
         eps = radius / torch.linalg.vector_norm(w)
         return Hypergradient(-step.scale * jv.to(per_task.dtype), eps, v_norm, l1, per_task, mode)
 
-    pair, eps, _ = perturb_pair(layout.theta(), w, radius)
+    pair, eps, _ = perturb_pair(layout.theta(), w, radius, out=pair_out)
     del v, w
     collapsed = None
     compute = effective_dtype(layout.dtype, amp_dtype)

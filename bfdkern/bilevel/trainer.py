@@ -191,11 +191,12 @@ class BilevelTrainer:
             self.sync.broadcast_buffers_(model)
         self.steps = 0
         self._warned_collapse = False
-        # Persistent workspaces (gradients, v): a fresh N-sized buffer costs page faults on the CPU
-        # every step; these are allocated once.
+        # Persistent workspaces (gradients, v, theta+-): a fresh N-sized buffer costs page faults
+        # on the CPU every step; these are allocated once.
         self._grad_flat: Tensor | None = None
         self._grad_views: list[Tensor] = []
         self._v_flat: Tensor | None = None
+        self._pair_flat: Tensor | None = None
         self._raw = nn.Parameter(self._initial_raw(lambda_init))
         self.lambda_optimizer = torch.optim.Adam([self._raw], lr=lambda_lr)
 
@@ -281,6 +282,13 @@ class BilevelTrainer:
         if self._v_flat is None:
             self._v_flat = torch.empty(self.layout.numel, dtype=self.layout.master_dtype, device=self.layout.device)
         return self._v_flat
+
+    def _pair_buffer(self) -> Tensor | None:
+        if self.mode != "fd":
+            return None
+        if self._pair_flat is None:
+            self._pair_flat = torch.empty(2, self.layout.numel, dtype=self.layout.dtype, device=self.layout.device)
+        return self._pair_flat
 
     def _check_finite(self, per_task: Tensor) -> None:
         bad = ~torch.isfinite(per_task.detach())
@@ -390,6 +398,7 @@ class BilevelTrainer:
             keep_graph=keep_graph,
             consume_grads=not lagged,
             v_out=self._v_buffer(),
+            pair_out=self._pair_buffer(),
             amp_dtype=self.amp_dtype,
             backend=self.backend,
             sync=self.sync,

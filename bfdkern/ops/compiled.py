@@ -40,3 +40,9 @@ def _perturb_pair(theta: Tensor, v, radius):
         theta.new_empty((), dtype=_compute_dtype(theta.dtype)),
         theta.new_empty((), dtype=torch.bool),
     )
+
+
+@torch.library.register_fake("bfdkern_C::perturb_pair_out")
+def _perturb_pair_out(theta: Tensor, v, radius, out):
+    """eps [] in the compute dtype, nonfinite [] bool (out is written in place)."""
+    return theta.new_empty((), dtype=_compute_dtype(theta.dtype)), theta.new_empty((), dtype=torch.bool)

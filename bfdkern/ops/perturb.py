@@ -11,17 +11,19 @@ import torch
 from torch import Tensor
 
 from bfdkern.ops import dispatch, reference
-from bfdkern.ops.validate import check_perturb_inputs
+from bfdkern.ops.validate import check_perturb_inputs, check_perturb_out
 
 
-def _backend_perturb(backend: str, theta: Tensor, v: Tensor, radius: float):
+def _backend_perturb(backend: str, theta: Tensor, v: Tensor, radius: float, out: Tensor | None = None):
     if backend == "reference":
-        return reference.perturb_pair(theta, v, radius)
+        return reference.perturb_pair(theta, v, radius, out)
     if backend == "triton":
         from bfdkern.ops.kernels.triton import perturb as triton_perturb
 
-        return triton_perturb.perturb_pair(theta, v, radius)
-    return tuple(torch.ops.bfdkern_C.perturb_pair(theta, v, radius))
+        return triton_perturb.perturb_pair(theta, v, radius, out)
+    if out is None:
+        return tuple(torch.ops.bfdkern_C.perturb_pair(theta, v, radius))
+    return (out, *torch.ops.bfdkern_C.perturb_pair_out(theta, v, radius, out))
 
 
 @torch.library.custom_op("bfdkern::perturb_pair", mutates_args=())
@@ -40,7 +42,9 @@ def _(theta, v, radius, backend):
     )
 
 
-def perturb_pair(theta: Tensor, v: Tensor, radius: float = 0.01, *, backend: str | None = None):
+def perturb_pair(
+    theta: Tensor, v: Tensor, radius: float = 0.01, *, backend: str | None = None, out: Tensor | None = None
+):
     """theta +- eps v with eps = radius / ||v||, out of place, in one pass.
 
     Args:
@@ -48,14 +52,20 @@ def perturb_pair(theta: Tensor, v: Tensor, radius: float = 0.01, *, backend: str
         v: [N] flat direction.
         radius: r (the paper's 0.01).
         backend: ``reference`` | ``cpp`` | ``cuda`` | ``triton``; default by device.
+        out: an optional [2, N] contiguous workspace in theta's dtype, not overlapping theta or v,
+            written and returned as the first result. A caller that perturbs every step keeps one:
+            a fresh N-sized output costs page faults on the CPU each time.
 
     Returns:
         out [2, N] in theta's dtype (row 0 = theta + eps v, row 1 = theta - eps v), eps (0-dim,
         float32 or float64; 0 when ||v|| is 0 or not finite), nonfinite (0-dim bool).
     """
     check_perturb_inputs(theta, v, radius)
+    if out is not None:
+        check_perturb_out(theta, v, out)
     chosen = dispatch.select(theta.device, backend)
     if torch.compiler.is_compiling():
-        return _perturb_pair_op(theta, v, float(radius), chosen)
+        pair, eps, nonfinite = _perturb_pair_op(theta, v, float(radius), chosen)
+        return (pair if out is None else out.copy_(pair)), eps, nonfinite
     # Eager: call the kernel directly; the custom op's dispatcher round trip costs more than it.
-    return _backend_perturb(chosen, theta.contiguous(), v.contiguous(), float(radius))
+    return _backend_perturb(chosen, theta.contiguous(), v.contiguous(), float(radius), out)

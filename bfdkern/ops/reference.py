@@ -103,13 +103,16 @@ def multitask_loss(logits: Tensor, targets: Tensor, weights: Tensor, spec: TaskS
     return per_task, total
 
 
-def perturb_pair(theta: Tensor, v: Tensor, radius: float = 0.01) -> tuple[Tensor, Tensor, Tensor]:
+def perturb_pair(
+    theta: Tensor, v: Tensor, radius: float = 0.01, out: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
     """Paired finite-difference perturbation.
 
     Args:
         theta: [N] flat parameters (any float dtype; arithmetic in float32 or float64).
         v: [N] flat direction (the validation gradient at theta').
         radius: r in eps = r / ||v||.
+        out: an optional [2, N] buffer in theta's dtype to write the result into.
 
     Returns:
         out [2, N] (theta + eps v, theta - eps v) in theta's dtype, eps (0-dim, compute dtype),
@@ -124,5 +127,7 @@ def perturb_pair(theta: Tensor, v: Tensor, radius: float = 0.01) -> tuple[Tensor
     eps = torch.where(ok, radius / torch.where(ok, norm, 1.0), 0.0)
     step = torch.where(ok, eps * vv, 0.0)  # also zeroes NaN entries of v when eps is 0
     t = theta.to(dtype)
-    out = torch.stack([t + step, t - step]).to(theta.dtype)
-    return out, eps, nonfinite
+    pair = torch.stack([t + step, t - step]).to(theta.dtype)
+    if out is None:
+        return pair, eps, nonfinite
+    return out.copy_(pair), eps, nonfinite

@@ -89,3 +89,25 @@ def check_perturb_inputs(theta: Tensor, v: Tensor, radius: float) -> None:
         raise ValueError(f"perturb_pair: theta on {theta.device} but v on {v.device}")
     if not radius > 0:
         raise ValueError(f"perturb_pair: radius must be > 0, got {radius}")
+
+
+def check_perturb_out(theta: Tensor, v: Tensor, out: Tensor) -> None:
+    """A caller's [2, N] workspace for perturb_pair: shape, dtype, device, layout, no overlap."""
+    if not isinstance(out, Tensor):
+        raise ValueError(f"perturb_pair: out must be a torch.Tensor, got {type(out).__name__}")
+    n = theta.shape[0]
+    if tuple(out.shape) != (2, n):
+        raise ValueError(f"perturb_pair: out must be [2, {n}], got shape {tuple(out.shape)}")
+    if out.dtype != theta.dtype:
+        raise ValueError(f"perturb_pair: out must be {theta.dtype} like theta, got {out.dtype}")
+    if out.device != theta.device:
+        raise ValueError(f"perturb_pair: out on {out.device} but theta on {theta.device}")
+    if not out.is_contiguous():
+        raise ValueError("perturb_pair: out must be contiguous")
+    if torch.compiler.is_compiling():
+        return  # no addresses while tracing; the compiled path copies a finished result into out
+    lo, hi = out.data_ptr(), out.data_ptr() + out.numel() * out.element_size()
+    for name, t in (("theta", theta), ("v", v)):
+        a = t.data_ptr()
+        if out.numel() and not (a + t.numel() * t.element_size() <= lo or a >= hi):
+            raise ValueError(f"perturb_pair: out overlaps {name}")

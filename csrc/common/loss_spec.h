@@ -104,4 +104,23 @@ inline void check_perturb_tensors(const at::Tensor& theta, const at::Tensor& v, 
   TORCH_CHECK_VALUE(radius > 0, "perturb_pair: radius must be > 0, got ", radius);
 }
 
+// A caller's output for perturb_pair_out: [2, N], theta's dtype and device, contiguous, and not
+// sharing memory with theta or v (rows are written while theta and v are still read).
+inline void check_perturb_out(const at::Tensor& theta, const at::Tensor& v, const at::Tensor& out) {
+  TORCH_CHECK_VALUE(out.dim() == 2 && out.size(0) == 2 && out.size(1) == theta.size(0),
+                    "perturb_pair: out must be [2, ", theta.size(0), "], got ", out.sizes());
+  TORCH_CHECK_VALUE(out.scalar_type() == theta.scalar_type(), "perturb_pair: out must be ", theta.scalar_type(),
+                    " like theta, got ", out.scalar_type());
+  TORCH_CHECK_VALUE(out.device() == theta.device(), "perturb_pair: out on ", out.device(), " but theta on ",
+                    theta.device());
+  TORCH_CHECK_VALUE(out.is_contiguous(), "perturb_pair: out must be contiguous");
+  const auto* lo = static_cast<const char*>(out.const_data_ptr());
+  const auto* hi = lo + out.nbytes();
+  for (const at::Tensor* t : {&theta, &v}) {
+    const auto* a = static_cast<const char*>(t->const_data_ptr());
+    TORCH_CHECK_VALUE(out.numel() == 0 || a + t->nbytes() <= lo || a >= hi,
+                      "perturb_pair: out overlaps theta or v");
+  }
+}
+
 }  // namespace bfdkern

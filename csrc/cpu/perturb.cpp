@@ -64,15 +64,15 @@ void perturb_impl(const theta_t* theta, const v_t* v, int64_t n, double radius, 
   });
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> perturb_pair_cpu(const at::Tensor& theta, const at::Tensor& v,
-                                                                double radius) {
+std::tuple<at::Tensor, at::Tensor> perturb_pair_out_cpu(const at::Tensor& theta, const at::Tensor& v, double radius,
+                                                        at::Tensor& out) {
   check_perturb_tensors(theta, v, radius);
+  check_perturb_out(theta, v, out);
   const auto acc = theta.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   const at::Tensor t = theta.contiguous();
   // v in theta's dtype is read as is; any other dtype is converted once to the compute dtype.
   const at::Tensor vv = v.scalar_type() == theta.scalar_type() ? v.contiguous() : v.to(acc).contiguous();
   const int64_t n = t.size(0);
-  at::Tensor out = at::empty({2, n}, t.options());
   at::Tensor eps = at::empty({}, t.options().dtype(acc));
   at::Tensor nonfinite = at::empty({}, t.options().dtype(at::kBool));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, t.scalar_type(), "perturb_pair_cpu", [&] {
@@ -87,6 +87,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> perturb_pair_cpu(const at::Tensor
                                    eps.mutable_data_ptr<T>(), nonfinite.mutable_data_ptr<bool>());
     }
   });
+  return {eps, nonfinite};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> perturb_pair_cpu(const at::Tensor& theta, const at::Tensor& v,
+                                                                double radius) {
+  check_perturb_tensors(theta, v, radius);
+  at::Tensor out = at::empty({2, theta.size(0)}, theta.options());
+  auto [eps, nonfinite] = perturb_pair_out_cpu(theta, v, radius, out);
   return {out, eps, nonfinite};
 }
 
@@ -95,4 +103,5 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> perturb_pair_cpu(const at::Tensor
 
 TORCH_LIBRARY_IMPL(bfdkern_C, CPU, m) {
   m.impl("perturb_pair", &bfdkern::cpu::perturb_pair_cpu);
+  m.impl("perturb_pair_out", &bfdkern::cpu::perturb_pair_out_cpu);
 }

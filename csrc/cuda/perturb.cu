@@ -154,17 +154,16 @@ void launch_perturb(const at::Tensor& theta, const at::Tensor& v, double radius,
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> perturb_pair_cuda(const at::Tensor& theta, const at::Tensor& v,
-                                                                 double radius) {
+std::tuple<at::Tensor, at::Tensor> perturb_pair_out_cuda(const at::Tensor& theta, const at::Tensor& v,
+                                                         double radius, at::Tensor& out) {
   check_perturb_tensors(theta, v, radius);
+  check_perturb_out(theta, v, out);
   const c10::cuda::CUDAGuard guard(theta.device());
   const auto acc = theta.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   const at::Tensor t = theta.contiguous();
   // v in theta's dtype is read as is; any other dtype is converted once to the compute dtype.
   const bool same = v.scalar_type() == theta.scalar_type();
   const at::Tensor vv = same ? v.contiguous() : v.to(acc).contiguous();
-  const int64_t n = t.size(0);
-  at::Tensor out = at::empty({2, n}, t.options());
   at::Tensor eps = at::empty({}, t.options().dtype(acc));
   at::Tensor nonfinite = at::empty({}, t.options().dtype(at::kBool));
   at::Tensor partial = at::empty({kNormBlocks}, t.options().dtype(at::kDouble));
@@ -176,6 +175,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> perturb_pair_cuda(const at::Tenso
       launch_perturb<scalar_t, at::opmath_type<scalar_t>>(t, vv, radius, out, eps, nonfinite, partial, stream);
     }
   });
+  return {eps, nonfinite};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> perturb_pair_cuda(const at::Tensor& theta, const at::Tensor& v,
+                                                                 double radius) {
+  check_perturb_tensors(theta, v, radius);
+  at::Tensor out = at::empty({2, theta.size(0)}, theta.options());
+  auto [eps, nonfinite] = perturb_pair_out_cuda(theta, v, radius, out);
   return {out, eps, nonfinite};
 }
 
@@ -184,4 +191,5 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> perturb_pair_cuda(const at::Tenso
 
 TORCH_LIBRARY_IMPL(bfdkern_C, CUDA, m) {
   m.impl("perturb_pair", &bfdkern::cuda::perturb_pair_cuda);
+  m.impl("perturb_pair_out", &bfdkern::cuda::perturb_pair_out_cuda);
 }

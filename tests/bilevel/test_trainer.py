@@ -64,6 +64,30 @@ def test_step_updates_lambda_by_adam_on_the_hypergradient_then_theta_with_the_ne
     assert set(record.timings) == {"inner", "outer", "lambda", "update", "total"}
 
 
+@pytest.mark.parametrize("update_order", ["paper", "lagged"])
+def test_fd_workspace_is_reused_and_changes_nothing(update_order):
+    """The fd trainer writes theta+- into one kept [2, N] buffer; three steps give bitwise the
+    same lambdas and parameters as a trainer that takes a fresh output every step."""
+    runs = []
+    for keep in (True, False):
+        model = make_model("cnn")
+        trainer = _trainer(model, mode="fd", update_order=update_order)
+        if not keep:
+            trainer._pair_buffer = lambda: None
+        torch.manual_seed(5)
+        for step in range(3):
+            trainer.step(make_batch("cnn", 10 + step), make_batch("cnn", 20 + step))
+            if keep:
+                if step == 0:
+                    first = trainer._pair_flat.data_ptr()
+                assert trainer._pair_flat.shape == (2, trainer.layout.numel)
+                assert trainer._pair_flat.data_ptr() == first
+        runs.append((trainer.lambdas.clone(), [p.detach().clone() for p in model.parameters()]))
+    assert torch.equal(runs[0][0], runs[1][0])
+    for a, b in zip(runs[0][1], runs[1][1]):
+        assert torch.equal(a, b)
+
+
 @pytest.mark.parametrize("reuse_forward", [True, False])
 @pytest.mark.parametrize("mode", ["fd", "unroll"])
 def test_paper_order_real_update_uses_the_new_lambda(reuse_forward, mode):

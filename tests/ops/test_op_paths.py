@@ -70,3 +70,18 @@ def test_compiled_function_goes_through_the_registered_op():
     comp.backward()
     torch.testing.assert_close(comp, eager)
     torch.testing.assert_close(x2.grad, x1.grad)
+
+
+@pytest.mark.slow
+def test_compiled_perturb_with_workspace_writes_the_callers_buffer():
+    """Under torch.compile the functional op runs and its result is copied into out."""
+    theta, v = torch.randn(500), torch.randn(500)
+    backend = BACKENDS[-1]
+
+    def pair(t, d, out):
+        return perturb_pair(t, d, 0.02, backend=backend, out=out)[0]
+
+    compiled = torch.compile(pair, backend="aot_eager", fullgraph=True)
+    buf = torch.full((2, 500), float("nan"))
+    compiled(theta, v, buf)
+    torch.testing.assert_close(buf, perturb_pair(theta, v, 0.02, backend=backend)[0], rtol=0, atol=0)

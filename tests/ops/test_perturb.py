@@ -156,6 +156,74 @@ def test_compiled_op_repeat_bitwise(device):
         assert torch.equal(x, y)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_out_workspace_matches_fresh_output(target, dtype):
+    """out=: the same values as a fresh output, written into the caller's buffer (poisoned first,
+    so an unwritten entry shows), which is returned as the first result; reusable next call."""
+    backend, device = target
+    buf = torch.full((2, 2053), float("nan"), dtype=dtype, device=device)
+    for _ in range(2):  # the second call writes another theta and v into the same buffer
+        theta, v = fresh(2053, dtype, torch.float32, device=device)
+        want, want_eps, want_flag = bfdkern.perturb_pair(theta, v, 0.02, backend=backend)
+        out, eps, flag = bfdkern.perturb_pair(theta, v, 0.02, backend=backend, out=buf)
+        assert out.data_ptr() == buf.data_ptr()
+        assert torch.equal(out, want) and torch.equal(eps, want_eps) and torch.equal(flag, want_flag)
+
+
+def test_out_workspace_with_nonfinite_direction(target):
+    backend, device = target
+    theta, v = fresh(300, torch.float32, device=device)
+    v[7] = float("nan")
+    buf = torch.full((2, 300), float("nan"), device=device)
+    out, eps, flag = bfdkern.perturb_pair(theta, v, backend=backend, out=buf)
+    assert flag.item() and eps.item() == 0.0
+    assert torch.equal(buf[0], theta) and torch.equal(buf[1], theta)
+
+
+def test_bad_out_workspace(target):
+    backend, device = target
+    theta, v = fresh(10, torch.float32, device=device)
+    both = torch.empty(3, 10, device=device)
+    cases = [
+        (torch.empty(10, device=device), "out must be \\[2, 10\\]"),
+        (torch.empty(2, 11, device=device), "out must be \\[2, 10\\]"),
+        (torch.empty(2, 10, dtype=torch.float64, device=device), "out must be torch.float32 like theta"),
+        (torch.empty(2, 10, device="meta"), "out on meta"),
+        (torch.empty(10, 2, device=device).t(), "out must be contiguous"),
+        (both[:2], None),  # a contiguous slice is fine
+    ]
+    for out, message in cases:
+        if message is None:
+            bfdkern.perturb_pair(theta, v, backend=backend, out=out)
+            continue
+        with pytest.raises(ValueError, match=message):
+            bfdkern.perturb_pair(theta, v, backend=backend, out=out)
+    alias = torch.empty(30, device=device)
+    with pytest.raises(ValueError, match="out overlaps theta"):
+        bfdkern.perturb_pair(alias[:10], v, backend=backend, out=alias[5:25].view(2, 10))
+    with pytest.raises(ValueError, match="out overlaps v"):
+        bfdkern.perturb_pair(theta, alias[15:25], backend=backend, out=alias[:20].view(2, 10))
+
+
+@pytest.mark.parametrize("device", [pytest.param("cpu"), pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_opcheck_compiled_out_op(device):
+    dev = require("cpp" if device == "cpu" else "cuda", device, "perturb")
+    for theta_dtype, v_dtype in ((torch.float32, torch.float32), (torch.bfloat16, torch.float32)):
+        theta, v = fresh(1000, theta_dtype, v_dtype, device=dev)
+        out = torch.empty(2, 1000, dtype=theta_dtype, device=dev)
+        torch.library.opcheck(torch.ops.bfdkern_C.perturb_pair_out.default, (theta, v, 0.01, out))
+
+
+def test_compiled_out_op_checks_its_workspace():
+    require("cpp", "cpu", "perturb")
+    theta, v = fresh(10, torch.float32)
+    with pytest.raises(ValueError, match="out must be \\[2, 10\\]"):
+        torch.ops.bfdkern_C.perturb_pair_out(theta, v, 0.01, torch.empty(2, 9))
+    buf = torch.empty(40)
+    with pytest.raises(ValueError, match="out overlaps"):
+        torch.ops.bfdkern_C.perturb_pair_out(buf[:10], v, 0.01, buf[:20].view(2, 10))
+
+
 def test_bad_input(target):
     backend, device = target
     theta, v = fresh(10, torch.float32, device=device)

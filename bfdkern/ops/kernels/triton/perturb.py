@@ -89,13 +89,14 @@ def _launch_shape(n: int, device: torch.device) -> tuple[int, int, int]:
     return block, max(1, min(triton.cdiv(n, block), 4 * sms)), 8
 
 
-def perturb_pair(theta: Tensor, v: Tensor, radius: float) -> tuple[Tensor, Tensor, Tensor]:
+def perturb_pair(theta: Tensor, v: Tensor, radius: float, out: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """(theta + eps v, theta - eps v) with eps = radius / ||v||, out of place, no host sync.
 
     Args:
         theta: [N] flat parameters (any float dtype).
         v: [N] flat direction.
         radius: r > 0.
+        out: an optional [2, N] contiguous buffer in theta's dtype to write into.
 
     Returns:
         out [2, N] in theta's dtype, eps (0-dim, float64 for float64 theta else float32; 0 when
@@ -108,7 +109,8 @@ def perturb_pair(theta: Tensor, v: Tensor, radius: float) -> tuple[Tensor, Tenso
     n = theta.shape[0]
     block, programs, warps = _launch_shape(n, theta.device)
     partial = torch.empty(programs, dtype=dtype, device=theta.device)
-    out = torch.empty((2, n), dtype=theta.dtype, device=theta.device)
+    if out is None:
+        out = torch.empty((2, n), dtype=theta.dtype, device=theta.device)
     eps = torch.empty((), dtype=dtype, device=theta.device)
     flag = torch.empty((), dtype=torch.uint8, device=theta.device)
     radius_bits = struct.unpack("<q", struct.pack("<d", float(radius)))[0]

@@ -215,6 +215,11 @@ class Pretraining:
         )
         share = {"rank": self.rank, "world_size": self.world_size}
         self.streams = {"tr": BatchStream(loaders[0], **share), "val": BatchStream(loaders[1], **share)}
+        if self.sync is not None:
+            self.echo(
+                f"distributed: {self.world_size} processes ({torch.distributed.get_backend()}), each trains on "
+                f"{config.batch_size // self.world_size} of every batch of {config.batch_size}"
+            )
         self.steps_per_epoch = self.streams["tr"].batches_per_epoch
         self.total_steps = config.epochs * self.steps_per_epoch
 

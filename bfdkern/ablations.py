@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from torch import nn
-
 from bfdkern.tasks import blades_spec
 
 TASK_GROUPS = ("ordinal", "categorical", "binary", "multilabel")
@@ -44,7 +42,7 @@ class Preset:
         description: one line for tables and ``--help``.
         pretrain: :class:`~bfdkern.training.PretrainConfig` field -> value.
         oneclass: :class:`~bfdkern.detect.OneClassDetector` keyword -> value (``normalize=False`` also makes
-            the detector see the encoder's un-normalised embedding, see :class:`EmbeddingFeatures`).
+            the detector see the encoder's un-normalised embedding, see :class:`~bfdkern.detect.encoder.EmbeddingFeatures`).
     """
 
     name: str
@@ -86,21 +84,6 @@ def get_preset(name: str) -> Preset:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; presets are {list(PRESETS)}")
     return PRESETS[name]
-
-
-class EmbeddingFeatures(nn.Module):
-    """A pretrained :class:`~bfdkern.models.BladesModel` whose ``features`` is its un-normalised embedding
-    [B, D] (for detectors fitted on unnormalised features). Its fingerprint differs from the model's, so the
-    feature cache never mixes the two."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-        self.config = dict(getattr(model, "config", {}), features="embedding")
-
-    def features(self, x):
-        """[B, 3, H, W] RGB in [0, 1] -> [B, D] embedding, not normalised."""
-        return self.model.embedding(x)
 
 
 # --- running presets side by side ------------------------------------------------------------------------
@@ -151,16 +134,14 @@ def run_preset(preset: Preset, base: dict, sets: ImageSets, out_dir, *, echo=pri
     from pathlib import Path
 
     from bfdkern.detect import OneClassDetector, Preprocessing, evaluate_scores, save_detector, write_results
-    from bfdkern.detect.encoder import FrozenEncoder, load_encoder
+    from bfdkern.detect.encoder import load_encoder
     from bfdkern.training import PretrainConfig
 
     folder = Path(out_dir) / preset.name
     config = PretrainConfig(**{**base, **preset.pretrain})
     echo(f"{preset.name}: {preset.description}")
     run_dir, _ = _pretrained(config, folder / "run", echo)
-    encoder = load_encoder(run_dir)
-    if not preset.normalize:
-        encoder = FrozenEncoder.from_module(EmbeddingFeatures(encoder.module), source=encoder.identity["source"])
+    encoder = load_encoder(run_dir, embedding=not preset.normalize)
     prep = Preprocessing(size=config.image_size, face_crop=config.face_crop)
     kw = dict(feature_options or {})
     options = {"n_components": 10, "seed": config.seed, **preset.oneclass}

@@ -45,11 +45,11 @@ def _expand(items) -> list:
 def _detect(args) -> int:
     import json
 
-    from bfdkern.detect.encoder import load_detector_with_encoder
     from bfdkern.detect.options import feature_kwargs
+    from bfdkern.detect.registry import load_detector_with_any_encoder
 
     paths = _expand(args.images)
-    det, _, encoder = load_detector_with_encoder(args.detector, args.encoder)
+    det, _, encoder = load_detector_with_any_encoder(args.detector, args.encoder)
     feats = encoder.features(paths, det.preprocessing, **feature_kwargs(args))
     scores = det.score(feats)
     labels = ["fake" if d else "real" for d in det.decide(scores)]

@@ -25,6 +25,12 @@ def add_arguments(parser) -> None:
     g.add_argument("--seed", type=int, default=0, help="k-means++ initialisation seed (default 0)")
     g.add_argument("--max-iter", type=int, default=100, help="EM iterations at most (default 100)")
     g.add_argument("--reg-covar", type=float, default=1e-6, help="added to the covariance diagonals (default 1e-6)")
+    g.add_argument(
+        "--no-normalize",
+        dest="normalize",
+        action="store_false",
+        help="fit on the features as they are, not L2-normalised (Zou25: with --encoder embedding:RUN)",
+    )
     add_preprocessing_arguments(parser)
     add_feature_arguments(parser)
 
@@ -51,12 +57,13 @@ def _fit(args) -> int:
         seed=args.seed,
         max_iter=args.max_iter,
         reg_covar=args.reg_covar,
+        normalize=args.normalize,
     ).fit(feats)
     path = save_detector(args.output, det, encoder=encoder.identity, preprocessing=prep)
     r = det.report
     print(
         f"one-class detector: {args.components}-component {args.covariance}-covariance mixture on {r['n_real']} "
-        f"real images ({r['feature_dim']}-d features); EM {'converged' if r['converged'] else 'did NOT converge'} "
+        f"real images ({r['feature_dim']}-d features{'' if args.normalize else ', not normalised'}); EM {'converged' if r['converged'] else 'did NOT converge'} "
         f"after {r['n_iter']} iterations"
     )
     print(

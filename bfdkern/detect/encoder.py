@@ -67,8 +67,24 @@ class FrozenEncoder:
         )
 
 
-def load_encoder(run_or_checkpoint: str | os.PathLike) -> FrozenEncoder:
-    """Load a pretrained encoder from a run directory (``RUN/encoder.pt``) or a checkpoint file.
+class EmbeddingFeatures(nn.Module):
+    """A pretrained :class:`~bfdkern.models.BladesModel` whose ``features`` is its un-normalised embedding
+    [B, D] (for detectors fitted on unnormalised features, as Zou25's). Its fingerprint differs from the
+    model's, so the feature cache and the detector files never mix the two."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.config = dict(getattr(model, "config", {}), features="embedding")
+
+    def features(self, x):
+        """[B, 3, H, W] RGB in [0, 1] -> [B, D] embedding, not normalised."""
+        return self.model.embedding(x)
+
+
+def load_encoder(run_or_checkpoint: str | os.PathLike, *, embedding: bool = False) -> FrozenEncoder:
+    """Load a pretrained encoder from a run directory (``RUN/encoder.pt``) or a checkpoint file; with
+    ``embedding`` its features are the un-normalised embedding (:class:`EmbeddingFeatures`).
 
     Raises FileNotFoundError / ValueError naming the path when it holds no usable checkpoint."""
     from bfdkern.models import CHECKPOINT_NAME, load_model, read_checkpoint
@@ -78,7 +94,10 @@ def load_encoder(run_or_checkpoint: str | os.PathLike) -> FrozenEncoder:
         raise FileNotFoundError(f"{path}: no such encoder run directory or checkpoint")
     model = load_model(path, map_location="cpu")
     source = path / CHECKPOINT_NAME if path.is_dir() else path
-    frozen = FrozenEncoder.from_module(model, source=str(source.resolve()))
+    if embedding:
+        frozen = FrozenEncoder.from_module(EmbeddingFeatures(model), source=f"embedding:{source.resolve()}")
+    else:
+        frozen = FrozenEncoder.from_module(model, source=str(source.resolve()))
     # How the encoder saw images in pretraining: the detectors' preprocessing defaults follow it.
     extra = read_checkpoint(source).get("extra") or {}
     pretrain = extra.get("pretrain_config") if isinstance(extra.get("pretrain_config"), dict) else {}
@@ -86,20 +105,3 @@ def load_encoder(run_or_checkpoint: str | os.PathLike) -> FrozenEncoder:
         if key in pretrain:
             frozen.identity["config"][key] = pretrain[key]
     return frozen
-
-
-def load_detector_with_encoder(detector_path: str | os.PathLike, encoder: str | os.PathLike | None = None):
-    """(detector, header, FrozenEncoder): the detector file and its encoder (``encoder``, default the checkpoint
-    recorded in the file), checked to be the very encoder the detector was fitted on.
-
-    Raises :class:`~bfdkern.detect.serialization.DetectorFileError` naming the detector file when the encoder
-    differs."""
-    from bfdkern.detect.serialization import check_encoder, load_detector
-
-    det, header = load_detector(detector_path)
-    source = encoder or det.encoder.get("source")
-    if not source:
-        raise ValueError(f"{detector_path}: no encoder checkpoint recorded; pass --encoder")
-    frozen = load_encoder(source)
-    check_encoder(detector_path, det, frozen.fingerprint, source)
-    return det, header, frozen

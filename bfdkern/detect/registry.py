@@ -4,7 +4,10 @@ architecture with a state dict) for the same one-class (GMM) and binary (MLP) he
 
 An encoder *source* is one string, recorded in detector files so that ``evaluate`` reloads the same encoder:
 
-* ``RUN_DIR`` or ``FILE.pt``: a BLADES run or checkpoint (:func:`bfdkern.detect.load_encoder`);
+* ``RUN_DIR`` or ``FILE.pt``: a BLADES run or checkpoint (:func:`bfdkern.detect.load_encoder`), features
+  L2-normalised;
+* ``embedding:RUN_DIR`` or ``embedding:FILE.pt``: the same encoder's un-normalised embedding (Zou25's
+  detector is fitted on it, with ``fit-oneclass --no-normalize``);
 * ``torchscript:FILE``: a TorchScript module mapping normalised images [B, 3, H, W] to features [B, D];
 * ``torchvision:ARCH:FILE``: ``torchvision.models.get_model(ARCH)`` with the state dict in FILE, its
   classification head removed (features = the penultimate layer).
@@ -212,6 +215,8 @@ def load_frozen_encoder(source: str | os.PathLike) -> FrozenEncoder:
         if not sep or not arch or not path:
             raise ValueError(f"encoder {text!r}: expected torchvision:ARCH:FILE, e.g. torchvision:resnet50:w.pth")
         return FrozenEncoder.from_module(UserEncoder(torchvision_encoder(arch, path), text), source=text)
+    if text.startswith("embedding:"):
+        return load_encoder(text.removeprefix("embedding:"), embedding=True)
     return load_encoder(source)
 
 
@@ -222,6 +227,8 @@ def source_of(text: str) -> str:
     if text.startswith("torchvision:"):
         arch, _, path = text.removeprefix("torchvision:").partition(":")
         return f"torchvision:{arch}:{Path(path).resolve()}"
+    if text.startswith("embedding:"):
+        return "embedding:" + str(Path(text.removeprefix("embedding:")).resolve())
     return str(Path(text).resolve())
 
 
@@ -261,8 +268,11 @@ def fit_frozen(
 
 
 def load_detector_with_any_encoder(detector_path: str | os.PathLike, encoder: str | None = None):
-    """(detector, header, FrozenEncoder) like :func:`bfdkern.detect.encoder.load_detector_with_encoder`, for
-    any encoder source (BLADES or user-supplied), checked to be the encoder the detector was fitted on."""
+    """(detector, header, FrozenEncoder): the detector file and its encoder (``encoder``: any source string,
+    default the one recorded in the file), checked to be the very encoder the detector was fitted on.
+
+    Raises :class:`~bfdkern.detect.serialization.DetectorFileError` naming the detector file when the encoder
+    differs."""
     from bfdkern.detect.serialization import check_encoder, load_detector
 
     det, header = load_detector(detector_path)

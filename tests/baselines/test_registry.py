@@ -71,6 +71,20 @@ def test_torchscript_encoder_fits_saves_and_evaluates(torchscript_file, eval_set
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))
     assert rows[0]["generator"] == "nocam" and 0 <= float(rows[0]["auc"]) <= 1
+    # `bfdkern detect` reloads the user encoder from the file too.
+    capsys.readouterr()
+    detect = [
+        "detect",
+        str(eval_sets / "real"),
+        "--detector",
+        str(det_path),
+        "--no-cache",
+        "--quiet",
+        "--device",
+        "cpu",
+    ]
+    assert cli.main(detect) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2 + 12
 
     # Another encoder's weights are refused by name.
     other = tmp_path / "other.pt"

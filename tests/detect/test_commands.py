@@ -125,6 +125,33 @@ def test_detect_json_and_table(world, oneclass_file, capsys):
     assert code == 0 and "score = log-likelihood" in out and len(out.splitlines()) == 2 + 12
 
 
+def test_unnormalised_embedding_detector_fits_detects_and_evaluates(world, capsys, tmp_path):
+    """Zou25's detector from the command line: --encoder embedding:RUN --no-normalize; detect and evaluate
+    reload the same un-normalised encoder from the file; the normalised encoder is refused for it."""
+    path = tmp_path / "raw.npz"
+    fit = ["fit-oneclass", "--encoder", f"embedding:{world / 'run'}", "--real", world / "real", "-o", path]
+    code, out, err = _run(capsys, [*fit, "--components", "2", "--no-normalize", *_common(world)])
+    assert code == 0, err
+    assert "768-d features, not normalised" in out
+    det, header = load_detector(path)
+    assert header["encoder"]["source"] == f"embedding:{(world / 'run' / 'encoder.pt').resolve()}"
+    assert header["encoder"]["config"]["features"] == "embedding" and det.params["normalize"] is False
+    assert det.preprocessing.size == 32  # the pretraining's size, as for the normalised encoder
+    norms = np.linalg.norm(det.means, axis=1)
+    assert np.abs(norms - 1).max() > 0.05  # fitted on the embedding's own scale
+
+    code, out, err = _run(capsys, ["detect", world / "fake2", "--detector", path, "--json", *_common(world)])
+    assert code == 0, err
+    assert len(out.splitlines()) == 12
+    out_dir = tmp_path / "eval"
+    argv = ["evaluate", "--detector", path, "--real", world / "real_test", "--fake", f"nocam={world / 'fake'}"]
+    code, _, err = _run(capsys, [*argv, "--out", out_dir, *_common(world)])
+    assert code == 0, err
+    assert (out_dir / "results.csv").is_file()
+    code, _, err = _run(capsys, ["detect", world / "fake2", "--detector", path, "--encoder", world / "run"])
+    assert code == 2 and "fitted on features of encoder" in err
+
+
 def test_evaluate_writes_table_csv_json_and_plots(world, oneclass_file, capsys, tmp_path):
     out_dir = tmp_path / "eval"
     code, out, err = _run(

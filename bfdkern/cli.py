@@ -17,6 +17,7 @@ COMMANDS = {
     "pretrain": "pretrain",
     "fit-oneclass": "fit_oneclass",
     "fit-binary": "fit_binary",
+    "fit-baseline": "fit_baseline",
     "detect": "detect",
     "evaluate": "evaluate",
     "ablate": "ablate",

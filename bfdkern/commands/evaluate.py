@@ -82,13 +82,17 @@ def _evaluate(args) -> int:
     fake_paths = {name: list_images(folder) for name, folder in fakes.items()}
     if len(args.detector) > 1:
         return _compare(args, real_paths, fake_paths)
-    det, _, encoder = load_detector_with_any_encoder(args.detector[0], args.encoder)
+    _, sep, what = args.detector[0].partition("=")
+    target = what if sep else args.detector[0]
+    if not target.endswith(".npz"):  # a CNND / GramNet file or a training-free detector
+        return _single_scorer(args, real_paths, fake_paths)
+    det, _, encoder = load_detector_with_any_encoder(target, args.encoder)
     kw = feature_kwargs(args)
     # The detector's preprocessing, the same for the real and every generator's images.
     real_scores = det.score(encoder.features(real_paths, det.preprocessing, **kw))
     fake_scores = {n: det.score(encoder.features(p, det.preprocessing, **kw)) for n, p in fake_paths.items()}
     result = evaluate_scores(det, real_scores, fake_scores)
-    result["detector_file"] = str(args.detector[0])
+    result["detector_file"] = str(target)
     result["encoder"] = encoder.identity
     result["preprocessing"] = det.preprocessing.to_dict()
     files = write_results(
@@ -101,6 +105,31 @@ def _evaluate(args) -> int:
         detector=det,
     )
     print(format_table(result))
+    print("wrote " + ", ".join(str(p) for p in files.values()))
+    return 0
+
+
+def _single_scorer(args, real_paths, fake_paths) -> int:
+    """One detector that scores image files itself (CNND, GramNet, Hu21): its results in ``OUT``."""
+    from bfdkern.detect import evaluate_scores, format_table, write_results
+    from bfdkern.detect.options import feature_kwargs
+    from bfdkern.detect.registry import load_scorer
+
+    name, det, score = load_scorer(args.detector[0], args.encoder, feature_kwargs(args))
+    real_scores = score(real_paths)
+    fake_scores = {n: score(p) for n, p in fake_paths.items()}
+    result = evaluate_scores(det, real_scores, fake_scores)
+    result["detector_file"] = args.detector[0]
+    files = write_results(
+        result,
+        args.out,
+        real_paths=real_paths,
+        real_scores=real_scores,
+        fake_paths=fake_paths,
+        fake_scores=fake_scores,
+        detector=det,
+    )
+    print(f"{name}: " + format_table(result))
     print("wrote " + ", ".join(str(p) for p in files.values()))
     return 0
 

@@ -79,28 +79,27 @@ def _entries() -> dict[str, DetectorEntry]:
             "frozen-oc",
             "oneclass",
             "any user encoder (e.g. CLIP, FaRL, EAL weights) + the same Gaussian mixture",
-            "bfdkern.detect.registry.fit_frozen(source='torchscript:FILE' | 'torchvision:ARCH:FILE', ...); "
-            "bfdkern evaluate",
+            "bfdkern fit-oneclass --encoder torchscript:FILE | torchvision:ARCH:FILE; bfdkern evaluate",
             user_weights=True,
         ),
         DetectorEntry(
             "frozen-bc",
             "binary",
             "any user encoder + the same 2-layer MLP",
-            "bfdkern.detect.registry.fit_frozen(..., kind='binary'); bfdkern evaluate",
+            "bfdkern fit-binary --encoder torchscript:FILE | torchvision:ARCH:FILE; bfdkern evaluate",
             user_weights=True,
         ),
         DetectorEntry(
             "cnnd",
             "binary",
             "supervised ResNet-50 with blur + JPEG augmentation (p = 0.5 each)",
-            "bfdkern.detect.baselines.CNNDetector().fit(reals, fakes).save(FILE); bfdkern evaluate --detector FILE",
+            "bfdkern fit-baseline cnnd -o FILE.pt; bfdkern evaluate --detector FILE.pt",
         ),
         DetectorEntry(
             "gramnet",
             "binary",
             "supervised ResNet-50 with Gram-matrix texture blocks",
-            "bfdkern.detect.baselines.GramNetDetector().fit(reals, fakes).save(FILE); bfdkern evaluate --detector FILE",
+            "bfdkern fit-baseline gramnet -o FILE.pt; bfdkern evaluate --detector FILE.pt",
         ),
         DetectorEntry(
             "hu21",

@@ -129,38 +129,68 @@ class CNNDetector:
         batch_size: int = 32,
         lr: float = 1e-4,
         device: str | None = None,
+        workers: int = 2,
         progress: bool = True,
     ) -> CNNDetector:
         """Train on real (label 0) and fake (label 1) image files with the augmentation, Adam, binary
-        cross-entropy. Returns self."""
-        from tqdm.auto import tqdm
+        cross-entropy. Images are decoded and augmented batch by batch on ``workers`` threads while the
+        previous batch trains (memory stays one batch ahead, whatever the collection's size); the
+        augmentation draws come from the seed in batch order, so a run is the same for any ``workers``.
+        Returns self."""
+        from concurrent.futures import ThreadPoolExecutor
 
-        from bfdkern.detect.preprocess import decode_rgb, read_bytes
+        from tqdm.auto import tqdm
 
         paths = [Path(p) for p in real_paths] + [Path(p) for p in fake_paths]
         labels = np.r_[np.zeros(len(real_paths)), np.ones(len(fake_paths))].astype(np.float32)
         if not len(real_paths) or not len(fake_paths):
-            raise ValueError("CNND needs both real and fake training images")
-        images = [decode_rgb(read_bytes(p), p) for p in paths]
+            raise ValueError(f"{self.kind} needs both real and fake training images")
+        for name, value in (("epochs", epochs), ("batch_size", batch_size), ("workers", workers)):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if not lr > 0:
+            raise ValueError(f"lr must be > 0, got {lr}")
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         rng = np.random.default_rng(self.params["seed"])
         net = self.net.to(dev).train()
         opt = torch.optim.Adam(net.parameters(), lr=lr)
         loss_fn = nn.BCEWithLogitsLoss()
-        for _ in tqdm(range(epochs), desc="cnnd", unit="epoch", disable=not progress, leave=False):
+        batches = []
+        for _ in range(epochs):
             order = rng.permutation(len(paths))
             for start in range(0, len(order), batch_size):
                 idx = order[start : start + batch_size]
-                if len(idx) < 2:  # BatchNorm needs two samples
-                    continue
-                batch = [self.augment.apply(images[i], self.augment.draw(rng)) for i in idx]
-                y = torch.from_numpy(labels[idx]).to(dev)
-                loss = loss_fn(net(self._batch(batch, dev)).squeeze(1), y)
+                if len(idx) >= 2:  # BatchNorm needs two samples
+                    batches.append((idx, [self.augment.draw(rng) for _ in idx]))
+        # One thread assembles the next batch (its images decoded on the pool) while this one trains.
+        with (
+            ThreadPoolExecutor(workers) as pool,
+            ThreadPoolExecutor(1) as assembler,
+            tqdm(total=len(batches), desc=self.kind, unit="batch", disable=not progress, leave=False) as bar,
+        ):
+
+            def prepare(k):
+                idx, augs = batches[k]
+                images = list(pool.map(lambda ia: self._training_image(paths[ia[0]], ia[1]), zip(idx, augs)))
+                return self._batch(images, "cpu"), torch.from_numpy(labels[idx])
+
+            ahead = assembler.submit(prepare, 0) if batches else None
+            for k in range(len(batches)):
+                x, y = ahead.result()
+                ahead = assembler.submit(prepare, k + 1) if k + 1 < len(batches) else None
+                loss = loss_fn(net(x.to(dev)).squeeze(1), y.to(dev))
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
+                bar.update()
+                bar.set_postfix(loss=f"{loss.item():.3f}")
         self.net = net.cpu().eval()
         return self
+
+    def _training_image(self, path: Path, aug: Augmentation) -> Image.Image:
+        from bfdkern.detect.preprocess import decode_rgb, read_bytes
+
+        return self.augment.apply(decode_rgb(read_bytes(path), path), aug)
 
     @torch.no_grad()
     def score_files(self, paths, batch_size: int = 32, device: str | None = None) -> np.ndarray:

@@ -66,9 +66,9 @@ def run(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from bfdkern.detect import evaluate_scores, format_table, list_images, write_results
+    from bfdkern.detect import format_table, list_images
     from bfdkern.detect.options import feature_kwargs
-    from bfdkern.detect.registry import format_registry, load_detector_with_any_encoder
+    from bfdkern.detect.registry import format_registry, load_detector_with_any_encoder, load_scorer
 
     if args.list:
         print(format_registry())
@@ -82,56 +82,45 @@ def _evaluate(args) -> int:
     fake_paths = {name: list_images(folder) for name, folder in fakes.items()}
     if len(args.detector) > 1:
         return _compare(args, real_paths, fake_paths)
-    _, sep, what = args.detector[0].partition("=")
-    target = what if sep else args.detector[0]
-    if not target.endswith(".npz"):  # a CNND / GramNet file or a training-free detector
-        return _single_scorer(args, real_paths, fake_paths)
-    det, _, encoder = load_detector_with_any_encoder(target, args.encoder)
+    item = args.detector[0]
+    _, sep, what = item.partition("=")
+    target = what if sep else item
     kw = feature_kwargs(args)
-    # The detector's preprocessing, the same for the real and every generator's images.
-    real_scores = det.score(encoder.features(real_paths, det.preprocessing, **kw))
-    fake_scores = {n: det.score(encoder.features(p, det.preprocessing, **kw)) for n, p in fake_paths.items()}
-    result = evaluate_scores(det, real_scores, fake_scores)
-    result["detector_file"] = str(target)
-    result["encoder"] = encoder.identity
-    result["preprocessing"] = det.preprocessing.to_dict()
-    files = write_results(
-        result,
-        args.out,
-        real_paths=real_paths,
-        real_scores=real_scores,
-        fake_paths=fake_paths,
-        fake_scores=fake_scores,
-        detector=det,
-    )
-    print(format_table(result))
+    if target.endswith(".npz"):  # a fitted head on a frozen encoder: the encoder's identity goes in the results
+        det, _, encoder = load_detector_with_any_encoder(target, args.encoder)
+        extra = {"detector_file": target, "encoder": encoder.identity, "preprocessing": det.preprocessing.to_dict()}
+        prefix = ""
+
+        def score(paths):  # the detector's preprocessing, the same for the real and every generator's images
+            return det.score(encoder.features(paths, det.preprocessing, **kw))
+
+    else:  # a CNND / GramNet file or a training-free detector: it scores image files itself
+        name, det, score = load_scorer(item, args.encoder, kw)
+        extra, prefix = {"detector_file": target}, f"{name}: "
+    result, files = _score_and_write(det, score, real_paths, fake_paths, args.out, extra)
+    print(prefix + format_table(result))
     print("wrote " + ", ".join(str(p) for p in files.values()))
     return 0
 
 
-def _single_scorer(args, real_paths, fake_paths) -> int:
-    """One detector that scores image files itself (CNND, GramNet, Hu21): its results in ``OUT``."""
-    from bfdkern.detect import evaluate_scores, format_table, write_results
-    from bfdkern.detect.options import feature_kwargs
-    from bfdkern.detect.registry import load_scorer
+def _score_and_write(det, score, real_paths, fake_paths, out, extra=None):
+    """Score the real and every generator's images, compute the metrics and write them to ``out``; returns
+    (result, files)."""
+    from bfdkern.detect import evaluate_scores, write_results
 
-    name, det, score = load_scorer(args.detector[0], args.encoder, feature_kwargs(args))
     real_scores = score(real_paths)
     fake_scores = {n: score(p) for n, p in fake_paths.items()}
-    result = evaluate_scores(det, real_scores, fake_scores)
-    result["detector_file"] = args.detector[0]
+    result = {**evaluate_scores(det, real_scores, fake_scores), **(extra or {})}
     files = write_results(
         result,
-        args.out,
+        out,
         real_paths=real_paths,
         real_scores=real_scores,
         fake_paths=fake_paths,
         fake_scores=fake_scores,
         detector=det,
     )
-    print(f"{name}: " + format_table(result))
-    print("wrote " + ", ".join(str(p) for p in files.values()))
-    return 0
+    return result, files
 
 
 def _compare(args, real_paths, fake_paths) -> int:
@@ -139,7 +128,7 @@ def _compare(args, real_paths, fake_paths) -> int:
     from pathlib import Path
 
     from bfdkern.ablations import write_comparison
-    from bfdkern.detect import evaluate_scores, format_table, write_results
+    from bfdkern.detect import format_table
     from bfdkern.detect.options import feature_kwargs
     from bfdkern.detect.registry import load_scorer
 
@@ -149,18 +138,7 @@ def _compare(args, real_paths, fake_paths) -> int:
         raise ValueError(f"--detector names {names} repeat; give each a name, e.g. --detector oc=FILE")
     rows = []
     for name, det, score in scorers:
-        real_scores = score(real_paths)
-        fake_scores = {n: score(p) for n, p in fake_paths.items()}
-        result = evaluate_scores(det, real_scores, fake_scores)
-        write_results(
-            result,
-            Path(args.out) / name,
-            real_paths=real_paths,
-            real_scores=real_scores,
-            fake_paths=fake_paths,
-            fake_scores=fake_scores,
-            detector=det,
-        )
+        result, _ = _score_and_write(det, score, real_paths, fake_paths, Path(args.out) / name)
         print(f"{name}: " + format_table(result))
         row = {"detector": name, "kind": det.kind, "positive_class": det.positive_class}
         row.update({f"auc_{r['generator']}": r["auc"] for r in result["rows"]})

@@ -3,10 +3,12 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
 #include <c10/util/ArrayRef.h>
 #include <c10/util/Exception.h>
 
 #include <cstdint>
+#include <tuple>
 #include <vector>
 
 namespace bfdkern {
@@ -121,6 +123,16 @@ inline void check_perturb_out(const at::Tensor& theta, const at::Tensor& v, cons
     TORCH_CHECK_VALUE(out.numel() == 0 || a + t->nbytes() <= lo || a >= hi,
                       "perturb_pair: out overlaps theta or v");
   }
+}
+
+// The functional perturb_pair from a device's out= form: the same pass into a fresh [2, N] output.
+template <typename OutImpl>
+std::tuple<at::Tensor, at::Tensor, at::Tensor> perturb_pair_fresh(const at::Tensor& theta, const at::Tensor& v,
+                                                                   double radius, OutImpl out_impl) {
+  check_perturb_tensors(theta, v, radius);
+  at::Tensor out = at::empty({2, theta.size(0)}, theta.options());
+  auto [eps, nonfinite] = out_impl(theta, v, radius, out);
+  return {out, eps, nonfinite};
 }
 
 }  // namespace bfdkern

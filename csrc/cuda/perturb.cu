@@ -179,11 +179,8 @@ std::tuple<at::Tensor, at::Tensor> perturb_pair_out_cuda(const at::Tensor& theta
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> perturb_pair_cuda(const at::Tensor& theta, const at::Tensor& v,
-                                                                 double radius) {
-  check_perturb_tensors(theta, v, radius);
-  at::Tensor out = at::empty({2, theta.size(0)}, theta.options());
-  auto [eps, nonfinite] = perturb_pair_out_cuda(theta, v, radius, out);
-  return {out, eps, nonfinite};
+                                                                double radius) {
+  return perturb_pair_fresh(theta, v, radius, perturb_pair_out_cuda);
 }
 
 }  // namespace

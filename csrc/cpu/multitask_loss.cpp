@@ -35,8 +35,13 @@
 namespace bfdkern::cpu {
 namespace {
 
-constexpr double kInvSqrt2 = 0.70710678118654752440;
-constexpr double kInvSqrt2Pi = 0.39894228040143267794;
+using math::class_index;
+using math::kInvSqrt2;
+using math::kInvSqrt2Pi;
+using math::log_norm;
+using math::LogNorm;
+using math::ordinal_score;
+using math::thurstone_probs;
 constexpr int64_t kRowsPerUnit = 64;         // rows of the per-row terms in one work unit
 constexpr int64_t kPairsPerUnit = 8192;      // pair evaluations in one ordinal work unit
 // Pair evaluations (~1 ns each, vectorised) a thread must get before another one is woken: a
@@ -80,12 +85,6 @@ BFDKERN_SIMD_CLONES float pair_grad_sum_f32(float si, float yi, const float* __r
   return acc;
 }
 
-inline void thurstone_probs(double d, double& p, double& q) {
-  const double tail = 0.5 * std::erfc(std::fabs(d) * kInvSqrt2);
-  p = d >= 0.0 ? 1.0 - tail : tail;
-  q = d >= 0.0 ? tail : 1.0 - tail;
-}
-
 inline double pair_loss_sum(double si, double yi, const double* s, const double* y, int64_t j0, int64_t j1,
                             double inv_sigma, double delta) {
   double acc = 0.0;
@@ -122,46 +121,6 @@ inline float pair_grad_sum(float si, float yi, const float* s, const float* y, i
 }
 
 // ---- per-row helpers -----------------------------------------------------------------------
-
-// Ordinal score of one row: the column itself (L = 1) or the expected level sum_k k softmax_k.
-template <typename scalar_t, typename T>
-T ordinal_score(const scalar_t* z, int64_t levels) {
-  if (levels == 1) return static_cast<T>(z[0]);
-  T zmax = -std::numeric_limits<T>::infinity();
-  for (int64_t c = 0; c < levels; ++c) zmax = std::max(zmax, static_cast<T>(z[c]));
-  T sum = 0, weighted = 0;
-  for (int64_t c = 0; c < levels; ++c) {
-    const T e = std::exp(static_cast<T>(z[c]) - zmax);
-    sum += e;
-    weighted += static_cast<T>(c) * e;
-  }
-  return weighted / sum;
-}
-
-// log softmax of one row's task columns is (z_c - max) - log_norm: both terms exact enough that
-// lp keeps full relative precision when the logits are large (+-1e4).
-template <typename T>
-struct LogNorm {
-  T max, log_sum;
-  T log_prob(T zc) const { return (zc - max) - log_sum; }
-};
-
-template <typename scalar_t, typename T>
-LogNorm<T> log_norm(const scalar_t* z, int64_t n) {
-  T zmax = -std::numeric_limits<T>::infinity();
-  for (int64_t c = 0; c < n; ++c) zmax = std::max(zmax, static_cast<T>(z[c]));
-  if (std::isinf(zmax)) return {T(0), zmax};
-  T sum = 0;
-  for (int64_t c = 0; c < n; ++c) sum += std::exp(static_cast<T>(z[c]) - zmax);
-  return {zmax, std::log(sum)};
-}
-
-// The class index of a categorical label, or -1 when it is not an integer in [0, n).
-template <typename T>
-int64_t class_index(T y, int64_t n) {
-  if (!(y >= T(0) && y < static_cast<T>(n) && y == std::floor(y))) return -1;
-  return static_cast<int64_t>(y);
-}
 
 // The present labels of one ordinal task, compacted.
 template <typename T>

@@ -31,8 +31,14 @@ constexpr int kMaxTasks = 64;
 constexpr int kRowThreads = 256;   // rows per block in the row passes
 constexpr int kPairThreads = 256;  // threads over j in the pair passes
 constexpr int kTile = 16;          // rows i per pair block
-constexpr double kInvSqrt2 = 0.70710678118654752440;
-constexpr double kInvSqrt2Pi = 0.39894228040143267794;
+using math::class_index;
+using math::kInvSqrt2;
+using math::kInvSqrt2Pi;
+using math::log_norm;
+using math::LogNorm;
+using math::ordinal_score;
+using math::row_max;
+using math::thurstone_probs;
 
 // The task layout, passed by value as a kernel parameter.
 template <typename T>
@@ -67,61 +73,6 @@ TaskTable<T> make_table(const LossSpec& spec, int64_t rows) {
   table.inv_sigma = static_cast<T>(1.0 / spec.sigma);
   table.delta = static_cast<T>(spec.delta);
   return table;
-}
-
-// ---- per-row math ----------------------------------------------------------------------------
-
-template <typename scalar_t, typename T>
-__device__ T row_max(const scalar_t* z, int n) {
-  T m = -std::numeric_limits<T>::infinity();
-  for (int c = 0; c < n; ++c) m = fmax(m, static_cast<T>(z[c]));
-  return m;
-}
-
-// Ordinal score: the column (L = 1) or the expected level sum_k k softmax_k.
-template <typename scalar_t, typename T>
-__device__ T ordinal_score(const scalar_t* z, int levels) {
-  if (levels == 1) return static_cast<T>(z[0]);
-  const T m = row_max<scalar_t, T>(z, levels);
-  T sum = 0, weighted = 0;
-  for (int c = 0; c < levels; ++c) {
-    const T e = exp(static_cast<T>(z[c]) - m);
-    sum += e;
-    weighted += static_cast<T>(c) * e;
-  }
-  return weighted / sum;
-}
-
-// log softmax of one row's task columns is (z_c - max) - log_sum: both terms exact enough that
-// lp keeps full relative precision when the logits are large (+-1e4).
-template <typename T>
-struct LogNorm {
-  T max, log_sum;
-  __device__ T log_prob(T zc) const { return (zc - max) - log_sum; }
-};
-
-template <typename scalar_t, typename T>
-__device__ LogNorm<T> log_norm(const scalar_t* z, int n) {
-  const T m = row_max<scalar_t, T>(z, n);
-  if (isinf(m)) return {T(0), m};
-  T sum = 0;
-  for (int c = 0; c < n; ++c) sum += exp(static_cast<T>(z[c]) - m);
-  return {m, log(sum)};
-}
-
-// Class index of a categorical label, -1 unless an integer in [0, n).
-template <typename T>
-__device__ int class_index(T y, int n) {
-  if (!(y >= T(0) && y < static_cast<T>(n) && y == floor(y))) return -1;
-  return static_cast<int>(y);
-}
-
-// p = Phi(d), q = 1 - Phi(d) through erfc of |d|: no cancellation for large |d|.
-template <typename T>
-__device__ __forceinline__ void thurstone_probs(T d, T& p, T& q) {
-  const T tail = T(0.5) * erfc(fabs(d) * static_cast<T>(kInvSqrt2));
-  p = d >= T(0) ? T(1) - tail : tail;
-  q = d >= T(0) ? tail : T(1) - tail;
 }
 
 // ---- kernels -------------------------------------------------------------------------------

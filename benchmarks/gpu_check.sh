@@ -45,7 +45,10 @@ else
     echo "compute-sanitizer not found"
 fi
 
-stamp "bi-level step: ResNet-50 224x224 B=48, every variant against the baseline"
+stamp "bi-level step: ResNet-50 224x224 B=48, the targets' variants against the baseline"
+# The variants the targets name, 10 rounds: fits T_STEP (peak memory is read in-process on CUDA).
+BFDKERN_BENCH_VARIANTS=${BFDKERN_BENCH_VARIANTS:-fd,fd_lagged,fd_fresh_output,jvp,unroll} \
+BFDKERN_BENCH_ROUNDS=${BFDKERN_BENCH_ROUNDS:-10} \
 timeout ${T_STEP:-150} "$PY" -m pytest --benchmark benchmarks/bench_bilevel.py -q -s -p no:cacheprovider \
     -k "test_step_summary and cuda" >"$OUT/bilevel.log" 2>&1
 echo "bilevel benchmark exit $?"

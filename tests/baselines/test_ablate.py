@@ -3,6 +3,7 @@
 import csv
 
 import numpy as np
+import pytest
 
 from bfdkern import cli
 from bfdkern.detect import load_detector
@@ -38,6 +39,13 @@ def test_presets_side_by_side(photos, eval_sets, tmp_path, capsys):
     assert zou.params["n_components"] == 12 and zou.params["normalize"] is False
     # Unnormalised embeddings: the mixture means are not unit vectors.
     assert np.abs(np.linalg.norm(zou.means, axis=1) - 1).max() > 1e-3
+    # The preset's detector file names its un-normalised encoder: `bfdkern evaluate` reloads it alone.
+    assert zou.encoder["source"].startswith("embedding:")
+    argv = ["evaluate", "--detector", str(out / "zou25" / "oneclass.npz"), "--real", str(eval_sets / "real")]
+    argv += ["--fake", f"nocam={eval_sets / 'fake'}", "--out", str(tmp_path / "eval"), "--quiet", "--device", "cpu"]
+    assert cli.main(argv) == 0
+    with open(tmp_path / "eval" / "results.csv") as f:
+        assert float(next(csv.DictReader(f))["auc"]) == pytest.approx(float(rows[2]["auc"]), abs=1e-6)
     blades, _ = load_detector(out / "no-region" / "oneclass.npz")
     assert blades.params["normalize"] is True and np.allclose(np.linalg.norm(blades.means, axis=1), 1, atol=0.2)
 

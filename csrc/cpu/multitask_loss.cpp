@@ -35,13 +35,7 @@
 namespace bfdkern::cpu {
 namespace {
 
-using math::class_index;
-using math::kInvSqrt2;
-using math::kInvSqrt2Pi;
-using math::log_norm;
-using math::LogNorm;
-using math::ordinal_score;
-using math::thurstone_probs;
+using namespace math;  // the per-row and per-element math shared by the CPU and CUDA kernels
 constexpr int64_t kRowsPerUnit = 64;         // rows of the per-row terms in one work unit
 constexpr int64_t kPairsPerUnit = 8192;      // pair evaluations in one ordinal work unit
 // Pair evaluations (~1 ns each, vectorised) a thread must get before another one is woken: a

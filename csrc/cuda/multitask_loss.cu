@@ -31,14 +31,7 @@ constexpr int kMaxTasks = 64;
 constexpr int kRowThreads = 256;   // rows per block in the row passes
 constexpr int kPairThreads = 256;  // threads over j in the pair passes
 constexpr int kTile = 16;          // rows i per pair block
-using math::class_index;
-using math::kInvSqrt2;
-using math::kInvSqrt2Pi;
-using math::log_norm;
-using math::LogNorm;
-using math::ordinal_score;
-using math::row_max;
-using math::thurstone_probs;
+using namespace math;  // the per-row and per-element math shared by the CPU and CUDA kernels
 
 // The task layout, passed by value as a kernel parameter.
 template <typename T>

@@ -341,8 +341,8 @@ def hypergradient_from(
 
     ``consume_grads``: ``inner.grads`` is not needed afterwards, so theta' may be written over it
     (it is set to None). ``keep_graph``: keep the graph of ``inner.per_task`` alive. ``v_out``:
-    a buffer to reuse for v (overwritten); ``pair_out``: a [2, N] buffer in the parameters' dtype
-    to reuse for theta+- (fd only; overwritten). ``sync``: average v and the K-vectors (J v, or L(theta+-))
+    a buffer to reuse for v (overwritten); ``pair_out``: a [2, N] buffer in the master dtype to
+    reuse for theta+- (fd only; overwritten). ``sync``: average v and the K-vectors (J v, or L(theta+-))
     over the ranks (``inner.grads`` must already be averaged); not with ``unroll``."""
     check_mode(mode)
     if sync is not None and mode == "unroll":

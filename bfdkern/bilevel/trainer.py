@@ -286,8 +286,9 @@ class BilevelTrainer:
     def _pair_buffer(self) -> Tensor | None:
         if self.mode != "fd":
             return None
-        if self._pair_flat is None:
-            self._pair_flat = torch.empty(2, self.layout.numel, dtype=self.layout.dtype, device=self.layout.device)
+        if self._pair_flat is None:  # theta+- in the master dtype, like the theta they perturb
+            layout = self.layout
+            self._pair_flat = torch.empty(2, layout.numel, dtype=layout.master_dtype, device=layout.device)
         return self._pair_flat
 
     def _check_finite(self, per_task: Tensor) -> None:

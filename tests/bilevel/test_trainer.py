@@ -64,23 +64,28 @@ def test_step_updates_lambda_by_adam_on_the_hypergradient_then_theta_with_the_ne
     assert set(record.timings) == {"inner", "outer", "lambda", "update", "total"}
 
 
-@pytest.mark.parametrize("update_order", ["paper", "lagged"])
-def test_fd_workspace_is_reused_and_changes_nothing(update_order):
-    """The fd trainer writes theta+- into one kept [2, N] buffer; three steps give bitwise the
-    same lambdas and parameters as a trainer that takes a fresh output every step."""
+@pytest.mark.parametrize(
+    ("update_order", "dtype"), [("paper", torch.float64), ("lagged", torch.float64), ("paper", torch.bfloat16)]
+)
+def test_fd_workspace_is_reused_and_changes_nothing(update_order, dtype):
+    """The fd trainer writes theta+- into one kept [2, N] buffer in the master dtype (float32 for
+    bfloat16 parameters); three steps give bitwise the same lambdas and parameters as a trainer that
+    takes a fresh output every step."""
     runs = []
     for keep in (True, False):
-        model = make_model("cnn")
+        model = make_model("cnn").to(dtype)
         trainer = _trainer(model, mode="fd", update_order=update_order)
         if not keep:
             trainer._pair_buffer = lambda: None
         torch.manual_seed(5)
         for step in range(3):
-            trainer.step(make_batch("cnn", 10 + step), make_batch("cnn", 20 + step))
+            (x_tr, y_tr), (x_val, y_val) = make_batch("cnn", 10 + step), make_batch("cnn", 20 + step)
+            trainer.step((x_tr.to(dtype), y_tr), (x_val.to(dtype), y_val))
             if keep:
                 if step == 0:
                     first = trainer._pair_flat.data_ptr()
                 assert trainer._pair_flat.shape == (2, trainer.layout.numel)
+                assert trainer._pair_flat.dtype == trainer.layout.master_dtype
                 assert trainer._pair_flat.data_ptr() == first
         runs.append((trainer.lambdas.clone(), [p.detach().clone() for p in model.parameters()]))
     assert torch.equal(runs[0][0], runs[1][0])

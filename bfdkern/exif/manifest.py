@@ -13,7 +13,8 @@ Table ``files`` (one row per file; ``<task>`` is each of the nine tasks):
   ``backend``, ``parser`` (parser version), ``width``/``height`` (declared pixels, 0 unknown),
   ``reason`` (NULL when the file has at least one label), ``detail`` (the error message), ``raw`` (JSON
   of every raw tag string read);
-* ``<task>_raw`` (the string the value came from), ``<task>_source`` (its EXIF tag),
+* ``<task>_raw`` (the string the value came from), ``<task>_source`` (its EXIF tag; for ``iso``
+  possibly a maker-note source of :data:`bfdkern.exif.parse.MAKER_ISO_SOURCES`),
   ``<task>_value`` (ordinal: float in its unit; make: cleaned text; enumerations: the code),
   ``<task>_label`` (ordinal: the value; categorical: the class name), ``<task>_reason`` (why the
   label is missing, one of :data:`bfdkern.exif.parse.REASONS`).
@@ -45,8 +46,9 @@ from bfdkern.exif.parse import ORDINAL_SOURCES, parse_tags
 from bfdkern.exif.reader import READ_REASONS, ExifBackend, ExifReadError, get_backend
 
 SCHEMA_VERSION = 1
-PARSER_VERSION = 1
-"""Bump when parsing or labelling changes: rows made by another version are read again."""
+PARSER_VERSION = 2
+"""Bump when parsing or labelling changes: rows made by another version are read again.
+2: ISO falls back on the maker notes (Nikon, Canon, Casio; pyexiv2 backend)."""
 
 # fmt: off
 IMAGE_EXTENSIONS = frozenset({

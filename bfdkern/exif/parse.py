@@ -6,7 +6,13 @@ strings: rationals ``"n/d"``, integers ``"400"``, several values separated by sp
 (``"100 100"``), text as stored (possibly NUL-padded). Numbers are parsed with
 :class:`fractions.Fraction`, so ``"1/60"`` is exactly one sixtieth of a second and ``"2"`` is two
 seconds; the only inexact values are the APEX conversions (ApertureValue, ShutterSpeedValue),
-which are powers of two by definition.
+which are powers of two by definition, and two maker-note ISO encodings (below).
+
+ISO has fallbacks in the maker notes (:data:`MAKER_ISO_SOURCES`), used only when the standard tag
+is absent or unusable; the pyexiv2 reader hands them over under exiv2's names without ``Exif.``
+(``"Nikon3.ISOSpeed"``), the Pillow reader does not see them. Their decodings follow the
+documented ExifTool conversions; two are powers of two (Canon ShotInfo, Nikon ISOInfo) and so
+floats, the others are exact.
 
 A value that is not usable becomes missing with one of :data:`REASONS`; it never becomes a guess.
 """
@@ -27,6 +33,8 @@ REASONS: dict[str, str] = {
     "non_positive": "zero or negative where the quantity must be positive",
     "out_of_range": "a positive value outside the plausible range (see PLAUSIBLE)",
     "nonstandard_code": "an enumeration code outside the EXIF standard, with no 'others' class to take it",
+    "undecodable": "a maker-note ISO value that encodes no ISO number ('Auto', 'n/a', not recorded, "
+    "a code outside the documented table, a Nikon 'Hi' mode)",
 }
 """Why a tag value is missing: the reason codes stored in the manifest, with their meaning."""
 
@@ -48,6 +56,24 @@ ORDINAL_SOURCES: dict[str, tuple[str, ...]] = {
     "iso": ("ISOSpeedRatings",),
 }
 """EXIF tags each ordinal task reads, in order of preference (the later ones are APEX fallbacks)."""
+
+MAKER_ISO_SOURCES: dict[str, tuple[str, ...]] = {
+    "Nikon3.ISOSpeed": ("Nikon3.ISOSpeed",),
+    "NikonIi.ISO": ("NikonIi.ISO",),
+    "Nikon1.ISOSpeed": ("Nikon1.ISOSpeed",),
+    "CanonCs.ISOSpeed": ("CanonCs.ISOSpeed",),
+    "CanonSi.ISOSpeed+AutoISO": ("CanonSi.ISOSpeed", "CanonSi.AutoISO"),
+    "Casio2.ISO": ("Casio2.ISO",),
+    "Casio2.ISOSpeed": ("Casio2.ISOSpeed",),
+    "Casio.ISO": ("Casio.ISO",),
+}
+"""The ISO fallbacks from maker notes, tried in this order after ``ISOSpeedRatings``: source name
+(stored as the value's ``source``) -> the maker-note tags it reads (exiv2 key without ``Exif.``).
+A source counts as present when its first tag is. Kodak's ISO is not here: exiv2 does not decode
+Kodak maker notes; nor Nikon2's 0x0006 code, which ExifTool does not decode."""
+
+MAKER_TAGS: tuple[str, ...] = tuple(dict.fromkeys(t for tags in MAKER_ISO_SOURCES.values() for t in tags))
+"""Every maker-note tag a reader may return besides :data:`EXIF_TAGS` (exiv2 names without ``Exif.``)."""
 
 CATEGORICAL_SOURCES: dict[str, str] = {
     "make": "Make",
@@ -165,6 +191,115 @@ def apex_to_seconds(tv: Fraction) -> float:
 _APEX = {"ApertureValue": apex_to_f_number, "ShutterSpeedValue": apex_to_seconds}
 
 
+# --------------------------------------------------------------------------------------------
+# Maker-note ISO (ExifTool's documented conversions, lib/Image/ExifTool/{Nikon,Canon,Casio}.pm)
+# --------------------------------------------------------------------------------------------
+def _integers(raw: str, tag: str) -> list[int]:
+    """Every value of a raw maker-note integer tag (``"0 200"``); ParseError when one is not an integer."""
+    text = clean_text(raw)
+    if not text:
+        raise ParseError("empty", f"{tag} {raw!r} is empty")
+    values = []
+    for token in text.split(" "):
+        if not _INTEGER.fullmatch(token):
+            raise ParseError("malformed", f"{tag} {raw!r} is not a list of integers")
+        value = int(token)
+        if abs(value) == SENTINEL:
+            raise ParseError("sentinel", f"{tag} {raw!r} holds the 0xFFFFFFFF 'unknown' marker")
+        values.append(value)
+    return values
+
+
+def _int16s(value: int, tag: str, raw: str) -> int:
+    """A 16-bit value as signed (exiv2 shows Canon's int16s as unsigned: 65523 is -13)."""
+    if not -0x8000 <= value <= 0xFFFF:
+        raise ParseError("malformed", f"{tag} {raw!r} is not a 16-bit value")
+    return value - 0x10000 if value >= 0x8000 else value
+
+
+def _pow2(exponent: float, tag: str, raw: str) -> float:
+    """2^exponent for the logarithmic ISO encodings; an exponent no camera writes is ``out_of_range``
+    (rather than a float overflow)."""
+    if abs(exponent) > 1000:
+        raise ParseError("out_of_range", f"{tag} {raw!r} is not a plausible encoded ISO")
+    return 2.0**exponent
+
+
+def nikon_iso(raw: str) -> Fraction:
+    """Nikon maker-note ISO (tag 0x0002; exiv2 ``Nikon3.ISOSpeed``, ``Nikon1.ISOSpeed``): two
+    values, ``"0 200"`` is ISO 200. A first value 1 marks the 'Hi' ISO modes (H0.3 ... H1.0), whose
+    second value is not the ISO: ``undecodable``, as is any other count or first value."""
+    values = _integers(raw, "Nikon ISO")
+    if len(values) != 2 or values[0] != 0:
+        what = "a 'Hi' ISO mode" if len(values) == 2 and values[0] == 1 else "not the documented '0 ISO' pair"
+        raise ParseError("undecodable", f"Nikon ISO {raw!r} is {what}")
+    return Fraction(values[1])
+
+
+def nikon_ii_iso(raw: str) -> float:
+    """Nikon ISOInfo ISO (exiv2 ``NikonIi.ISO``): ISO = 100 * 2^(raw / 12 - 5)."""
+    return 100.0 * _pow2(_integers(raw, "NikonIi.ISO")[0] / 12.0 - 5.0, "NikonIi.ISO", raw)
+
+
+CANON_CAMERA_ISO: dict[int, int] = {16: 50, 17: 100, 18: 200, 19: 400, 20: 800}
+"""Canon CameraSettings ISO codes that name an ISO; 0 (n/a), 14 (Auto High), 15 (Auto) and 0x7FFF
+(not recorded) name none. A code with bit 0x4000 set holds the ISO in its low 14 bits."""
+
+_CANON_NO_ISO = {0: "n/a", 14: "Auto High", 15: "Auto", 0x7FFF: "not recorded", 0xFFFF: "all ones, 'not set'"}
+
+
+def canon_camera_iso(raw: str) -> Fraction:
+    """Canon CameraSettings ISO (index 16; exiv2 ``CanonCs.ISOSpeed``): ``0x4000 | ISO``, or a
+    code of :data:`CANON_CAMERA_ISO`; anything else is ``undecodable``, 0xFFFF included (ExifTool
+    would read 16383 from it; Canon fills unset fields of these arrays with all ones)."""
+    code = _integers(raw, "CanonCs.ISOSpeed")[0]
+    if 0 <= code <= 0xFFFF and code not in _CANON_NO_ISO and code & 0x4000:
+        return Fraction(code & 0x3FFF)
+    if code in CANON_CAMERA_ISO:
+        return Fraction(CANON_CAMERA_ISO[code])
+    meaning = _CANON_NO_ISO.get(code, "not a documented code")
+    raise ParseError("undecodable", f"CanonCs.ISOSpeed {raw!r} names no ISO ({meaning})")
+
+
+def canon_shot_iso(base_raw: str, auto_raw: str | None) -> float:
+    """Canon ShotInfo ISO (exiv2 ``CanonSi.ISOSpeed`` = BaseISO, index 2, and ``CanonSi.AutoISO``,
+    index 1; both int16s): BaseISO = 100/32 * 2^(b/32), AutoISO = 100 * 2^(a/32) percent, ISO =
+    BaseISO * AutoISO / 100 = 3.125 * 2^((b + a) / 32). b = 0 means not recorded; without AutoISO
+    the ISO is unknown: both ``undecodable``."""
+    base = _int16s(_integers(base_raw, "CanonSi.ISOSpeed")[0], "CanonSi.ISOSpeed", base_raw)
+    if base == 0:
+        raise ParseError("undecodable", f"CanonSi.ISOSpeed {base_raw!r}: 0 means not recorded")
+    if auto_raw is None:
+        raise ParseError("undecodable", "CanonSi.ISOSpeed without CanonSi.AutoISO gives no ISO")
+    auto = _int16s(_integers(auto_raw, "CanonSi.AutoISO")[0], "CanonSi.AutoISO", auto_raw)
+    return 3.125 * _pow2((base + auto) / 32.0, "CanonSi.ISOSpeed+AutoISO", f"{base_raw} {auto_raw}")
+
+
+CASIO2_ISO_CODES: dict[int, int] = {3: 50, 4: 64, 6: 100, 9: 200}
+"""Casio type-2 maker-note ISO codes (tag 0x0014, exiv2 ``Casio2.ISOSpeed``)."""
+
+
+def casio2_iso_code(raw: str) -> Fraction:
+    """Casio type-2 coded ISO (exiv2 ``Casio2.ISOSpeed``) by :data:`CASIO2_ISO_CODES`; another
+    code is ``undecodable``."""
+    code = _integers(raw, "Casio2.ISOSpeed")[0]
+    if code not in CASIO2_ISO_CODES:
+        raise ParseError("undecodable", f"Casio2.ISOSpeed {raw!r} is not a documented ISO code")
+    return Fraction(CASIO2_ISO_CODES[code])
+
+
+_MAKER_DECODERS = {
+    "Nikon3.ISOSpeed": nikon_iso,
+    "NikonIi.ISO": nikon_ii_iso,
+    "Nikon1.ISOSpeed": nikon_iso,
+    "CanonCs.ISOSpeed": canon_camera_iso,
+    "CanonSi.ISOSpeed+AutoISO": canon_shot_iso,
+    "Casio2.ISO": parse_number,  # tag 0x3014: the ISO itself
+    "Casio2.ISOSpeed": casio2_iso_code,
+    "Casio.ISO": parse_number,  # type-1 tag 0x0014: the ISO itself
+}
+
+
 def _ordinal_from(task: str, tag: str, raw: str) -> Fraction | float:
     value = parse_number(raw)
     approx = float(value)  # the checks compare floats: Fraction-to-float comparisons are slow
@@ -173,6 +308,10 @@ def _ordinal_from(task: str, tag: str, raw: str) -> Fraction | float:
         if abs(approx) > 1000:
             raise ParseError("out_of_range", f"{tag} {raw!r} is not a plausible APEX value")
         value = approx = _APEX[tag](value)
+    return _checked(task, tag, raw, value, approx)
+
+
+def _checked(task: str, tag: str, raw: str, value: Fraction | float, approx: float) -> Fraction | float:
     low, high = PLAUSIBLE[task]
     if approx <= 0:
         raise ParseError("non_positive", f"{tag} {raw!r} must be positive")
@@ -184,8 +323,9 @@ def _ordinal_from(task: str, tag: str, raw: str) -> Fraction | float:
 def parse_ordinal(task: str, raw_tags: Mapping[str, str]) -> TagValue:
     """One ordinal task (``aperture``, ``exposure_time``, ``focal_length``, ``iso``) from the raw tags.
 
-    The first source tag that gives a usable value wins; when none does, the reason is the
-    first present tag's reason (``absent`` when none is present).
+    The first source tag that gives a usable value wins (for ``iso``, the maker-note sources of
+    :data:`MAKER_ISO_SOURCES` follow the standard tag); when none does, the reason is the first
+    present tag's reason (``absent`` when none is present).
     """
     first: TagValue | None = None
     for tag in ORDINAL_SOURCES[task]:
@@ -196,6 +336,17 @@ def parse_ordinal(task: str, raw_tags: Mapping[str, str]) -> TagValue:
             return TagValue(_ordinal_from(task, tag, raw), None, raw, tag)
         except ParseError as exc:
             first = first or TagValue(None, exc.reason, raw, tag)
+    if task == "iso":
+        for source, tags in MAKER_ISO_SOURCES.items():
+            raws = [raw_tags.get(t) for t in tags]
+            if raws[0] is None:
+                continue
+            raw = " ".join(r for r in raws if r is not None)
+            try:
+                value = _MAKER_DECODERS[source](*raws)
+                return TagValue(_checked(task, source, raw, value, float(value)), None, raw, source)
+            except ParseError as exc:
+                first = first or TagValue(None, exc.reason, raw, source)
     return first or TagValue(None, "absent")
 
 

@@ -5,8 +5,10 @@ Two backends serve: ``pyexiv2`` (exiv2; GPLv3, the default: faster, reads RAW an
 ``pillow`` (Pillow's ``getexif()``; MIT-style licence, for users who cannot take GPL code). Both
 return the same thing, :class:`RawExif`: standard EXIF tag names mapped to the stored value as a
 string in exiv2's notation (rationals ``"n/d"``, several values separated by spaces, text as
-stored). pyexiv2 is imported only when its backend is built, so the Pillow backend needs no GPL
-code at all.
+stored). The pyexiv2 backend adds the maker-note ISO tags of
+:data:`bfdkern.exif.parse.MAKER_TAGS` under exiv2's names without ``Exif.`` (``"Nikon3.ISOSpeed"``:
+exiv2 decodes maker notes, Pillow does not). pyexiv2 is imported only when its backend is built,
+so the Pillow backend needs no GPL code at all.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from bfdkern.exif.parse import EXIF_TAGS, TagValue, parse_tags
+from bfdkern.exif.parse import EXIF_TAGS, MAKER_TAGS, TagValue, parse_tags
 
 MAX_PIXELS = 2 * 89_478_485
 """Declared pixel count above which a file is a decompression bomb (Pillow's error threshold)."""
@@ -64,8 +66,10 @@ class RawExif:
     """The raw EXIF of one file.
 
     Args:
-        tags: EXIF tag name (``"FNumber"``, ``"Make"``, ... see :data:`bfdkern.exif.parse.EXIF_TAGS`)
-            -> stored value as a string; tags the file lacks are absent. Empty when the file has no EXIF.
+        tags: EXIF tag name (``"FNumber"``, ``"Make"``, ... see :data:`bfdkern.exif.parse.EXIF_TAGS`;
+            with the pyexiv2 backend also the maker-note tags of :data:`bfdkern.exif.parse.MAKER_TAGS`,
+            ``"CanonSi.ISOSpeed"``, ...) -> stored value as a string; tags the file lacks are absent.
+            Empty when the file has no EXIF.
         width, height: declared image size in pixels; 0 when the backend does not know it.
     """
 
@@ -98,8 +102,9 @@ class Pyexiv2Backend:
 
     Args:
         low_level: read through pyexiv2's compiled ``exiv2api`` module and decode only the eleven
-            tags needed (2.5x faster than ``pyexiv2.ImageData``, whose ``read_exif`` decodes every tag,
-            maker notes included, and whose ``close`` walks the object). ``None``: when available.
+            tags needed and the maker-note ISO tags (2.5x faster than ``pyexiv2.ImageData``, whose
+            ``read_exif`` decodes every tag, maker notes included, and whose ``close`` walks the
+            object). ``None``: when available.
     """
 
     name = "pyexiv2"
@@ -122,6 +127,7 @@ class Pyexiv2Backend:
         self._keys = {
             tag: (f"Exif.Photo.{tag}", f"Exif.Image.{tag}", f"Exif.Image.0x{TAG_IDS[tag]:04x}") for tag in EXIF_TAGS
         }
+        self._keys.update({tag: (f"Exif.{tag}",) for tag in MAKER_TAGS})  # "Exif.Nikon3.ISOSpeed"
         self._wanted = {key.encode(): tag for tag, keys in self._keys.items() for key in keys}
 
     def read(self, data: bytes, label: str = "<bytes>") -> RawExif:

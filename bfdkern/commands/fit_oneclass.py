@@ -3,6 +3,8 @@ on the frozen encoder's features of real face images."""
 
 from __future__ import annotations
 
+import sys
+
 HELP = "fit the one-class detector: a Gaussian mixture on real faces' features (score = log-likelihood)"
 
 
@@ -48,6 +50,14 @@ def _fit(args) -> int:
 
     paths = list_images(args.real)
     encoder = load_fit_encoder(args)
+    source = encoder.identity["source"]
+    if not args.normalize and not source.startswith(("embedding:", "torchscript:", "torchvision:")):
+        # A BLADES run's features are already unit vectors: not normalising them again changes nothing.
+        print(
+            f"bfdkern fit-oneclass: note: {args.encoder} gives L2-normalised features, so --no-normalize changes "
+            f"nothing; for the un-normalised embedding (Zou25) use --encoder embedding:{args.encoder}",
+            file=sys.stderr,
+        )
     prep = preprocessing_from_args(args, encoder.identity["config"])
     feats = encoder.features(paths, prep, **feature_kwargs(args))
     det = OneClassDetector(

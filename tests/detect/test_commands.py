@@ -150,6 +150,10 @@ def test_unnormalised_embedding_detector_fits_detects_and_evaluates(world, capsy
     assert (out_dir / "results.csv").is_file()
     code, _, err = _run(capsys, ["detect", world / "fake2", "--detector", path, "--encoder", world / "run"])
     assert code == 2 and "fitted on features of encoder" in err
+    # --no-normalize on a run's (already unit) features says what to use instead.
+    fit = ["fit-oneclass", "--encoder", world / "run", "--real", world / "real", "-o", tmp_path / "same.npz"]
+    code, _, err = _run(capsys, [*fit, "--components", "2", "--no-normalize", *_common(world)])
+    assert code == 0 and "--no-normalize changes nothing" in err and "--encoder embedding:" in err
 
 
 def test_evaluate_writes_table_csv_json_and_plots(world, oneclass_file, capsys, tmp_path):

@@ -361,6 +361,10 @@ def _log_column(run_dir: Path, name: str) -> np.ndarray:
     return read_log(run_dir)[name]
 
 
+DOWN_WEIGHTED = 0.25
+"""A task whose lambda ends below this fraction of its start was turned down by the outer objective."""
+
+
 def report(d: DemoResult) -> str:
     """The demo's closing report: pretext tasks vs chance, lambda, data rate, detection, plots, timings."""
     s = d.settings
@@ -383,13 +387,19 @@ def report(d: DemoResult) -> str:
         f"   {sum(d.learned)} of {len(d.tasks)} tasks learned (held-out loss {100 * LEARNED_MARGIN:.0f}% or more below "
         f"chance); lambda moved by up to {moved:.3f}"
     )
-    missed = [name for name, ok in zip(d.tasks, d.learned) if not ok]
+    missed = [k for k, ok in enumerate(d.learned) if not ok]
     if missed:
-        outer = [name for name in missed if name in d.outer_tasks]
+        outer = [d.tasks[k] for k in missed if d.tasks[k] in d.outer_tasks]
         lines.append(
-            f"   not learned within this budget: {', '.join(missed)}"
+            f"   not learned within this budget: {', '.join(d.tasks[k] for k in missed)}"
             + (f" (including the outer task l_1: {', '.join(outer)})" if outer else "")
         )
+        # A task whose weight the outer objective drove down got little gradient: the bi-level update
+        # judged it unhelpful for l_1, which is the method at work rather than a failure to learn.
+        down = [k for k in missed if d.lambda_after[k] < DOWN_WEIGHTED * d.lambda_before[k]]
+        if down:
+            shown = ", ".join(f"{d.tasks[k]} {d.lambda_before[k]:.2f} -> {d.lambda_after[k]:.2f}" for k in down)
+            lines.append(f"   of these, the outer objective turned down lambda of {shown}: little gradient reached them")
     lines.append(
         f"   data loading: training ran at {d.step_rate:.2f} steps/s (a B_tr and a B_val batch each; median step "
         f"{1000 * d.step_median:.0f} ms) and waited {1000 * d.data_wait_median:.0f} ms a step for data (median; "

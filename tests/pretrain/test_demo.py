@@ -2,6 +2,7 @@
 tasks against their chance levels, fits both detectors and reports AUCs and where its plots are."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -84,3 +85,34 @@ def test_full_demo_learns_the_tasks_and_detects_camera_less_faces(tmp_path):
     moved = np.abs(np.asarray(result.lambda_after) - np.asarray(result.lambda_before))
     assert moved.max() > 0.5
     assert result.auc >= 0.65 and result.auc >= result.auc_random_init + 0.08, (result.auc, result.auc_random_init)
+
+
+def test_report_says_which_unlearned_tasks_the_outer_objective_turned_down():
+    from bfdkern.demo import DemoResult, report
+
+    result = DemoResult(
+        out_dir=Path("demo"),
+        settings=DemoSettings(),
+        auc=0.8,
+        ap=0.8,
+        auc_random_init=0.6,
+        binary_auc=0.9,
+        binary_auc_random_init=0.7,
+        tasks=["iso", "metering_mode", "exposure_mode", "manipulated"],
+        outer_tasks=["manipulated"],
+        loss_before=[0.25, 0.46, 0.17, 0.29],
+        loss_after=[0.15, 0.27, 0.085, 0.13],
+        chance=[0.25, 0.26, 0.081, 0.29],
+        lambda_before=[1.0, 1.0, 1.0, 1.0],
+        lambda_after=[0.8, 0.05, 1.3, 4.7],
+        steps=10,
+        step_rate=1.0,
+        loader_rate=2.0,
+        data_wait_fraction=0.1,
+        data_wait_median=0.001,
+        step_median=0.5,
+    )
+    text = report(result)
+    assert "2 of 4 tasks learned" in text
+    assert "not learned within this budget: metering_mode, exposure_mode" in text
+    assert "turned down lambda of metering_mode 1.00 -> 0.05" in text and "exposure_mode 1.00" not in text

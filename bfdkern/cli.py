@@ -25,12 +25,19 @@ COMMANDS = {
 }
 
 
+def _version() -> str:
+    from bfdkern import __version__
+
+    return __version__
+
+
 def _module(command: str):
     return importlib.import_module(f"bfdkern.commands.{COMMANDS[command]}")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bfdkern", description="Self-supervised AI-generated face detection (BLADES)")
+    parser.add_argument("--version", action="version", version=f"bfdkern {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         if command is not None and name != command:

@@ -28,3 +28,12 @@ def test_unknown_command_is_a_usage_error(capsys):
         cli.main(["frobnicate"])
     assert exit_.value.code == 2
     assert "invalid choice: 'frobnicate'" in capsys.readouterr().err
+
+
+def test_version(capsys):
+    import bfdkern
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"bfdkern {bfdkern.__version__}"

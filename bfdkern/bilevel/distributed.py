@@ -42,6 +42,25 @@ UNROLL_ERROR = (
 )
 
 
+def check_sync_batchnorm(model: nn.Module, mode: str, batched_pair: bool | None) -> bool:
+    """Whether the (distributed) model holds SyncBatchNorm layers, which synchronise their batch statistics
+    through an autograd function that functorch transforms cannot enter: a ValueError for ``jvp``
+    (forward-mode AD) and for an explicitly batched (vmapped) paired evaluation, which cannot run there."""
+    if not any(isinstance(m, nn.SyncBatchNorm) for m in model.modules()):
+        return False
+    if mode != "fd":
+        raise ValueError(
+            f"mode={mode!r} cannot differentiate through SyncBatchNorm (its autograd function has no "
+            "forward-mode rule); use mode='fd', or plain BatchNorm"
+        )
+    if batched_pair:
+        raise ValueError(
+            "batched_pair=True cannot evaluate a model with SyncBatchNorm (its collectives cannot run under "
+            "vmap); leave batched_pair unset (the two sides then run one after the other)"
+        )
+    return True
+
+
 class CollectiveError(RuntimeError):
     """A collective failed: another rank stopped, raised or lost its connection."""
 

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bfdkern.bilevel.check import HypergradCheck, check_hypergrad
-from bfdkern.bilevel.distributed import UNROLL_ERROR, sync_for
+from bfdkern.bilevel.distributed import UNROLL_ERROR, check_sync_batchnorm, sync_for
 from bfdkern.bilevel.hypergradient import (
     Hypergradient,
     check_mode,
@@ -109,7 +109,8 @@ class BilevelTrainer:
             taken from the virtual step's gradient; saves a backward).
         batched_pair: ``fd``: evaluate theta+ and theta- in one vmapped forward (True) or in two
             forwards (False). Default: batched on CUDA, sequential on the CPU, where the vmapped
-            (grouped) convolutions measured slower than two plain forwards.
+            (grouped) convolutions measured slower than two plain forwards, and for a distributed model
+            with SyncBatchNorm (whose collectives cannot run under vmap; it also needs ``mode="fd"``).
         amp_dtype: None or torch.bfloat16 (autocast forwards; the perturbation stays float32).
         clip_grad_norm: clip the real update's gradient norm to this (None = no clipping); the
             virtual step uses the unclipped gradient.
@@ -177,7 +178,10 @@ class BilevelTrainer:
         self.reuse_forward = bool(reuse_forward)
         self.update_order = update_order
         self.layout = ParamLayout.from_model(model, optimizer)
-        self.batched_pair = self.layout.device.type == "cuda" if batched_pair is None else bool(batched_pair)
+        sync_bn = self.sync is not None and check_sync_batchnorm(model, mode, batched_pair)
+        if batched_pair is None:
+            batched_pair = self.layout.device.type == "cuda" and not sync_bn
+        self.batched_pair = bool(batched_pair)
         self.amp_dtype = amp_dtype
         self.clip_grad_norm = clip_grad_norm
         self.backend = backend

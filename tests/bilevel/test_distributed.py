@@ -22,7 +22,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from bfdkern.bilevel import BilevelTrainer
-from bfdkern.bilevel.distributed import CollectiveError
+from bfdkern.bilevel.distributed import CollectiveError, check_sync_batchnorm
 from tests.bilevel.toy import SPEC, make_batch, make_model
 
 SPEC3 = SPEC.subset(["kind", "fake", "region"])
@@ -247,3 +247,18 @@ def test_rank_shares_of_a_batch_stream_make_up_the_single_process_batches(tmp_pa
     assert shares[0].position == whole.position
     with pytest.raises(ValueError, match="whole pairs"):
         BatchStream(loader, rank=0, world_size=8)  # shares of one photo pair would split it
+
+
+def test_sync_batchnorm_is_told_apart_and_its_limits_are_clear_errors():
+    """SyncBatchNorm's autograd function admits no functorch transform: fd with sequential paired forwards
+    only (the check runs in the trainer under torch.distributed; SyncBatchNorm itself syncs on GPUs only)."""
+    plain = make_model("cnn")
+    synced = torch.nn.SyncBatchNorm.convert_sync_batchnorm(make_model("cnn"))
+    assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in synced.modules())
+    assert check_sync_batchnorm(plain, "jvp", True) is False
+    assert check_sync_batchnorm(synced, "fd", None) is True
+    assert check_sync_batchnorm(synced, "fd", False) is True
+    with pytest.raises(ValueError, match="mode='jvp' cannot differentiate through SyncBatchNorm"):
+        check_sync_batchnorm(synced, "jvp", None)
+    with pytest.raises(ValueError, match="batched_pair=True cannot evaluate a model with SyncBatchNorm"):
+        check_sync_batchnorm(synced, "fd", True)

@@ -34,3 +34,13 @@ def shared_data():
     if path is None:
         pytest.skip("shared real data not present (set BFDKERN_SHARED_DATA)")
     return path
+
+
+@pytest.fixture(scope="session")
+def photos(tmp_path_factory):
+    """24 simulated camera photos (32 x 32 JPEGs with EXIF): 3 batches of 8 an epoch (read only)."""
+    from bfdkern.data.simulator import simulate_collection
+
+    root = tmp_path_factory.mktemp("photos")
+    simulate_collection(root, 24, seed=3, size=32, missing=0.1)
+    return root

@@ -13,14 +13,6 @@ def _one_thread():
 
 
 @pytest.fixture(scope="package")
-def photos(tmp_path_factory):
-    """24 simulated camera photos (32 x 32 JPEGs with EXIF): 3 batches of 8 an epoch."""
-    root = tmp_path_factory.mktemp("photos")
-    simulate_collection(root, 24, seed=3, size=32, missing=0.1)
-    return root
-
-
-@pytest.fixture(scope="package")
 def eval_sets(tmp_path_factory):
     """Held-out real photos to fit on (16), to test on (12), and 12 camera-less faces (32 x 32)."""
     root = tmp_path_factory.mktemp("eval")

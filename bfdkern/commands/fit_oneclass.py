@@ -47,11 +47,11 @@ def run(args) -> int:
 def _fit(args) -> int:
     from bfdkern.detect import OneClassDetector, list_images, save_detector
     from bfdkern.detect.options import feature_kwargs, load_fit_encoder, preprocessing_from_args
+    from bfdkern.models import BladesModel
 
     paths = list_images(args.real)
     encoder = load_fit_encoder(args)
-    source = encoder.identity["source"]
-    if not args.normalize and not source.startswith(("embedding:", "torchscript:", "torchvision:")):
+    if not args.normalize and isinstance(encoder.module, BladesModel):
         # A BLADES run's features are already unit vectors: not normalising them again changes nothing.
         print(
             f"bfdkern fit-oneclass: note: {args.encoder} gives L2-normalised features, so --no-normalize changes "

@@ -246,16 +246,12 @@ def _measure_peak_cuda(variant: str) -> dict:
 
 
 def _measure_peak(variant: str, device: str) -> dict:
+    if device == "cuda":
+        return _measure_peak_cuda(variant)
     step = make_step(variant, device)
     step()
     step()  # optimizer state and lazy initialisation exist from here on
     gc.collect()
-    if device == "cuda":
-        before = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        step()
-        peak = torch.cuda.max_memory_allocated()
-        return {"variant": variant, "base_mib": before / 2**20, "step_peak_mib": (peak - before) / 2**20}
     status = Path("/proc/self/status")
 
     def field(name):

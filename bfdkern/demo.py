@@ -399,7 +399,9 @@ def report(d: DemoResult) -> str:
         down = [k for k in missed if d.lambda_after[k] < DOWN_WEIGHTED * d.lambda_before[k]]
         if down:
             shown = ", ".join(f"{d.tasks[k]} {d.lambda_before[k]:.2f} -> {d.lambda_after[k]:.2f}" for k in down)
-            lines.append(f"   of these, the outer objective turned down lambda of {shown}: little gradient reached them")
+            lines.append(
+                f"   of these, the outer objective turned down lambda of {shown}: little gradient reached them"
+            )
     lines.append(
         f"   data loading: training ran at {d.step_rate:.2f} steps/s (a B_tr and a B_val batch each; median step "
         f"{1000 * d.step_median:.0f} ms) and waited {1000 * d.data_wait_median:.0f} ms a step for data (median; "

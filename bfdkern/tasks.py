@@ -25,6 +25,8 @@ from typing import Literal
 
 import torch
 
+from bfdkern.exif.vocab import CATEGORICAL_TAGS, ORDINAL_TAGS
+
 MISSING = math.nan
 """The missing-label marker in a targets tensor."""
 
@@ -246,43 +248,8 @@ class TaskSpec:
 # ---------------------------------------------------------------------------------------
 # The BLADES default spec
 # ---------------------------------------------------------------------------------------
-ORDINAL_TAGS = ("iso", "aperture", "exposure_time", "focal_length")
-"""Ordinal EXIF tags: ranked pairwise (ISO; f-number; seconds; mm)."""
-
-MAKE_CLASSES = ("Canon", "Nikon", "Sony", "Apple", "Samsung", "Fujifilm", "Olympus", "Panasonic", "Huawei", "others")
-"""Canonical camera makes: 9 named makes + others."""
-
-METERING_MODE_CLASSES = ("average", "center_weighted", "spot", "multi_spot", "pattern", "partial", "others")
-"""EXIF MeteringMode 1..6 in order, then others (0 unknown, 255 other, non-standard codes)."""
-
-EXPOSURE_MODE_CLASSES = ("auto", "manual", "auto_bracket")
-"""EXIF ExposureMode 0..2."""
-
-WHITE_BALANCE_CLASSES = ("auto", "manual")
-"""EXIF WhiteBalance 0..1."""
-
-EXPOSURE_PROGRAM_CLASSES = (
-    "manual",
-    "normal",
-    "aperture_priority",
-    "shutter_priority",
-    "creative",
-    "action",
-    "portrait",
-    "landscape",
-    "others",
-)
-"""EXIF ExposureProgram 1..8 in order, then others (0 not defined, non-standard codes)."""
-
-CATEGORICAL_TAGS = {
-    "make": MAKE_CLASSES,
-    "metering_mode": METERING_MODE_CLASSES,
-    "exposure_mode": EXPOSURE_MODE_CLASSES,
-    "white_balance": WHITE_BALANCE_CLASSES,
-    "exposure_program": EXPOSURE_PROGRAM_CLASSES,
-}
-
 REGION_CLASSES = ("mouth", "eye")
+"""Face regions of the fine-grained manipulation task."""
 
 
 def blades_spec(sigma: float = 0.5, gamma: float = 2.0) -> TaskSpec:

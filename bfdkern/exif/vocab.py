@@ -11,21 +11,50 @@ The one table (also in docs/exif.md; :func:`vocabulary_table` renders it, a test
 | white_balance | 0 auto, 1 manual | any other code -> missing (nonstandard_code) |
 | exposure_program | 1 manual, 2 normal, 3 aperture_priority, 4 shutter_priority, 5 creative, 6 action, 7 portrait, 8 landscape | 0 (not defined), any other code -> others |
 
-The class names and their order are those of :data:`bfdkern.tasks.CATEGORICAL_TAGS`.
+The class names and their order below are the classes of :func:`bfdkern.tasks.blades_spec`'s heads; this module
+imports nothing from bfdkern, so the task spec can read it.
 """
 
 from __future__ import annotations
 
 import functools
 
-from bfdkern.tasks import (
-    CATEGORICAL_TAGS,
-    EXPOSURE_MODE_CLASSES,
-    EXPOSURE_PROGRAM_CLASSES,
-    MAKE_CLASSES,
-    METERING_MODE_CLASSES,
-    WHITE_BALANCE_CLASSES,
+# --- the classes of the BLADES tasks (bfdkern.tasks.blades_spec builds its heads from these) ---
+ORDINAL_TAGS = ("iso", "aperture", "exposure_time", "focal_length")
+"""Ordinal EXIF tags: ranked pairwise (ISO; f-number; seconds; mm)."""
+
+MAKE_CLASSES = ("Canon", "Nikon", "Sony", "Apple", "Samsung", "Fujifilm", "Olympus", "Panasonic", "Huawei", "others")
+"""Canonical camera makes: 9 named makes + others."""
+
+METERING_MODE_CLASSES = ("average", "center_weighted", "spot", "multi_spot", "pattern", "partial", "others")
+"""EXIF MeteringMode 1..6 in order, then others (0 unknown, 255 other, non-standard codes)."""
+
+EXPOSURE_MODE_CLASSES = ("auto", "manual", "auto_bracket")
+"""EXIF ExposureMode 0..2."""
+
+WHITE_BALANCE_CLASSES = ("auto", "manual")
+"""EXIF WhiteBalance 0..1."""
+
+EXPOSURE_PROGRAM_CLASSES = (
+    "manual",
+    "normal",
+    "aperture_priority",
+    "shutter_priority",
+    "creative",
+    "action",
+    "portrait",
+    "landscape",
+    "others",
 )
+"""EXIF ExposureProgram 1..8 in order, then others (0 not defined, non-standard codes)."""
+
+CATEGORICAL_TAGS = {
+    "make": MAKE_CLASSES,
+    "metering_mode": METERING_MODE_CLASSES,
+    "exposure_mode": EXPOSURE_MODE_CLASSES,
+    "white_balance": WHITE_BALANCE_CLASSES,
+    "exposure_program": EXPOSURE_PROGRAM_CLASSES,
+}
 
 OTHERS = "others"
 
@@ -73,14 +102,6 @@ STANDARD_OTHERS: dict[str, dict[int, str]] = {
 }
 """Codes the standard defines that carry no class of their own (they go to ``others``)."""
 
-_CLASSES = {
-    "make": MAKE_CLASSES,
-    "metering_mode": METERING_MODE_CLASSES,
-    "exposure_mode": EXPOSURE_MODE_CLASSES,
-    "white_balance": WHITE_BALANCE_CLASSES,
-    "exposure_program": EXPOSURE_PROGRAM_CLASSES,
-}
-
 
 def _words(text: str) -> list[str]:
     cleaned = "".join(c if c.isalnum() else " " for c in text.split("\x00", 1)[0].casefold())
@@ -111,7 +132,7 @@ def class_of_code(task: str, code: int) -> str | None:
     name = table.get(code)
     if name is not None:
         return name
-    return OTHERS if OTHERS in _CLASSES[task] else None
+    return OTHERS if OTHERS in CATEGORICAL_TAGS[task] else None
 
 
 def vocabulary_table() -> str:
@@ -130,7 +151,7 @@ def vocabulary_table() -> str:
     ]
     for task, table in CODES.items():
         mapping = ", ".join(f"{code} {name}" for code, name in table.items())
-        if OTHERS in _CLASSES[task]:
+        if OTHERS in CATEGORICAL_TAGS[task]:
             named = "".join(f"{code} ({meaning}), " for code, meaning in STANDARD_OTHERS.get(task, {}).items())
             rest = f"{named}any other code -> others"
         else:

@@ -10,7 +10,8 @@ from scipy.stats import chisquare
 from bfdkern.data.dataset import FaceDataset, StreamSampler, make_loaders
 from bfdkern.data.manipulations import KIND_PROBABILITIES, KINDS, REGIONS
 from bfdkern.data.simulator import MAKES, read_labels, simulate_collection
-from bfdkern.tasks import CATEGORICAL_TAGS, Task, TaskSpec, blades_spec
+from bfdkern.exif.vocab import CATEGORICAL_TAGS
+from bfdkern.tasks import Task, TaskSpec, blades_spec
 
 SPEC = blades_spec()
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from bfdkern.exif import QuantileBins, labels_of, parse_tags, targets
-from bfdkern.tasks import MAKE_CLASSES, ORDINAL_TAGS, Task, TaskSpec, blades_spec
+from bfdkern.exif.vocab import MAKE_CLASSES, ORDINAL_TAGS
+from bfdkern.tasks import Task, TaskSpec, blades_spec
 from tests.exif.photos import CAMERA_LABELS
 
 

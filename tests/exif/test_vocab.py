@@ -7,7 +7,8 @@ import pytest
 from bfdkern.exif import vocab
 from bfdkern.exif.manifest import FILE_REASONS
 from bfdkern.exif.parse import REASONS
-from bfdkern.tasks import CATEGORICAL_TAGS, blades_spec
+from bfdkern.exif.vocab import CATEGORICAL_TAGS
+from bfdkern.tasks import blades_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 

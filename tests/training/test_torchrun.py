@@ -13,7 +13,7 @@ import pytest
 
 from bfdkern import cli
 from bfdkern.training import read_log
-from tests.pretrain.test_command import SMALL
+from tests.training.test_command import SMALL
 
 ROOT = Path(__file__).resolve().parents[2]
 

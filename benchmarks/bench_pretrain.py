@@ -17,7 +17,7 @@ import torch
 
 from bfdkern.data import FaceDataset, make_loaders
 from bfdkern.data.simulator import simulate_collection
-from bfdkern.demo import DemoSettings
+from bfdkern.recipes.demo import DemoSettings
 from bfdkern.tasks import blades_spec
 from bfdkern.training import BatchStream, Pretraining, read_log
 

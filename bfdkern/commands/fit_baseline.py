@@ -37,7 +37,7 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     """Run the command; 0 on success, 2 on a bad input (the message names it)."""
-    from bfdkern.detect.options import run_command
+    from bfdkern.commands.options import run_command
 
     return run_command("fit-baseline", lambda: _fit(args))
 

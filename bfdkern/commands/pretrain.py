@@ -70,7 +70,7 @@ def add_arguments(parser) -> None:
         "--seed", type=int, default=None, help=f"seed of the model, samples and batch order (default {d.seed})"
     )
     g.add_argument("--dtype", choices=DTYPES, default=None, help=f"parameter precision (default {d.dtype})")
-    a = parser.add_argument_group("ablations (see bfdkern.ablations)")
+    a = parser.add_argument_group("ablations (see bfdkern.recipes.ablations)")
     a.add_argument(
         "--preset",
         default=None,
@@ -138,7 +138,7 @@ def add_arguments(parser) -> None:
 def config_from_args(args):
     """The run's :class:`~bfdkern.training.PretrainConfig`: new from the options, or the run directory's with
     the options that were given applied (a resumed run may change only the execution options)."""
-    from bfdkern.ablations import get_preset, parse_names, tasks_without
+    from bfdkern.recipes.ablations import get_preset, parse_names, tasks_without
     from bfdkern.training import PretrainConfig
 
     given = dict(get_preset(args.preset).pretrain) if args.preset else {}
@@ -172,7 +172,7 @@ def config_from_args(args):
 
 
 def run(args) -> int:
-    from bfdkern.detect.options import run_command
+    from bfdkern.commands.options import run_command
 
     return run_command("pretrain", lambda: _pretrain(args))
 

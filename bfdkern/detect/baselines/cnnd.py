@@ -19,7 +19,7 @@ import torch
 from PIL import Image, ImageFilter
 from torch import nn
 
-from bfdkern.detect.registry import IMAGENET_MEAN, IMAGENET_STD
+from bfdkern.detect.encoder import IMAGENET_MEAN, IMAGENET_STD, torchvision_encoder
 
 ARCHES = ("resnet50", "resnet18")
 
@@ -93,8 +93,6 @@ class CNNDetector:
         torch.manual_seed(seed)
         self.net = self.build_network(arch)
         if backbone_weights is not None:
-            from bfdkern.detect.registry import torchvision_encoder
-
             # The trunk's weights; the head (and any extra blocks) keep their random initialisation.
             trunk = torchvision_encoder(arch, backbone_weights).state_dict()
             unexpected = self.net.load_state_dict(trunk, strict=False).unexpected_keys

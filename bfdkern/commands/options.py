@@ -28,7 +28,7 @@ def add_fit_arguments(parser) -> None:
 
 def load_fit_encoder(args):
     """The frozen encoder that --encoder names (a run, a checkpoint or a user encoder)."""
-    from bfdkern.detect.registry import load_frozen_encoder, source_of
+    from bfdkern.detect.encoder import load_frozen_encoder, source_of
 
     return load_frozen_encoder(source_of(args.encoder))
 

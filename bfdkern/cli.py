@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from importlib.metadata import PackageNotFoundError, version
 
 COMMANDS = {
     "demo": "demo",
@@ -26,9 +27,10 @@ COMMANDS = {
 
 
 def _version() -> str:
-    from bfdkern import __version__
-
-    return __version__
+    try:
+        return version("bfdkern")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "0+unknown"
 
 
 def _module(command: str):
@@ -45,7 +47,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
             continue
         mod = _module(name)
         p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
-        mod.add_arguments(p)
+        if name == command:  # only the command that runs declares its options (they import what they need)
+            mod.add_arguments(p)
     return parser
 
 

@@ -5,7 +5,7 @@ bi-level step on batches already in memory, eager against compiled, for the ``fd
 (compilation included) is reported beside the steady-state median.
 
 Run with ``python -m pytest --benchmark benchmarks/bench_compile.py -s``. On a GPU the same comparison runs
-with ``--device cuda`` (the ``cuda`` cases).
+as the ``cuda`` cases.
 """
 
 from __future__ import annotations
@@ -15,28 +15,14 @@ import time
 import pytest
 import torch
 
-from bfdkern.data.simulator import simulate_collection
-from bfdkern.recipes.demo_settings import DemoSettings
+from benchmarks import bench_pretrain
 from bfdkern.training import Pretraining
 
-DEMO = DemoSettings()
-N_PHOTOS = 128
+DEMO = bench_pretrain.DEMO
+_one_thread = bench_pretrain._one_thread  # the demo setting's fixtures: one torch thread, its photos
+photos = bench_pretrain.photos
+
 _medians: dict[tuple[str, str, bool], float] = {}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(DEMO.threads)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory):
-    root = tmp_path_factory.mktemp("photos")
-    simulate_collection(root, N_PHOTOS, seed=0, size=DEMO.image_size, progress=False)
-    return root
 
 
 def _cases():

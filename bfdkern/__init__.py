@@ -6,44 +6,14 @@ pay for torch's import until something needs it."""
 
 from __future__ import annotations
 
-import importlib
-from importlib.metadata import PackageNotFoundError, version
+from bfdkern.lazy import lazy_exports
 
-try:
-    __version__ = version("bfdkern")  # one place: pyproject.toml
-except PackageNotFoundError:  # a source tree that was never installed
-    __version__ = "0+unknown"
-
-_EXPORTS = {
-    "multitask_loss": "bfdkern.ops",
-    "perturb_pair": "bfdkern.ops",
-    "MISSING": "bfdkern.tasks",
-    "Task": "bfdkern.tasks",
-    "TaskSpec": "bfdkern.tasks",
-    "blades_spec": "bfdkern.tasks",
-    "BilevelTrainer": "bfdkern.bilevel",
-}
-
-__all__ = [
-    "BilevelTrainer",
-    "MISSING",
-    "Task",
-    "TaskSpec",
-    "__version__",
-    "blades_spec",
-    "multitask_loss",
-    "perturb_pair",
-]
-
-
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'bfdkern' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "ops": ("multitask_loss", "perturb_pair"),
+        "tasks": ("MISSING", "Task", "TaskSpec", "blades_spec"),
+        "bilevel": ("BilevelTrainer",),
+        "version": ("__version__",),
+    },
+)

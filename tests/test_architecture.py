@@ -15,6 +15,9 @@ LAYERS = {
     "tasks": 0,
     "exif.vocab": 0,  # a leaf of plain data that the task spec reads (the BLADES heads' classes)
     "atomic": 0,
+    "lazy": 0,
+    "devices": 0,
+    "version": 0,
     "figures": 0,
     "ops": 1,
     "bilevel": 2,

@@ -12,7 +12,8 @@ FIELDS = ("epochs", "batch_size", "lr", "lambda_lr", "image_size", "backbone", "
 
 def add_arguments(parser) -> None:
     """Declare the command's options on ``parser``."""
-    from bfdkern.models import BACKBONES
+    from bfdkern.commands.options import DEVICE_HELP
+    from bfdkern.models.choices import BACKBONES
     from bfdkern.recipes.ablations import PRESETS
 
     parser.add_argument("--data", required=True, metavar="DIR|MANIFEST", help="real photos to pretrain on")
@@ -39,7 +40,7 @@ def add_arguments(parser) -> None:
     g.add_argument("--seed", type=int, default=None, help="seed of the model, samples and mixtures")
     g.add_argument("--max-steps", type=int, default=None, help="stop each pretraining after this many steps")
     x = parser.add_argument_group("execution")
-    x.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
+    x.add_argument("--device", default=None, help=DEVICE_HELP)
     x.add_argument("--workers", type=int, default=2, help="data workers (default 2)")
     x.add_argument("--cache-dir", default=None, help="feature cache root (default: no cache)")
     x.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -49,7 +50,7 @@ def run(args) -> int:
     """Run the command; 0 on success, 2 on a bad input (the message names it)."""
     from bfdkern.commands.options import run_command
 
-    return run_command("ablate", lambda: _ablate(args))
+    return run_command("ablate", lambda: _ablate(args), device=args.device)
 
 
 def _ablate(args) -> int:

@@ -22,7 +22,7 @@ def run(args) -> int:
     """Run the command; 0 on success, 2 on a bad input (the message names it)."""
     from bfdkern.commands.options import run_command
 
-    return run_command("detect", lambda: _detect(args))
+    return run_command("detect", lambda: _detect(args), device=args.device)
 
 
 def _expand(items) -> list:

@@ -75,7 +75,7 @@ def run(args) -> int:
     """Run the command; 0 on success, 2 on a bad input (the message names it)."""
     from bfdkern.commands.options import run_command
 
-    return run_command("evaluate", lambda: _evaluate(args))
+    return run_command("evaluate", lambda: _evaluate(args), device=args.device)
 
 
 def _evaluate(args) -> int:

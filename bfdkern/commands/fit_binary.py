@@ -42,7 +42,7 @@ def run(args) -> int:
     """Run the command; 0 on success, 2 on a bad input (the message names it)."""
     from bfdkern.commands.options import run_command
 
-    return run_command("fit-binary", lambda: _fit(args))
+    return run_command("fit-binary", lambda: _fit(args), device=args.device)
 
 
 def _fit(args) -> int:

@@ -71,8 +71,9 @@ PRESETS: dict[str, Preset] = {
         Preset("lambda-every-10", "BLADES with lambda updated every 10 steps", {"outer_every": 10}),
         Preset(
             "zou25",
-            "Zou25: 4 ordinal EXIF rankings + manipulation, unweighted sum; 12-component GMM on unnormalised features",
-            {"tasks": _ORDINAL_AND_OUTER, "fixed_lambda": True},
+            "Zou25: 4 ordinal EXIF rankings (raw scores) + manipulation, unweighted sum; 12-component GMM on "
+            "unnormalised features",
+            {"tasks": _ORDINAL_AND_OUTER, "fixed_lambda": True, "ordinal_levels": 1},
             {"n_components": 12, "normalize": False},
         ),
     )

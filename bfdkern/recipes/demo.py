@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from bfdkern.tasks import TaskSpec, blades_spec
+from bfdkern.recipes.demo_settings import DemoSettings
+from bfdkern.tasks import TaskSpec
 from bfdkern.training.chance import LEARNED_MARGIN, is_learned
 
 if TYPE_CHECKING:
@@ -37,58 +38,6 @@ if TYPE_CHECKING:
 MARKER = "demo.json"
 """Written into the demo folder; a folder holding it may be cleared by the next demo run."""
 DEMO_ITEMS = ("photos", "run", "plots", MARKER)
-
-
-@dataclass
-class DemoSettings:
-    """Sizes and hyper-parameters of the demo (defaults: about 70 s on an idle 2-core CPU).
-
-    24 epochs (768 steps): at 8 epochs the outer task l_1 and the region task stayed at chance;
-    at 24 both fall well below it (about 45% and 74% of chance) and lambda of l_1 grows about 4x."""
-
-    train_photos: int = 512
-    fit_photos: int = 192
-    test_photos: int = 128
-    fake_images: int = 192
-    image_size: int = 64
-    batch_size: int = 32
-    epochs: int = 24
-    lr: float = 2e-3
-    weight_decay: float = 1e-3
-    lambda_lr: float = 1e-2
-    feature_dim: int = 128
-    mode: str = "fd"
-    components: int = 2
-    jpeg_quality: int = 95
-    eval_samples: int = 256
-    workers: int = 2
-    threads: int = 1
-    seed: int = 0
-    max_steps: int | None = None
-
-    def pretrain_config(self, data, **overrides):
-        """The demo's pretraining run (small CNN on the CPU, no intermediate checkpoints) as a
-        :class:`~bfdkern.training.PretrainConfig`; ``overrides`` replace fields (benchmarks)."""
-        from bfdkern.training.config import PretrainConfig
-
-        fields = dict(
-            data=str(data),
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            weight_decay=self.weight_decay,
-            lambda_lr=self.lambda_lr,
-            mode=self.mode,
-            image_size=self.image_size,
-            backbone="small",
-            feature_dim=self.feature_dim,
-            seed=self.seed,
-            max_steps=self.max_steps,
-            device="cpu",
-            workers=self.workers,
-            checkpoint_every=0,
-        )
-        return PretrainConfig(**{**fields, **overrides})
 
 
 @dataclass
@@ -348,7 +297,7 @@ def run_demo(
     from threadpoolctl import threadpool_limits
 
     s = settings or DemoSettings()
-    spec = blades_spec()
+    spec = s.spec()
     t_start = time.perf_counter()
     seconds: dict[str, float] = {}
     threads = torch.get_num_threads()

@@ -19,9 +19,8 @@ import torch
 from PIL import Image, ImageFilter
 from torch import nn
 
+from bfdkern.detect.choices import ARCHES
 from bfdkern.detect.encoder import IMAGENET_MEAN, IMAGENET_STD, torchvision_encoder
-
-ARCHES = ("resnet50", "resnet18")
 
 
 @dataclass(frozen=True)

@@ -170,7 +170,7 @@ def test_paired_eval(benchmark, device, batched):
     pair, _, _ = perturb_pair(theta, torch.randn_like(theta))
 
     def run():
-        paired_losses(model, spec, layout, pair, x, y, batched=batched)
+        paired_losses(model, spec, layout, pair, (x, y), batched=batched)
         _sync(device)
 
     benchmark.pedantic(run, rounds=_rounds(device), warmup_rounds=1, iterations=1)

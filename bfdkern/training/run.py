@@ -277,7 +277,9 @@ class Pretraining:
         self.echo(f"resumed {self.run_dir} at step {self.trainer.steps} (epoch {self.streams['tr'].epoch + 1})")
 
     def save_checkpoint(self) -> Path:
-        """Write ``RUN_DIR/checkpoint.pt`` for the last completed step (rank 0 only: the replicas are identical)."""
+        """Write ``RUN_DIR/checkpoint.pt`` for the last completed step (rank 0 only: the replicas are identical;
+        every rank reads the step checks first, so a failure on any rank stops the save)."""
+        self.trainer.check()
         if not self.main:
             return self.run_dir / CHECKPOINT_NAME
         extra = {

@@ -76,6 +76,7 @@ class TaskWeights:
         self.exp_avg_sq = torch.zeros_like(self.exp_avg)
         # float64, so that beta ** step rounds as Python's (torch.optim.Adam reads its count as a float).
         self.step_count = torch.zeros((), dtype=torch.float64, device=self.raw.device)
+        self._half = torch.full((), 0.5, dtype=torch.float64, device=self.raw.device)
 
     def weights(self, raw: Tensor | None = None) -> Tensor:
         """[K] lambda = f(rho) (differentiable in ``raw``, default rho)."""
@@ -112,9 +113,10 @@ class TaskWeights:
             exp_avg = torch.lerp(self.exp_avg, grad, 1 - beta1)
             exp_avg_sq = torch.addcmul(self.exp_avg_sq * beta2, grad, grad, value=1 - beta2)
             bias_correction1 = 1 - beta1**step
-            bias_correction2_sqrt = (1 - beta2**step) ** 0.5
+            bias_correction2_sqrt = torch.pow(1 - beta2**step, self._half)  # pow, not sqrt: Python's x ** 0.5
             denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(self.eps)
-            raw = self.raw + (exp_avg * -(self.lr / bias_correction1)) / denom
+            step_size = bias_correction1.new_full((), self.lr) / bias_correction1  # a true division, as in Python
+            raw = self.raw + (exp_avg * -step_size) / denom
             self.step_count.copy_(step)
             self.exp_avg.copy_(torch.where(ok, exp_avg, self.exp_avg))
             self.exp_avg_sq.copy_(torch.where(ok, exp_avg_sq, self.exp_avg_sq))

@@ -161,7 +161,7 @@ def _label_expectation(task) -> str:
 class SpecObjective(Objective):
     """bfdkern's objective: the model returns packed logits [B, C] for ``spec``; a batch is (inputs, targets
     [B, J]) with NaN for a missing label; the losses run through the fused op on ``backend`` (default by
-    device), the ``unroll`` variant through the twice-differentiable reference."""
+    device; also under ``torch.func.jvp``), the ``unroll`` variant through the twice-differentiable reference."""
 
     def __init__(self, spec: TaskSpec, backend: str | None = None):
         self.spec, self.backend = spec, backend
@@ -191,7 +191,7 @@ class SpecObjective(Objective):
         return reference.per_task_losses(logits, targets, self.spec)
 
     def forward_mode_losses(self, outputs, batch) -> Tensor:
-        return self.twice_differentiable_losses(outputs, batch)
+        return self.losses(outputs, batch)  # the fused op has a forward-mode rule on every backend
 
     def prepare(self, batch, what: str, outer: bool = False) -> tuple[tuple[Tensor, Tensor], BatchChecks]:
         """Invalid labels are masked out (NaN), so no kernel ever reads them, and flagged per task; a

@@ -3,6 +3,7 @@
 * The fused scaled-dot-product attention kernels (flash, memory-efficient, cuDNN, and the CPU flash
   kernel) have no forward-mode rule (pytorch/pytorch#98164, #117629): attention is routed to the math
   kernel (``torch.nn.attention.sdpa_kernel``), and ``nn.MultiheadAttention``'s fused fast path is off.
+  They have no double backward either, so the ``unroll`` mode's inner forward takes the same route.
 * BatchNorm in training mode under functorch transforms has known failures (#85533) and a report of
   silently wrong second-order values (#196699): ``F.batch_norm`` is written out with explicit batch
   statistics (mean and biased variance over the batch), whose forward-mode derivative is plain arithmetic.
@@ -63,15 +64,23 @@ class _ExplicitBatchNorm(TorchFunctionMode):
 
 
 @contextlib.contextmanager
-def forward_mode_safe():
-    """Run a forward under ``torch.func.jvp`` around the traps of the module doc."""
+def math_attention():
+    """Attention through composite ops only (the SDPA math kernel, no ``nn.MultiheadAttention`` fast path):
+    the fused kernels have neither a forward-mode rule nor a double backward (the ``unroll`` mode)."""
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
     try:
-        with sdpa_kernel(SDPBackend.MATH), _ExplicitBatchNorm():
+        with sdpa_kernel(SDPBackend.MATH):
             yield
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
+
+
+@contextlib.contextmanager
+def forward_mode_safe():
+    """Run a forward under ``torch.func.jvp`` around the traps of the module doc."""
+    with math_attention(), _ExplicitBatchNorm():
+        yield
 
 
 _MARKERS = ("forward AD", "forward mode AD", "forward-mode", "jvp", "functorch transforms")
@@ -88,10 +97,17 @@ def failing_module(model: nn.Module, run) -> str | None:
     stack: list[str] = []
     failed: list[str] = []
     handles = []
+
+    def enter(label):
+        return lambda module, args: stack.append(label)  # a pre-hook returning None leaves the args
+
+    def leave(module, args, output):
+        stack.pop()  # returns None: the output stays the module's
+
     for name, module in model.named_modules():
         label = f"module {name!r} ({type(module).__name__})" if name else f"the model ({type(module).__name__})"
-        handles.append(module.register_forward_pre_hook(lambda m, a, label=label: stack.append(label)))
-        handles.append(module.register_forward_hook(lambda m, a, o: stack.pop()))
+        handles.append(module.register_forward_pre_hook(enter(label)))
+        handles.append(module.register_forward_hook(leave))
     try:
         run()
     except Exception:

@@ -6,6 +6,7 @@ Every pass takes an :class:`~bfdkern.bilevel.objective.Objective` and a batch on
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -13,7 +14,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.utils._pytree import tree_leaves
 
-from bfdkern.bilevel.forward_mode import explain, failing_module, forward_mode_safe, lacks_forward_rule
+from bfdkern.bilevel.forward_mode import explain, failing_module, forward_mode_safe, lacks_forward_rule, math_attention
 from bfdkern.bilevel.objective import outer_loss
 from bfdkern.bilevel.paired_eval import cloned_buffers
 from bfdkern.bilevel.params import ParamLayout
@@ -88,7 +89,8 @@ def inner_pass(
 ) -> InnerPass:
     """Forward at theta on B_tr and g = grad_theta sum_k w_k l_k (step 1's gradient).
 
-    ``differentiable``: g keeps a graph in w and theta (the ``unroll`` mode; twice-differentiable losses).
+    ``differentiable``: g keeps a graph in w and theta (the ``unroll`` mode; twice-differentiable losses,
+    attention through the math kernel).
     ``functional`` leaves BatchNorm statistics untouched (the forward's gradient will not be the real
     update); ``keep_graph`` keeps the forward's graph for a later ``per_task.backward(w)``.
     ``into_grad`` accumulates g into the parameters' ``.grad`` (which the caller has zeroed, e.g. views of
@@ -97,7 +99,8 @@ def inner_pass(
     """
     rng_state = RngState.capture(layout.device)
     variant = "twice_differentiable_losses" if differentiable else "losses"
-    per_task = forward_losses(model, objective, batch, functional=functional, variant=variant, amp_dtype=amp_dtype)
+    with math_attention() if differentiable else contextlib.nullcontext():
+        per_task = forward_losses(model, objective, batch, functional=functional, variant=variant, amp_dtype=amp_dtype)
     w = weights.detach().to(per_task.dtype).clone()
     if differentiable:
         w.requires_grad_(True)

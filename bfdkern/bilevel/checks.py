@@ -9,6 +9,7 @@ keeps, per condition, the first step at which it held and how many steps it held
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
 import torch
@@ -108,7 +109,11 @@ class DeferredChecks:
             sync.reduce_(first, "min", "the step checks")
             sync.reduce_(count, "max", "the step checks")
         values = torch.cat([g.value for g in groups])
-        first_l, count_l, value_l = first.tolist(), count.tolist(), values.tolist()
+        n = first.numel()
+        # One transfer: the float64 values travel as their int64 bit patterns.
+        host = torch.cat([first, count, values.view(torch.int64)]).tolist()
+        first_l, count_l = host[:n], host[n : 2 * n]
+        value_l = struct.unpack(f"{n}d", struct.pack(f"{n}q", *host[2 * n :]))
         merged: dict[tuple, list] = {}
         conditions = [c for g in groups for c in g.key]
         for c, step, n, value in zip(conditions, first_l, count_l, value_l):

@@ -85,10 +85,11 @@ def describe(signature: tuple) -> str:
 
 
 class _Captured:
-    """One captured kind of step: static inputs, the graph, its outputs, the settings it holds."""
+    """One captured kind of step: the graph, the step it recorded (``body``, on the static ``inputs``), its
+    outputs (``record``, overwritten by every replay), the batch signature and optimizer settings it holds."""
 
-    def __init__(self, graph, inputs, record, signature, settings):
-        self.graph, self.inputs, self.record = graph, inputs, record
+    def __init__(self, graph, body, inputs, record, signature, settings):
+        self.graph, self.body, self.inputs, self.record = graph, body, inputs, record
         self.signature, self.settings = signature, settings
 
 
@@ -160,7 +161,7 @@ class CapturedSteps:
             for static, new in zip(tree_flatten(captured.inputs)[0], tree_flatten((batch_tr, batch_val))[0]):
                 if isinstance(static, Tensor):
                     static.copy_(new, non_blocking=True)
-        captured.graph.replay()
+        self._replay(captured)
         record = captured.record
         out = type(record)(
             record.step,
@@ -171,15 +172,25 @@ class CapturedSteps:
         out.step = trainer.steps + 1
         return out
 
+    @staticmethod
+    def _replay(captured: _Captured) -> None:
+        captured.graph.replay()
+
     def _capture(self, outer: bool, batch_tr, batch_val, signature) -> _Captured:
+        """Record one step on static copies of the batches (recording runs nothing: the replay that
+        follows takes this step)."""
         trainer = self.trainer
         inputs = tree_map(lambda t: t.clone() if isinstance(t, Tensor) else t, (batch_tr, batch_val))
+
+        def body():
+            return trainer.run_step(outer, *inputs)
+
         groups_before = len(trainer.checks._groups)
         graph = torch.cuda.CUDAGraph()
         torch.cuda.synchronize(trainer.layout.device)
         with torch.cuda.graph(graph, pool=self.pool):
-            record = trainer.run_step(outer, *inputs)
+            record = body()
         if len(trainer.checks._groups) != groups_before:
             raise RuntimeError("a step condition first appeared during capture; warm-up did not cover it")
         self.pool = graph.pool()
-        return _Captured(graph, inputs, record, signature, self._settings())
+        return _Captured(graph, body, inputs, record, signature, self._settings())

@@ -12,7 +12,6 @@ from bfdkern.bilevel.precision import check_amp_dtype
 from bfdkern.bilevel.weights import PARAMETRIZATIONS
 
 UPDATE_ORDERS = ("paper", "lagged")
-CUDA_GRAPH_CHOICES = (False, True, "auto")
 
 
 @dataclass(frozen=True)
@@ -58,11 +57,7 @@ class TrainerConfig:
             raise ValueError(
                 f"check_every must be >= 1 (steps between reads of the device flags), got {self.check_every}"
             )
-        if (
-            self.cuda_graph not in CUDA_GRAPH_CHOICES
-            or isinstance(self.cuda_graph, int)
-            and self.cuda_graph not in (0, 1)
-        ):
+        if not (self.cuda_graph is True or self.cuda_graph is False or self.cuda_graph == "auto"):
             raise ValueError(f"cuda_graph must be False, True or 'auto', got {self.cuda_graph!r}")
         object.__setattr__(self, "outer_every", int(self.outer_every))
         object.__setattr__(self, "radius", float(self.radius))

@@ -348,9 +348,15 @@ class BilevelTrainer:
         self._optimizer_step()
         t = self._tick(timings, "update", t)
         timings["total"] = t - start
-        h = hypergrad
         return StepRecord(
-            self.steps + 1, h.per_task, new_lambdas, h.value.detach(), h.eps, h.outer_loss, problems, timings
+            self.steps + 1,
+            hypergrad.per_task,
+            new_lambdas,
+            hypergrad.value.detach(),
+            hypergrad.eps,
+            hypergrad.outer_loss,
+            problems,
+            timings,
         )
 
     def _update_gradient(self, inner, batch_tr, lambdas: Tensor, grads_bound: bool, lagged: bool) -> None:

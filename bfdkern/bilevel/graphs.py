@@ -12,7 +12,7 @@ shows; a CUDA graph replays them all with one launch. What a captured step needs
 * the random streams: a captured step holds no random ops (the paired evaluation and the jvp replay the
   dropout masks of the forward at theta, which a graph cannot), so models with active dropout are refused;
 * warm-up: a few eager steps on a side stream first (lazy initialisation, optimizer state), as
-  ``torch.cuda.graphs`` requires; one graph per kind of step (outer, plain), sharing one memory pool.
+  ``torch.cuda.graphs`` requires; one graph per kind of step (outer, plain), each with its own memory pool.
 
 Where capture cannot work (a CPU model, the ``unroll`` mode, distributed training, a non-capturable
 optimizer, a scheduler, dropout, half-precision parameters, batches whose shapes change) the trainer
@@ -102,7 +102,6 @@ class CapturedSteps:
         self.auto = trainer.config.cuda_graph == "auto"
         self.warmed = {True: 0, False: 0}
         self.captured: dict[bool, _Captured] = {}
-        self.pool = None
         self.side = torch.cuda.Stream(trainer.layout.device)
         self._warned: set[str] = set()
 
@@ -188,9 +187,10 @@ class CapturedSteps:
         groups_before = len(trainer.checks._groups)
         graph = torch.cuda.CUDAGraph()
         torch.cuda.synchronize(trainer.layout.device)
-        with torch.cuda.graph(graph, pool=self.pool):
+        # Its own memory pool (graphs of the two kinds replay in any order); errors only for this thread's
+        # work (DataLoader threads pinning memory may touch CUDA meanwhile).
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             record = body()
         if len(trainer.checks._groups) != groups_before:
             raise RuntimeError("a step condition first appeared during capture; warm-up did not cover it")
-        self.pool = graph.pool()
         return _Captured(graph, body, inputs, record, signature, self._settings())

@@ -521,6 +521,8 @@ class BilevelTrainer:
         self._step_count.fill_(self.steps)
         self._failure = None
         self.checks = DeferredChecks()
+        if self.graphs is not None:  # the optimizer's state tensors are new: capture again (after warm-up)
+            self.graphs = CapturedSteps.for_trainer(self)
         if state.get("rng_cpu") is not None:
             torch.set_rng_state(state["rng_cpu"])
         if state.get("rng_cuda") is not None and self.layout.device.type == "cuda":

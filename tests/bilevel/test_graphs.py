@@ -127,9 +127,6 @@ class _FakeGraph:
         type(self).captures += 1
         self.fresh = True
 
-    def pool(self):
-        return "pool"
-
 
 def _fake_replay(captured):
     if captured.graph.fresh:
@@ -153,7 +150,7 @@ def fake_cuda_graphs(monkeypatch):
     monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
     monkeypatch.setattr(torch.cuda, "synchronize", lambda *a, **k: None)
     monkeypatch.setattr(torch.cuda, "CUDAGraph", _FakeGraph)
-    monkeypatch.setattr(torch.cuda, "graph", lambda g, pool=None: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "graph", lambda g, **options: contextlib.nullcontext())
     monkeypatch.setattr(graphs.CapturedSteps, "_replay", staticmethod(_fake_replay))
     _FakeGraph.captures = 0
     return _FakeGraph
@@ -184,3 +181,14 @@ def test_the_capture_plumbing_takes_the_eager_steps(fake_cuda_graphs, outer_ever
     assert torch.equal(runs[False][1].layout.theta(), trainer.layout.theta())
     kinds = 1 if outer_every == 1 else 2
     assert fake_cuda_graphs.captures == 2 * kinds  # once per kind, again after the lr change
+
+
+def test_a_loaded_checkpoint_is_captured_anew(fake_cuda_graphs):
+    """load_state_dict gives the optimizer new state tensors, which a recorded graph would not see."""
+    model = make_model("mlp")
+    trainer = BilevelTrainer(model, SPEC, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), cuda_graph=True)
+    for step in range(5):
+        trainer.step(make_batch("mlp", step), make_batch("mlp", 100 + step))
+    assert trainer.graphs.captured
+    trainer.load_state_dict(trainer.state_dict())
+    assert not trainer.graphs.captured and trainer.graphs.warmed == {True: 0, False: 0}

@@ -47,7 +47,8 @@ from bfdkern.bilevel.workspace import StepWorkspace
 COLLAPSE_WARNING = 0.5
 """Warn when more than this fraction of the perturbed entries collapse in the compute dtype."""
 CHECK_EVERY_ACCELERATOR = 50
-"""Default steps between reads of the device flags on a GPU (on the CPU they are read every step)."""
+"""Default steps between reads of the device flags on a GPU or under torch.distributed (a single-process
+CPU run reads them every step)."""
 
 
 @dataclass
@@ -134,7 +135,8 @@ class BilevelTrainer:
             process group of several ranks is initialised; each rank passes its share of the batches.
         check_every: read the device flags (non-finite losses, skipped outer updates, invalid labels) every
             this many steps; warnings and errors are raised then, naming the step where they first held.
-            Default: every step on the CPU (nothing to wait for), every 50 steps on a GPU.
+            Default: every step in a single CPU process (nothing to wait for), every 50 steps on a GPU (a
+            read waits for the device) or under torch.distributed (a read is a collective).
         cuda_graph: capture a whole step as a CUDA graph after a few eager warm-up steps and replay it
             (:mod:`bfdkern.bilevel.graphs`): True refuses, with the reason, what cannot be captured;
             ``"auto"`` runs eagerly there instead (with a warning).
@@ -197,8 +199,9 @@ class BilevelTrainer:
         sync_bn = self.sync is not None and check_sync_batchnorm(model, self.mode, config.batched_pair)
         if config.batched_pair is None:
             config = dataclasses.replace(config, batched_pair=device.type == "cuda" and not sync_bn)
-        if config.check_every is None:
-            config = dataclasses.replace(config, check_every=1 if device.type == "cpu" else CHECK_EVERY_ACCELERATOR)
+        if config.check_every is None:  # a read costs nothing on one CPU; a GPU waits, ranks all-reduce
+            every = 1 if device.type == "cpu" and self.sync is None else CHECK_EVERY_ACCELERATOR
+            config = dataclasses.replace(config, check_every=every)
         self.config = config
         if config.contiguous_params:
             self.layout = self.layout.make_contiguous()

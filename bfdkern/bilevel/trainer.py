@@ -337,6 +337,8 @@ class BilevelTrainer:
             sync=self.sync,
         )
         hypergrad = self.mode.estimate(outer)
+        if grads_bound and inner.grads is None:  # the mode wrote theta' over g
+            self.workspace.holds = "theta'"
         problems = self._note_hypergradient(hypergrad, conditions)
         t = self._tick(timings, "outer", t)
 

@@ -16,8 +16,9 @@ import torch
 from bfdkern.bilevel import BilevelTrainer
 from tests.bilevel.toy import SPEC, WEIGHTS, make_batch, make_model
 
+_BOTH = ("nonzero", "equal", "allclose", "is_nonzero", "masked_select", "unique", "unique_consecutive", "argwhere")
 HOST_READS = {
-    torch.Tensor: [
+    torch.Tensor: (
         "item",
         "tolist",
         "__bool__",
@@ -28,28 +29,12 @@ HOST_READS = {
         "__array__",
         "cpu",
         "numpy",
-        "nonzero",
-        "equal",
-        "allclose",
-        "is_nonzero",
-        "masked_select",
-        "unique",
-        "unique_consecutive",
-        "argwhere",
         "nonzero_static",
-    ],
-    torch: [
-        "nonzero",
-        "equal",
-        "allclose",
-        "is_nonzero",
-        "masked_select",
-        "unique",
-        "unique_consecutive",
-        "argwhere",
-        "where_nonzero" if hasattr(torch, "where_nonzero") else "argwhere",
-    ],
+        *_BOTH,
+    ),
+    torch: _BOTH,
 }
+"""The Python-level ways a tensor's value reaches the host (besides boolean-mask indexing)."""
 
 
 def _is_mask(index) -> bool:

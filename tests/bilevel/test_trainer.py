@@ -83,6 +83,8 @@ def test_fd_workspace_is_reused_and_changes_nothing(update_order, dtype):
             trainer.step((x_tr.to(dtype), y_tr), (x_val.to(dtype), y_val))
             if keep:
                 pair = trainer.workspace.pair
+                bound = "g" if update_order == "lagged" else "update gradient"
+                assert trainer.workspace.holds == (bound if dtype == torch.float64 else "nothing")  # bf16: none
                 if step == 0:
                     first = pair.data_ptr()
                 assert pair.shape == (2, trainer.layout.numel)

@@ -9,11 +9,20 @@ B = 48; both with the BLADES spec and a packed linear head (``num_classes = spec
 of them alike) and prints medians, ratios, peak memory and the issue's targets (MET / MISSED;
 ``BFDKERN_BENCH_STRICT=1`` makes a miss fail the run). ``BFDKERN_BENCH_ROUNDS`` sets the rounds;
 ``BFDKERN_BENCH_VARIANTS=fd,jvp,...`` runs only those variants (plus the plain step and the baseline).
+The same summary from the command line, for any case (``cpu``, ``cuda`` = ResNet-50 224 px B = 48,
+``cuda-r18`` = ResNet-18 112 px B = 48, ``tiny`` = a one-block-a-stage ResNet at 32 px, B = 4, one thread,
+peak memory measured in-process, for dry runs), in float32 or
+under bf16 autocast, with a JSON file::
+
+    python -m benchmarks.bench_bilevel summary CASE [--amp bf16] [--variants ...] [--rounds 10] [--json OUT]
+
+The ``*_captured`` variants build the optimizer with ``capturable=True`` and the trainer with
+``cuda_graph="auto"`` (a captured CUDA graph per step after three warm-up steps; eager on the CPU).
 Peak memory of a step, in a fresh subprocess per variant after two warm-up steps: on CUDA
-``torch.cuda.max_memory_allocated``; on the CPU the resident-set high-water mark (``VmHWM``, reset
-through ``/proc/self/clear_refs``), with ``MALLOC_MMAP_THRESHOLD_=65536`` so freed tensors leave
-the resident set. The table gives it above the plain step's resting state (same model and
-optimizer state), so workspaces a variant keeps between steps are counted.
+``torch.cuda.max_memory_allocated`` (in this process); on the CPU the resident-set high-water mark
+(``VmHWM``, reset through ``/proc/self/clear_refs``), with ``MALLOC_MMAP_THRESHOLD_=65536`` so freed
+tensors leave the resident set. The table gives it above the plain step's resting state (same model
+and optimizer state), so workspaces a variant keeps between steps are counted.
 
 Cost model (f = one forward, a backward ~ 2f): plain 3f; baseline ~11f plus a model copy;
 paper order with the forward reused ~10f; lagged ~8f.
@@ -22,6 +31,7 @@ paper order with the forward reused ~10f; lagged ~8f.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -29,6 +39,7 @@ import statistics
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -50,9 +61,13 @@ if os.environ.get("BFDKERN_BENCH_THREADS"):
     torch.set_num_threads(int(os.environ["BFDKERN_BENCH_THREADS"]))
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 SETTINGS = {
-    "cpu": {"arch": "resnet18", "size": 64, "batch": 16, "rounds": 5},
-    "cuda": {"arch": "resnet50", "size": 224, "batch": 48, "rounds": 20},
+    "cpu": {"device": "cpu", "arch": "resnet18", "size": 64, "batch": 16, "rounds": 5},
+    "cuda": {"device": "cuda", "arch": "resnet50", "size": 224, "batch": 48, "rounds": 20},
+    "cuda-r18": {"device": "cuda", "arch": "resnet18", "size": 112, "batch": 48, "rounds": 20},
+    "tiny": {"device": "cpu", "arch": "resnet10", "size": 32, "batch": 4, "rounds": 2, "peak_in_process": True},
 }
+"""Benchmark cases: the pytest benchmarks use ``cpu`` and ``cuda``; the GPU check adds ``cuda-r18`` (where
+host overhead shows) and its dry run ``tiny``."""
 LR, WEIGHT_DECAY = 1e-5, 1e-3  # the paper's AdamW settings
 STEP_VARIANTS = {
     "plain": None,
@@ -67,22 +82,29 @@ STEP_VARIANTS = {
     "fd_sequential_pair": {"mode": "fd", "batched_pair": False},
     "jvp": {"mode": "jvp"},
     "unroll": {"mode": "unroll"},
+    # One CUDA graph a step (capturable AdamW), eager where capture cannot work (the CPU).
+    "fd_captured": {"mode": "fd", "cuda_graph": "auto"},
+    "fd_lagged_captured": {"mode": "fd", "update_order": "lagged", "cuda_graph": "auto"},
+    "jvp_captured": {"mode": "jvp", "cuda_graph": "auto"},
 }
+DEFAULT_VARIANTS = [v for v in STEP_VARIANTS if not v.endswith("_captured")]
+"""What ``test_step_summary`` runs when ``BFDKERN_BENCH_VARIANTS`` is unset."""
 
 
-def selected_variants() -> list[str]:
-    """The step variants to run: all, or those named in ``BFDKERN_BENCH_VARIANTS`` (comma-separated; the GPU
-    check runs the ones the targets need, to fit its time), always with the plain step and the baseline that
-    the ratios are taken against."""
-    names = [v for v in os.environ.get("BFDKERN_BENCH_VARIANTS", "").split(",") if v]
-    unknown = sorted(set(names) - set(STEP_VARIANTS))
+def selected_variants(names: str | None = None) -> list[str]:
+    """The step variants to run: ``names`` (comma-separated; default ``BFDKERN_BENCH_VARIANTS``, else every
+    eager variant), always with the plain step and the baseline that the ratios are taken against."""
+    text = os.environ.get("BFDKERN_BENCH_VARIANTS", "") if names is None else names
+    chosen = [v for v in text.split(",") if v]
+    unknown = sorted(set(chosen) - set(STEP_VARIANTS))
     if unknown:
-        raise ValueError(f"BFDKERN_BENCH_VARIANTS: unknown variants {unknown}; known: {list(STEP_VARIANTS)}")
-    return [v for v in STEP_VARIANTS if not names or v in names or v in ("plain", "baseline")]
+        raise ValueError(f"unknown step variants {unknown}; known: {list(STEP_VARIANTS)}")
+    wanted = chosen or DEFAULT_VARIANTS
+    return [v for v in STEP_VARIANTS if v in wanted or v in ("plain", "baseline")]
 
 
-def _rounds(device: str) -> int:
-    return int(os.environ.get("BFDKERN_BENCH_ROUNDS", SETTINGS[device]["rounds"]))
+def _rounds(case: str) -> int:
+    return int(os.environ.get("BFDKERN_BENCH_ROUNDS", SETTINGS[case]["rounds"]))
 
 
 def _sync(device: str) -> None:
@@ -90,36 +112,50 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def random_batch(spec, device: str, seed: int):
+def random_batch(spec, case: str, seed: int):
     """(images [B, 3, S, S] in [0, 1], targets [B, J]) with the outer task always labelled."""
-    s = SETTINGS[device]
+    s = SETTINGS[case]
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(s["batch"], 3, s["size"], s["size"], generator=g)
     y = random_targets(spec, s["batch"], generator=g, dtype=torch.float32)
     for k in spec.outer_indices:
         y[:, spec.target_columns(k)] = torch.randint(0, 2, (s["batch"], 1), generator=g).float()
-    return x.to(device), y.to(device)
+    return x.to(s["device"]), y.to(s["device"])
 
 
-def build_model(spec, device: str, seed: int = 0) -> torch.nn.Module:
+def build_model(spec, case: str, seed: int = 0) -> torch.nn.Module:
     """torchvision ResNet with a packed linear head for the spec, in train mode."""
     torch.manual_seed(seed)
-    model = getattr(torchvision.models, SETTINGS[device]["arch"])(num_classes=spec.num_columns)
-    return model.to(device).train()
+    arch = SETTINGS[case]["arch"]
+    if arch == "resnet10":  # one basic block a stage: the dry run's small ResNet
+        model = torchvision.models.resnet.ResNet(torchvision.models.resnet.BasicBlock, [1, 1, 1, 1], spec.num_columns)
+    else:
+        model = getattr(torchvision.models, arch)(num_classes=spec.num_columns)
+    return model.to(SETTINGS[case]["device"]).train()
 
 
-def make_step(variant: str, device: str):
-    """A closure running one training step of ``variant`` (model, optimizer and batches built here)."""
+def _autocast(device: str, amp: str | None):
+    return torch.autocast(device, dtype=torch.bfloat16) if amp == "bf16" else contextlib.nullcontext()
+
+
+def make_step(variant: str, case: str, amp: str | None = None):
+    """A closure running one training step of ``variant`` (model, optimizer and batches built here); ``amp``
+    ``bf16`` runs the forwards under bf16 autocast."""
     spec = blades_spec()
-    model = build_model(spec, device)
-    batch_tr, batch_val = random_batch(spec, device, 1), random_batch(spec, device, 2)
-    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+    device = SETTINGS[case]["device"]
+    model = build_model(spec, case)
+    batch_tr, batch_val = random_batch(spec, case, 1), random_batch(spec, case, 2)
+    options = dict(STEP_VARIANTS[variant] or {})
+    capturable = device == "cuda" and "cuda_graph" in options
+    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY, capturable=capturable)
     if variant == "plain":
         lam = torch.ones(spec.num_tasks, device=device)
 
         def step():
             opt.zero_grad(set_to_none=True)
-            _, total = multitask_loss(model(batch_tr[0]), batch_tr[1], spec, lam)
+            with _autocast(device, amp):
+                logits = model(batch_tr[0])
+            _, total = multitask_loss(logits, batch_tr[1], spec, lam)
             total.backward()
             opt.step()
 
@@ -128,14 +164,17 @@ def make_step(variant: str, device: str):
         lam_opt = torch.optim.Adam([lam], lr=3e-4)
 
         def step():
-            research_bilevel_step(model, spec, lam, lam_opt, opt, batch_tr, batch_val)
+            with _autocast(device, amp):
+                research_bilevel_step(model, spec, lam, lam_opt, opt, batch_tr, batch_val)
 
     else:
-        options = dict(STEP_VARIANTS[variant])
         fresh_output = options.pop("fresh_pair_output", False)
-        trainer = BilevelTrainer(model, spec, opt, **options)
+        amp_dtype = torch.bfloat16 if amp == "bf16" else None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # cuda_graph='auto' on the CPU: eager steps, as intended
+            trainer = BilevelTrainer(model, spec, opt, amp_dtype=amp_dtype, **options)
         if fresh_output:
-            trainer._pair_buffer = lambda: None
+            trainer.workspace.pair_buffer = lambda: None
 
         def step():
             trainer.step(batch_tr, batch_val)
@@ -170,7 +209,7 @@ def test_paired_eval(benchmark, device, batched):
     pair, _, _ = perturb_pair(theta, torch.randn_like(theta))
 
     def run():
-        paired_losses(model, spec, layout, pair, x, y, batched=batched)
+        paired_losses(model, spec, layout, pair, (x, y), batched=batched)
         _sync(device)
 
     benchmark.pedantic(run, rounds=_rounds(device), warmup_rounds=1, iterations=1)
@@ -207,48 +246,40 @@ def test_perturbation(benchmark, device, op):
 # ---------------------------------------------------------------------------------------------
 # Interleaved summary: medians, ratios, peak memory, targets
 # ---------------------------------------------------------------------------------------------
-def peak_memory(variant: str, device: str) -> dict:
+def peak_memory(variant: str, case: str, amp: str | None = None) -> dict:
     """Peak memory of one step of ``variant`` (MiB): on CUDA in this process (the allocator's own counters,
     relative to what was allocated before the variant was built); on the CPU in a fresh subprocess (see the
     module doc)."""
-    if device == "cuda":
-        return _measure_peak_cuda(variant)
+    if SETTINGS[case]["device"] == "cuda" or SETTINGS[case].get("peak_in_process"):
+        return _measure_peak(variant, case, amp)
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", PYTHONPATH=str(ROOT))
-    out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench_bilevel", "peak", variant, device],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    command = [sys.executable, "-m", "benchmarks.bench_bilevel", "peak", case, variant]
+    if amp:
+        command += ["--amp", amp]
+    out = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     if out.returncode != 0:
-        raise RuntimeError(f"peak-memory run of {variant} on {device} failed:\n{out.stderr[-3000:]}")
+        raise RuntimeError(f"peak-memory run of {variant} ({case}) failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _measure_peak_cuda(variant: str) -> dict:
-    gc.collect()
-    torch.cuda.synchronize()
-    start = torch.cuda.memory_allocated()
-    step = make_step(variant, "cuda")
-    step()
-    step()  # optimizer state and lazy initialisation exist from here on
-    gc.collect()
-    rest = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    step()
-    peak = torch.cuda.max_memory_allocated()
-    del step
-    gc.collect()
-    torch.cuda.empty_cache()
-    return {"variant": variant, "base_mib": (rest - start) / 2**20, "step_peak_mib": (peak - rest) / 2**20}
-
-
-def _measure_peak(variant: str, device: str) -> dict:
-    if device == "cuda":
-        return _measure_peak_cuda(variant)
-    step = make_step(variant, device)
+def _measure_peak(variant: str, case: str, amp: str | None = None) -> dict:
+    if SETTINGS[case]["device"] == "cuda":
+        gc.collect()
+        torch.cuda.synchronize()
+        start = torch.cuda.memory_allocated()
+        step = make_step(variant, case, amp)
+        for _ in range(5 if variant.endswith("_captured") else 2):
+            step()  # optimizer state, lazy initialisation (and a captured graph) exist from here on
+        gc.collect()
+        rest = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        step()
+        peak = torch.cuda.max_memory_allocated()
+        del step
+        gc.collect()
+        torch.cuda.empty_cache()
+        return {"variant": variant, "base_mib": (rest - start) / 2**20, "step_peak_mib": (peak - rest) / 2**20}
+    step = make_step(variant, case, amp)
     step()
     step()  # optimizer state and lazy initialisation exist from here on
     gc.collect()
@@ -273,6 +304,8 @@ TARGETS = [
     ("speedup of the theta+- workspace (paper order)", "fd_fresh_output", "fd", ">=", 1.0),
     ("speedup of the theta+- workspace (lagged)", "fd_lagged_fresh_output", "fd_lagged", ">=", 1.0),
     ("unroll / jvp (jvp faster)", "unroll", "jvp", ">=", 1.0),
+    ("jvp step / fd step", "jvp", "fd", "<=", 1.15),
+    ("speedup of the captured fd step over the eager one", "fd", "fd_captured", ">=", 1.2),
 ]
 
 
@@ -283,16 +316,18 @@ MEMORY_TARGETS = [
 ]
 
 
-@pytest.mark.parametrize("device", DEVICES)
-def test_step_summary(device, capsys):
-    """All step variants round-robin; medians, ratios to the baseline and plain step, peak memory."""
-    variants = selected_variants()
-    steps = {v: make_step(v, device) for v in variants}
+def step_summary(case: str, variants: list[str], rounds: int, amp: str | None = None) -> dict:
+    """All ``variants`` round-robin on ``case`` (each warmed up first; captured ones past their capture);
+    medians, ratios to the baseline and plain step, peak memory, the targets. Returns the report dict
+    (``report`` holds the printed table)."""
+    device = SETTINGS[case]["device"]
+    steps = {v: make_step(v, case, amp) for v in variants}
     times = {v: [] for v in steps}
     cpu_times = {v: [] for v in steps}
-    for step in steps.values():
-        step()  # warm-up
-    for _ in range(_rounds(device)):
+    for v, step in steps.items():
+        for _ in range(5 if v.endswith("_captured") else 1):
+            step()  # warm-up (a captured variant: three eager steps, the capture, a replay)
+    for _ in range(rounds):
         for v, step in steps.items():
             t, c = time.perf_counter(), time.process_time()
             step()
@@ -302,12 +337,14 @@ def test_step_summary(device, capsys):
     gc.collect()
     med = {v: statistics.median(ts) for v, ts in times.items()}
     cpu_med = {v: statistics.median(ts) for v, ts in cpu_times.items()}
-    peaks = {v: peak_memory(v, device) for v in variants}
-    s = SETTINGS[device]
+    peaks = {v: peak_memory(v, case, amp) for v in variants}
+    s = SETTINGS[case]
+    card = torch.cuda.get_device_name() if device == "cuda" else "CPU"
     lines = [
-        f"bi-level step on {device} ({torch.cuda.get_device_name() if device == 'cuda' else 'CPU'}): "
-        f"{s['arch']} {s['size']}x{s['size']} B={s['batch']}, {_rounds(device)} interleaved rounds, "
-        f"{torch.get_num_threads()} CPU threads",
+        f"bi-level step, case {case} on {device} ({card}), torch {torch.__version__}"
+        + (f" CUDA {torch.version.cuda}" if device == "cuda" else "")
+        + f": {s['arch']} {s['size']}x{s['size']} B={s['batch']}, {'bf16 autocast' if amp == 'bf16' else 'float32'}, "
+        f"{rounds} interleaved rounds, {torch.get_num_threads()} CPU threads",
         f"{'variant':<24}{'median s':>10}{'x plain':>9}{'baseline/x':>12}{'cpu s':>8}{'peak MiB':>10}"
         f"{'x baseline':>12}{'abs peak MiB':>14}",
     ]
@@ -317,7 +354,7 @@ def test_step_summary(device, capsys):
     above = {v: p["base_mib"] + p["step_peak_mib"] - rest for v, p in peaks.items()}
     for v in variants:
         lines.append(
-            f"{v:<24}{med[v]:>10.3f}{med[v] / med['plain']:>9.2f}{med['baseline'] / med[v]:>12.2f}{cpu_med[v]:>8.3f}"
+            f"{v:<24}{med[v]:>10.4f}{med[v] / med['plain']:>9.2f}{med['baseline'] / med[v]:>12.2f}{cpu_med[v]:>8.3f}"
             f"{above[v]:>10.0f}{above[v] / above['baseline']:>12.2f}{rest + above[v]:>14.0f}"
         )
     verdicts = []  # a target whose variants were not run is left out
@@ -330,27 +367,40 @@ def test_step_summary(device, capsys):
             ratio = above[num] / above[den]
             verdicts.append((ratio <= bound, f"{text}: {ratio:.2f}x (<= {bound})"))
     lines += [f"{'MET   ' if ok else 'MISSED'} {text}" for ok, text in verdicts]
-    report = "\n".join(lines)
+    if device == "cpu" and s.get("peak_in_process"):
+        lines.append(
+            "(peak memory read in one process on the CPU: the variants share it, the figures only prove the code)"
+        )
+    return {
+        "case": case,
+        "settings": s,
+        "amp": amp,
+        "card": card,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda if device == "cuda" else None,
+        "threads": torch.get_num_threads(),
+        "rounds": rounds,
+        "median_s": med,
+        "times_s": times,
+        "cpu_median_s": cpu_med,
+        "peak": peaks,
+        "peak_above_plain_rest_mib": above,
+        "targets": [{"met": ok, "what": text} for ok, text in verdicts],
+        "report": "\n".join(lines),
+    }
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_step_summary(device, capsys):
+    """All step variants round-robin; medians, ratios to the baseline and plain step, peak memory."""
+    summary = step_summary(device, selected_variants(), _rounds(device))
     out = ROOT / ".benchmarks" / f"bilevel_summary_{device}.json"
     out.parent.mkdir(exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "settings": s,
-                "threads": torch.get_num_threads(),
-                "median_s": med,
-                "times_s": times,
-                "cpu_median_s": cpu_med,
-                "peak": peaks,
-                "report": report,
-            },
-            indent=1,
-        )
-    )
+    out.write_text(json.dumps(summary, indent=1))
     with capsys.disabled():
-        print("\n" + report)
+        print("\n" + summary["report"])
     if os.environ.get("BFDKERN_BENCH_STRICT") == "1":  # fail on a missed target (a quiet machine only)
-        assert all(ok for ok, _ in verdicts), report
+        assert all(t["met"] for t in summary["targets"]), summary["report"]
 
 
 def probe(device: str) -> dict:
@@ -369,17 +419,33 @@ def probe(device: str) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="peak memory of one step variant, or a device probe (JSON)")
-    parser.add_argument("what", choices=["peak", "probe"])
-    parser.add_argument("variant", nargs="?", choices=list(STEP_VARIANTS))
-    parser.add_argument("device", choices=["cpu", "cuda"])
+    parser = argparse.ArgumentParser(description="bi-level step summary, peak memory of one variant, or a probe (JSON)")
+    sub = parser.add_subparsers(dest="what", required=True)
+    summary = sub.add_parser("summary", help="time the step variants side by side (medians), print and write JSON")
+    summary.add_argument("case", choices=list(SETTINGS))
+    summary.add_argument("--variants", default="", help="comma-separated (default: every eager variant)")
+    summary.add_argument("--rounds", type=int, default=None)
+    summary.add_argument("--amp", choices=["bf16"], default=None)
+    summary.add_argument("--json", type=Path, default=None)
+    peak = sub.add_parser("peak", help="peak memory of one step of a variant")
+    peak.add_argument("case", choices=list(SETTINGS))
+    peak.add_argument("variant", choices=list(STEP_VARIANTS))
+    peak.add_argument("--amp", choices=["bf16"], default=None)
+    probe_p = sub.add_parser("probe", help="one tiny step on a device")
+    probe_p.add_argument("device", choices=["cpu", "cuda"])
     args = parser.parse_args(argv)
     if args.what == "probe":
         print(json.dumps(probe(args.device)))
-        return 0
-    if args.variant is None:
-        parser.error("peak needs a variant")
-    print(json.dumps(_measure_peak(args.variant, args.device)))
+    elif args.what == "peak":
+        print(json.dumps(_measure_peak(args.variant, args.case, args.amp)))
+    else:
+        if args.case == "tiny":  # a dry run on a shared CPU: two threads would wait on each other
+            torch.set_num_threads(1)
+        rounds = args.rounds or _rounds(args.case)
+        result = step_summary(args.case, selected_variants(args.variants), rounds, args.amp)
+        print(result["report"], flush=True)
+        if args.json is not None:
+            args.json.write_text(json.dumps(result, indent=1))
     return 0
 
 

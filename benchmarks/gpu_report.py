@@ -1,12 +1,15 @@
 """GPU verification and timing report for the CUDA and Triton kernels (run by gpu_check.sh).
 
     python benchmarks/gpu_report.py OUT_DIR [--dry-run]
+    python benchmarks/gpu_report.py OUT_DIR --merge [--dry-run]     (gpu_check.sh's last step)
 
 Checks every CUDA and Triton op against the float64 reference on fresh random inputs, with the
 caching allocator poisoned (NaN) before each run so unwritten outputs show, and a repeat run
-that must be bitwise identical (no races). Times the ops with CUDA events (median), measures the
-card's device-to-device copy bandwidth once. (The bi-level step is timed by
-benchmarks/bench_bilevel.py, which gpu_check.sh runs next.) Writes OUT_DIR/gpu_report.json and prints a short table last.
+that must be bitwise identical (no races). Times the ops with CUDA events (median of 30 after 5
+warm-up calls): the loss through the public function, eager and captured in a CUDA graph, and the
+perturbation against the card's device-to-device copy bandwidth, measured in the same run. (The
+bi-level step is timed by benchmarks/bench_bilevel.py, which gpu_check.sh runs next.) Writes
+OUT_DIR/gpu_report.json and prints a short table last.
 
 ``--dry-run`` runs the same code paths on the CPU at toy sizes (reference and C++ backends), to
 check the script, the JSON format and the table without a GPU.
@@ -173,6 +176,47 @@ def time_loss(device, backends, sizes, results) -> None:
             )
 
 
+def time_loss_captured(device, backends, sizes, results) -> None:
+    """The loss forward + backward (``torch.autograd.grad``) through the public function, captured as one
+    CUDA graph after three warm-up calls on a side stream, one replay a call; speedup against the eager
+    reference call of the same size (from :func:`time_loss`, measured just before)."""
+    spec = blades_spec()
+    eager_reference = {
+        r["shape"]: r["median_s"]
+        for r in results
+        if r["op"] == "multitask_loss fwd+bwd" and r["backend"] == "reference"
+    }
+    for b in sizes:
+        logits, targets, weights = random_inputs(spec, b, dtype=torch.float32, device=device)
+        for backend in ["reference", *[x for x in backends if x != "reference"]]:
+            row = {"op": "multitask_loss fwd+bwd (CUDA graph)", "backend": backend, "shape": f"B={b}"}
+            if device.type != "cuda":
+                results.append(row | {"error": "not measured: CUDA graphs need a CUDA device"})
+                continue
+            x = logits.clone().requires_grad_(True)
+
+            def call(x=x, backend=backend, targets=targets, weights=weights):
+                _, total = multitask_loss(x, targets, spec, weights, backend=backend, check_labels=False)
+                return torch.autograd.grad(total, x)[0]
+
+            side = torch.cuda.Stream(device)
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side):
+                for _ in range(3):
+                    call()
+            torch.cuda.current_stream(device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            try:
+                with torch.cuda.graph(graph):
+                    call()
+            except Exception as exc:  # a backend that cannot be captured: say so in the report
+                results.append(row | {"error": f"capture failed: {type(exc).__name__}: {exc}"[:200]})
+                continue
+            t = timed(graph.replay, device)
+            base = eager_reference.get(f"B={b}")
+            results.append(row | {"median_s": t, "speedup": base / t if base else None})
+
+
 def time_perturb(device, backends, n, copy_bw, results) -> None:
     theta, v = torch.randn(n, device=device), torch.randn(n, device=device)
     workspace = torch.empty(2, n, device=device)
@@ -196,12 +240,54 @@ def time_perturb(device, backends, n, copy_bw, results) -> None:
         )
 
 
+def merge(out: Path, dry_run: bool) -> dict:
+    """``OUT/gpu_check.json``: the phases of gpu_check.sh (exit status, seconds), the op report and the step
+    summaries of the run, with the card, torch/CUDA versions, commit and date; prints the step tables and
+    every target verdict."""
+
+    def load(name):
+        path = out / name
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    phases = {}
+    for line in (out / "phases.txt").read_text().splitlines() if (out / "phases.txt").is_file() else []:
+        name, rc, seconds = line.split()
+        phases[name] = {"exit": int(rc), "seconds": int(seconds), "timed_out": rc == "124"}
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    report = {
+        "dry_run": dry_run,
+        "card": (out / "card.txt").read_text().strip() if (out / "card.txt").is_file() else "CPU (dry run)",
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "commit": commit.stdout.strip() or "unknown",
+        "date": datetime.date.today().isoformat(),
+        "phases": phases,
+        "op_report": load("gpu_report.json"),
+        "steps": {name: load(f"{name}.json") for name in ("step_fp32", "step_bf16", "step_r18")},
+    }
+    (out / "gpu_check.json").write_text(json.dumps(report, indent=1))
+    print(
+        f"\n== gpu check{' (DRY RUN on the CPU)' if dry_run else ''}: {report['card']} | torch {report['torch']} "
+        f"CUDA {report['cuda']} | commit {report['commit']} | {report['date']}"
+    )
+    for name, p in phases.items():
+        print(f"phase {name:<14} exit {p['exit']:>3}  {p['seconds']:>4} s{'  TIMED OUT' if p['timed_out'] else ''}")
+    for name, step in report["steps"].items():
+        if step is not None:
+            print(f"\n[{name}]\n{step['report']}")
+    return report
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", type=Path)
     ap.add_argument("--dry-run", action="store_true", help="CPU, toy sizes: check the script itself")
+    ap.add_argument("--merge", action="store_true", help="write OUT/gpu_check.json from the run's parts")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.merge:
+        merge(args.out, args.dry_run)
+        return 0
     device = torch.device("cpu" if args.dry_run else "cuda")
     if device.type == "cuda" and not torch.cuda.is_available():
         print("no CUDA device: use --dry-run on a CPU machine", file=sys.stderr)
@@ -227,6 +313,7 @@ def main() -> int:
     check_loss(device, fused, [1, 2, 48] if toy else [1, 2, 48, 256, 1024], report["checks"])
     check_perturb(device, fused, 1000 if toy else 25_557_032, report["checks"])
     time_loss(device, fused, [48] if toy else [48, 256, 1024], report["timings"])
+    time_loss_captured(device, fused, [48] if toy else [48, 256, 1024], report["timings"])
     time_perturb(device, fused, 10_000 if toy else 25_557_032, copy_bw, report["timings"])
     (args.out / "gpu_report.json").write_text(json.dumps(report, indent=2))
     print_table(report)
@@ -256,7 +343,7 @@ def print_table(report: dict) -> None:
     )
     for t in report["timings"]:
         if "error" in t:
-            print(f"{t['op']:<24}{t['error']}")
+            print(f"{t['op']:<24} {t['backend']:<21} {t['shape']:<23} {t['error']}")
             continue
         gb = f"{t['GBps']:.0f}" if "GBps" in t else ""
         pct = f"{t['pct_copy_bw']:.0f}" if "pct_copy_bw" in t else ""

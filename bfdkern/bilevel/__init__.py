@@ -1,5 +1,5 @@
-"""Bi-level task weighting: the virtual step, the paired perturbation evaluation, three
-hypergradient modes that agree, and :class:`BilevelTrainer`. Names load on first use
+"""Bi-level task weighting: the loss seam (:class:`Objective`), the virtual step, the paired perturbation
+evaluation, three hypergradient modes that agree, and :class:`BilevelTrainer`. Names load on first use
 (:mod:`bfdkern.lazy`): the command line reads :mod:`bfdkern.bilevel.choices` without torch."""
 
 from bfdkern.lazy import lazy_exports
@@ -8,11 +8,17 @@ __getattr__, __dir__, __all__ = lazy_exports(
     __name__,
     {
         "check": ("HypergradCheck", "check_hypergrad"),
+        "checks": ("Condition",),
         "choices": ("MODES",),
-        "hypergradient": ("Hypergradient", "hypergradient"),
+        "config": ("TrainerConfig",),
+        "forward_mode": ("ForwardModeError",),
+        "hypergradient": ("hypergradient",),
+        "modes": ("FiniteDifference", "ForwardMode", "Hypergradient", "HypergradientMode", "Unrolled", "get_mode"),
+        "objective": ("BatchChecks", "Objective", "SpecObjective"),
         "paired_eval": ("paired_losses",),
         "params": ("ParamLayout",),
         "trainer": ("BilevelTrainer", "StepRecord"),
         "virtual_step": ("VirtualStep",),
+        "weights": ("TaskWeights",),
     },
 )

@@ -15,7 +15,6 @@ import torch
 from torch import Tensor, nn
 
 from bfdkern.bilevel.hypergradient import MODES, hypergradient
-from bfdkern.tasks import TaskSpec
 
 
 def relative_error(estimate: Tensor, reference: Tensor) -> float:
@@ -48,7 +47,7 @@ class HypergradCheck:
 
 def check_hypergrad(
     model: nn.Module,
-    spec: TaskSpec,
+    spec,
     batch_tr,
     batch_val,
     weights: Tensor,
@@ -60,11 +59,10 @@ def check_hypergrad(
     backend: str | None = None,
 ) -> HypergradCheck:
     """All three modes at the same theta, lambda, batches and dropout masks (the model, its
-    buffers and the random streams are left untouched; see :func:`hypergradient` for the args)."""
-    estimates = {}
-    eps = None
-    for mode in MODES:
-        hg = hypergradient(
+    buffers and the random streams are left untouched; see :func:`hypergradient` for the args;
+    ``spec`` is a TaskSpec or an Objective)."""
+    estimates = {
+        mode: hypergradient(
             model,
             spec,
             batch_tr,
@@ -77,9 +75,10 @@ def check_hypergrad(
             amp_dtype=amp_dtype,
             backend=backend,
         )
-        estimates[mode] = hg.value.detach()
-        if mode == "fd":
-            eps = float(hg.eps)
+        for mode in MODES
+    }
+    eps = float(estimates["fd"].eps)
+    estimates = {mode: hg.value.detach() for mode, hg in estimates.items()}
     errors = {
         "fd": relative_error(estimates["fd"], estimates["unroll"]),
         "jvp": relative_error(estimates["jvp"], estimates["unroll"]),

@@ -42,16 +42,17 @@ UNROLL_ERROR = (
 )
 
 
-def check_sync_batchnorm(model: nn.Module, mode: str, batched_pair: bool | None) -> bool:
+def check_sync_batchnorm(model: nn.Module, mode, batched_pair: bool | None) -> bool:
     """Whether the (distributed) model holds SyncBatchNorm layers, which synchronise their batch statistics
-    through an autograd function that functorch transforms cannot enter: a ValueError for ``jvp``
-    (forward-mode AD) and for an explicitly batched (vmapped) paired evaluation, which cannot run there."""
+    through an autograd function that functorch transforms and double backward cannot enter: a ValueError
+    for a ``mode`` (a :class:`~bfdkern.bilevel.modes.HypergradientMode`) that differentiates through the model
+    by forward mode or twice, and for an explicitly batched (vmapped) paired evaluation."""
     if not any(isinstance(m, nn.SyncBatchNorm) for m in model.modules()):
         return False
-    if mode != "fd":
+    if mode.forward_mode or mode.differentiates_inner_gradient:
         raise ValueError(
-            f"mode={mode!r} cannot differentiate through SyncBatchNorm (its autograd function has no "
-            "forward-mode rule); use mode='fd', or plain BatchNorm"
+            f"mode={mode.name!r} cannot differentiate through SyncBatchNorm (its autograd function has no "
+            "forward-mode rule and no double backward); use mode='fd', or plain BatchNorm"
         )
     if batched_pair:
         raise ValueError(
@@ -99,6 +100,12 @@ class DistributedSync:
         self._run(lambda: dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=self.group), what)
         if self.world_size > 1:
             tensor.div_(self.world_size)
+        return tensor
+
+    def reduce_(self, tensor: Tensor, op: str, what: str) -> Tensor:
+        """Replace ``tensor`` in place by its elementwise ``min`` or ``max`` over the ranks."""
+        reduce_op = {"min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX}[op]
+        self._run(lambda: dist.all_reduce(tensor, op=reduce_op, group=self.group), what)
         return tensor
 
     def average_list_(self, tensors: list[Tensor], what: str) -> None:

@@ -20,12 +20,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
+from torch.utils._pytree import tree_map
 
+from bfdkern.bilevel.objective import as_objective
 from bfdkern.bilevel.params import ParamLayout
 from bfdkern.bilevel.precision import autocast
 from bfdkern.bilevel.rng import RngState, replay
-from bfdkern.ops import multitask_loss
-from bfdkern.tasks import TaskSpec
 
 
 def cloned_buffers(model: nn.Module, copies: int | None = None) -> dict[str, Tensor]:
@@ -39,51 +39,50 @@ def cloned_buffers(model: nn.Module, copies: int | None = None) -> dict[str, Ten
 
 def paired_losses(
     model: nn.Module,
-    spec: TaskSpec,
+    objective,
     layout: ParamLayout,
     pair: Tensor,
-    inputs: Tensor,
-    targets: Tensor,
+    batch,
     *,
     batched: bool = True,
     rng_state: RngState | None = None,
     amp_dtype: torch.dtype | None = None,
-    backend: str | None = None,
 ) -> Tensor:
     """Per-task losses at the two parameter sets of ``pair``.
 
     Args:
-        model: returns packed logits [B, C].
-        spec: the task spec.
+        model: the model (its outputs are what ``objective`` reads).
+        objective: an :class:`~bfdkern.bilevel.objective.Objective`, or a TaskSpec (fused loss, default backend).
         layout: the trainable parameters (the others keep the model's values).
         pair: [2, N] flat parameter sets (row 0 = theta+, row 1 = theta-), master dtype.
-        inputs: the training batch's model input (e.g. images [B, 3, H, W]).
-        targets: [B, J] targets of that batch.
+        batch: the training batch (on the model's device).
         batched: one vmapped forward (default) or two sequential forwards.
         rng_state: random state to replay (that of the forward at theta); None = the current one.
         amp_dtype: autocast dtype of the forward (None = the parameters' dtype).
-        backend: loss backend (default by device).
 
     Returns:
-        [2, K] per-task losses (float32; float64 for a float64 model), row 0 at theta+.
+        [2, K] per-task losses (as ``objective.losses`` gives them), row 0 at theta+.
     """
+    objective = as_objective(objective)
     params = layout.pair_views(pair, dtype=layout.dtype)
-    device = inputs.device
+    inputs = objective.inputs(batch)
+    device = layout.device
     state = rng_state if rng_state is not None else RngState.capture(device)
     with torch.inference_mode(), replay(state, device), autocast(device, amp_dtype):
         if batched:
             buffers = cloned_buffers(model, copies=2)
 
             def forward(p, b):
-                return functional_call(model, {**p, **b}, (inputs,))
+                return functional_call(model, {**p, **b}, inputs)
 
-            logits = vmap(forward, randomness="same")(params, buffers)
-            sides = [logits[0], logits[1]]
+            outputs = vmap(forward, randomness="same")(params, buffers)
+            sides = [tree_map(lambda t, i=i: t[i], outputs) for i in range(2)]
         else:
             sides = []
             for i in range(2):
-                state.restore()  # the same dropout masks on both sides
+                if state is not None:
+                    state.restore()  # the same dropout masks on both sides
                 side = {n: t[i] for n, t in params.items()}
-                sides.append(functional_call(model, {**side, **cloned_buffers(model)}, (inputs,)))
-        losses = torch.stack([multitask_loss(z, targets, spec, backend=backend, check_labels=False)[0] for z in sides])
+                sides.append(functional_call(model, {**side, **cloned_buffers(model)}, inputs))
+        losses = torch.stack([objective.losses(z, batch) for z in sides])
     return losses.clone()  # a normal tensor, usable outside inference mode

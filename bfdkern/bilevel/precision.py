@@ -13,6 +13,8 @@ import contextlib
 import torch
 from torch import Tensor
 
+from bfdkern.bilevel.rng import capturing
+
 LOW_PRECISION = (torch.bfloat16, torch.float16)
 
 
@@ -29,10 +31,11 @@ def check_amp_dtype(amp_dtype: torch.dtype | None) -> None:
 
 
 def autocast(device: torch.device, amp_dtype: torch.dtype | None):
-    """``torch.autocast`` on ``device`` with ``amp_dtype``, or a no-op when it is None."""
+    """``torch.autocast`` on ``device`` with ``amp_dtype``, or a no-op when it is None. Without the
+    weight-cast cache while a CUDA graph is captured (cached casts would outlive the graph's memory)."""
     if amp_dtype is None:
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=amp_dtype)
+    return torch.autocast(device_type=device.type, dtype=amp_dtype, cache_enabled=not capturing(device))
 
 
 def effective_dtype(param_dtype: torch.dtype, amp_dtype: torch.dtype | None) -> torch.dtype:

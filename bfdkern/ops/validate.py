@@ -3,6 +3,8 @@ the problem before any kernel runs, so no backend can crash on it."""
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
@@ -43,25 +45,42 @@ def check_loss_inputs(logits: Tensor, targets: Tensor, weights: Tensor, spec: Ta
         check_labels(targets, spec)
 
 
-def _label_problem(task, y: Tensor) -> Tensor:
-    """Bool [] : some present label of this task is invalid."""
-    present = ~torch.isnan(y)
-    if task.kind == "ordinal":
-        return (present & ~torch.isfinite(y)).any()
-    if task.kind == "multilabel":
-        return (present & (y != 0) & (y != 1)).any()
-    bad_value = (y < 0) | (y >= task.num_columns) | (y != torch.floor(y)) | ~torch.isfinite(y)
-    return (present & bad_value).any()
+@functools.lru_cache(maxsize=64)
+def _label_columns(spec: TaskSpec, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """Per target column [J]: categorical (class index), multilabel (0/1), number of classes; built once
+    per spec and device (a tensor made from Python values would cost a host-to-device copy per call)."""
+    categorical, multilabel, classes = [], [], []
+    for task in spec.tasks:
+        n = task.num_targets
+        categorical += [task.kind in ("categorical", "binary")] * n
+        multilabel += [task.kind == "multilabel"] * n
+        classes += [float(task.num_columns)] * n
+    return (
+        torch.tensor(categorical, device=device),
+        torch.tensor(multilabel, device=device),
+        torch.tensor(classes, device=device),
+    )
+
+
+def label_problems(targets: Tensor, spec: TaskSpec) -> Tensor:
+    """[B, J] bool: the present labels (not NaN) that are invalid for their task: not finite (ordinal),
+    not 0 or 1 (multilabel), not an integer class index (categorical, binary). No host sync."""
+    categorical, multilabel, classes = _label_columns(spec, targets.device)
+    y = targets
+    bad_class = (y < 0) | (y >= classes.to(y.dtype)) | (y != torch.floor(y))
+    bad_bit = (y != 0) & (y != 1)
+    return ~torch.isnan(y) & (~torch.isfinite(y) | (categorical & bad_class) | (multilabel & bad_bit))
 
 
 def check_labels(targets: Tensor, spec: TaskSpec) -> None:
     """Raise ValueError naming the task whose labels are out of range (one host sync in all)."""
-    flags = torch.stack([_label_problem(t, targets[:, spec.target_columns(k)]) for k, t in enumerate(spec.tasks)])
-    if not bool(flags.any()):
+    bad = label_problems(targets, spec)
+    if not bool(bad.any()):
         return
     for k, task in enumerate(spec.tasks):
-        if bool(flags[k]):
-            y = targets[:, spec.target_columns(k)]
+        cols = spec.target_columns(k)
+        if bool(bad[:, cols].any()):
+            y = targets[:, cols]
             present = y[~torch.isnan(y)]
             if task.kind == "ordinal":
                 expect = "finite values (NaN = missing)"

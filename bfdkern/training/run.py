@@ -386,9 +386,10 @@ class Pretraining:
             )
 
     def save_checkpoint(self) -> Path:
-        """Write ``RUN_DIR/checkpoint.pt`` for the last completed step (rank 0 only: the replicas are identical).
-        On a full disk: :class:`~bfdkern.atomic.DiskFull` naming the file and the space it needs; the previous
-        checkpoint is kept."""
+        """Write ``RUN_DIR/checkpoint.pt`` for the last completed step (rank 0 only: the replicas are identical;
+        every rank reads the step checks first, so a failure on any rank stops the save). On a full disk:
+        :class:`~bfdkern.atomic.DiskFull` naming the file and the space it needs; the previous checkpoint is kept."""
+        self.trainer.check()
         path = self.run_dir / CHECKPOINT_NAME
         if not self.main:
             return path

@@ -36,6 +36,6 @@ def test_cuda_paired_eval_leaves_the_cuda_stream_untouched(batched):
     x, y = (t.cuda() for t in make_batch("cnn", 3))
     theta = layout.flatten()
     state = torch.cuda.get_rng_state()
-    losses = paired_losses(model, SPEC, layout, torch.stack([theta, theta]), x, y, batched=batched)
+    losses = paired_losses(model, SPEC, layout, torch.stack([theta, theta]), (x, y), batched=batched)
     assert torch.equal(torch.cuda.get_rng_state(), state)
     assert torch.equal(losses[0], losses[1])

@@ -1,7 +1,8 @@
 """BilevelTrainer on torch.distributed (gloo, two CPU processes): two ranks with B/2 each take the
 single-process step on B (hypergradient, lambda, theta), lambda and its Adam state are bitwise identical
-on every rank, rank 0's checkpoint continues in one process, ``unroll`` is refused, and a rank that raises
-makes the other stop with a clear error within a bounded time.
+on every rank, rank 0's checkpoint continues in one process, ``unroll`` is refused, a rank that raises
+makes the other stop with a clear error within a bounded time, and a non-finite loss on one rank stops
+every rank at the same flag read.
 
 The equality test uses an MLP without BatchNorm or dropout and tasks whose losses are means over samples
 (categorical, binary, multilabel; every label present): then the mean of the two halves' losses is the
@@ -21,7 +22,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from bfdkern.bilevel import BilevelTrainer
+from bfdkern.bilevel import BilevelTrainer, get_mode
 from bfdkern.bilevel.distributed import CollectiveError, check_sync_batchnorm
 from tests.bilevel.toy import SPEC, make_batch, make_model
 
@@ -74,8 +75,8 @@ def _trajectory(trainer, rank: int, world: int, steps: range):
 
 
 def _lambda_state(trainer) -> list[torch.Tensor]:
-    adam = trainer.lambda_optimizer.state[trainer._raw]
-    return [trainer._raw.detach().clone(), adam["exp_avg"].clone(), adam["exp_avg_sq"].clone()]
+    w = trainer.weights
+    return [w.raw.detach().clone(), w.exp_avg.clone(), w.exp_avg_sq.clone(), w.step_count.reshape(1).clone()]
 
 
 # --- the processes --------------------------------------------------------------------------------------
@@ -93,6 +94,7 @@ def _equal_scenario(rank: int, world: int, tmp: str) -> dict:
     # rank 0 writes a checkpoint after two steps; the parent resumes it in one process
     trainer = _make_trainer(RUNS["fd"])
     _trajectory(trainer, rank, world, range(2))
+    trainer.check()  # every rank: the flags of all ranks, before the first rank saves
     if rank == 0:
         torch.save(trainer.state_dict(), f"{tmp}/checkpoint.pt")
     dist.barrier()
@@ -104,18 +106,32 @@ def _equal_scenario(rank: int, world: int, tmp: str) -> dict:
 
 
 def _failure_scenario(rank: int, world: int, tmp: str) -> dict:
+    """Rank 1 raises at once (a bad batch shape, found on the host): rank 0 waits in an all-reduce."""
     trainer = _make_trainer(RUNS["fd"])
     tr, val = _batches(0)
     trainer.step(_share(tr, rank, world), _share(val, rank, world))
     tr, val = _batches(1)
     x, y = _share(tr, rank, world)
     if rank == 1:
-        x = torch.full_like(x, float("nan"))  # this rank's loss is NaN: the trainer raises here
+        y = y[:, :-1]  # one target column short: a ValueError on this rank only
     trainer.step((x, y), _share(val, rank, world))
     return {}
 
 
-SCENARIOS = {"equal": _equal_scenario, "failure": _failure_scenario}
+def _nan_scenario(rank: int, world: int, tmp: str) -> dict:
+    """Rank 1's training loss is NaN at step 2 of 3; the device flags are read every 3 steps, over all
+    ranks, so both ranks stop at the read with the same error naming step 2."""
+    trainer = _make_trainer(RUNS["fd"] | {"check_every": 3})
+    for step in range(3):
+        tr, val = _batches(step)
+        x, y = _share(tr, rank, world)
+        if rank == 1 and step == 1:
+            x = torch.full_like(x, float("nan"))
+        trainer.step((x, y), _share(val, rank, world))
+    return {}
+
+
+SCENARIOS = {"equal": _equal_scenario, "failure": _failure_scenario, "nan": _nan_scenario}
 
 
 def _worker(rank: int, world: int, tmp: str, scenario: str, results) -> None:
@@ -222,10 +238,19 @@ def test_a_rank_that_raises_makes_the_other_stop_with_a_clear_error(tmp_path):
     out = _launch("failure", tmp_path)
     assert sorted(out) == [0, 1], f"ranks that reported: {sorted(out)} (a rank hung)"
     status1, message1 = out[1]
-    assert status1 == "FloatingPointError", message1
+    assert status1 == "ValueError" and "training batch: targets must be [B, J=4]" in message1, message1
     status0, message0 = out[0]
     assert status0 == CollectiveError.__name__, message0
     assert "another rank has stopped or failed" in message0
+
+
+def test_a_non_finite_loss_on_one_rank_stops_every_rank_at_the_same_read(tmp_path):
+    out = _launch("nan", tmp_path)
+    assert sorted(out) == [0, 1], f"ranks that reported: {sorted(out)} (a rank hung)"
+    for rank in (0, 1):
+        status, message = out[rank]
+        assert status == "FloatingPointError", (rank, message)
+        assert message.startswith("step 2: the training loss is not finite for task(s)"), (rank, message)
 
 
 def test_rank_shares_of_a_batch_stream_make_up_the_single_process_batches(tmp_path):
@@ -255,10 +280,11 @@ def test_sync_batchnorm_is_told_apart_and_its_limits_are_clear_errors():
     plain = make_model("cnn")
     synced = torch.nn.SyncBatchNorm.convert_sync_batchnorm(make_model("cnn"))
     assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in synced.modules())
-    assert check_sync_batchnorm(plain, "jvp", True) is False
-    assert check_sync_batchnorm(synced, "fd", None) is True
-    assert check_sync_batchnorm(synced, "fd", False) is True
+    fd, jvp = get_mode("fd"), get_mode("jvp")
+    assert check_sync_batchnorm(plain, jvp, True) is False
+    assert check_sync_batchnorm(synced, fd, None) is True
+    assert check_sync_batchnorm(synced, fd, False) is True
     with pytest.raises(ValueError, match="mode='jvp' cannot differentiate through SyncBatchNorm"):
-        check_sync_batchnorm(synced, "jvp", None)
+        check_sync_batchnorm(synced, jvp, None)
     with pytest.raises(ValueError, match="batched_pair=True cannot evaluate a model with SyncBatchNorm"):
-        check_sync_batchnorm(synced, "fd", True)
+        check_sync_batchnorm(synced, fd, True)

@@ -40,7 +40,7 @@ def test_matches_two_direct_forwards_with_the_inner_forwards_masks(batched):
     pair = _pair(layout, 2)
     torch.manual_seed(5)
     state = RngState.capture("cpu")
-    got = paired_losses(model, SPEC, layout, pair, x, y, batched=batched, rng_state=state)
+    got = paired_losses(model, SPEC, layout, pair, (x, y), batched=batched, rng_state=state)
     assert got.shape == (2, SPEC.num_tasks)
     for i in range(2):
         want = _direct_losses(model, layout, pair[i], x, y, state)
@@ -53,8 +53,8 @@ def test_batched_and_sequential_agree():
     x, y = make_batch("cnn", 3)
     pair = _pair(layout, 4)
     state = RngState.capture("cpu")
-    a = paired_losses(model, SPEC, layout, pair, x, y, batched=True, rng_state=state)
-    b = paired_losses(model, SPEC, layout, pair, x, y, batched=False, rng_state=state)
+    a = paired_losses(model, SPEC, layout, pair, (x, y), batched=True, rng_state=state)
+    b = paired_losses(model, SPEC, layout, pair, (x, y), batched=False, rng_state=state)
     torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
 
 
@@ -65,7 +65,7 @@ def test_both_sides_see_the_same_dropout_masks(batched):
     layout = ParamLayout.from_model(model)
     x, y = make_batch("cnn", 5)
     theta = layout.flatten()
-    losses = paired_losses(model, SPEC, layout, torch.stack([theta, theta.clone()]), x, y, batched=batched)
+    losses = paired_losses(model, SPEC, layout, torch.stack([theta, theta.clone()]), (x, y), batched=batched)
     assert torch.equal(losses[0], losses[1])
     # ... and they are dropout masks: another random state gives other losses.
     other = paired_losses(
@@ -73,8 +73,7 @@ def test_both_sides_see_the_same_dropout_masks(batched):
         SPEC,
         layout,
         torch.stack([theta, theta]),
-        x,
-        y,
+        (x, y),
         batched=batched,
         rng_state=RngState(torch.Generator().manual_seed(99).get_state(), None, torch.device("cpu")),
     )
@@ -90,7 +89,7 @@ def test_leaves_running_stats_rng_and_parameters_untouched(batched):
     x, y = make_batch("cnn", 7)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     rng = torch.get_rng_state()
-    paired_losses(model, SPEC, layout, _pair(layout, 8), x, y, batched=batched)
+    paired_losses(model, SPEC, layout, _pair(layout, 8), (x, y), batched=batched)
     assert torch.equal(torch.get_rng_state(), rng)
     after = model.state_dict()
     for k, v in before.items():
@@ -108,12 +107,12 @@ def test_batch_statistics_follow_the_model_mode():
     pair = torch.stack([theta, theta])
     state = RngState.capture("cpu")
     model.eval()
-    eval_losses = paired_losses(model, SPEC, layout, pair, x, y, rng_state=state)
+    eval_losses = paired_losses(model, SPEC, layout, pair, (x, y), rng_state=state)
     with torch.no_grad():
         want = reference.per_task_losses(model(x), y, SPEC)
     torch.testing.assert_close(eval_losses[0], want, rtol=1e-12, atol=1e-14)
     model.train()
-    train_losses = paired_losses(model, SPEC, layout, pair, x, y, rng_state=state)
+    train_losses = paired_losses(model, SPEC, layout, pair, (x, y), rng_state=state)
     assert not torch.allclose(train_losses[0], eval_losses[0])
     state.restore()
     buffers = {n: b.clone() for n, b in model.named_buffers()}

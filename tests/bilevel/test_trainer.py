@@ -55,7 +55,7 @@ def test_step_updates_lambda_by_adam_on_the_hypergradient_then_theta_with_the_ne
     record = trainer.step(btr, bval)  # same random state: hypergradient() left it untouched
     torch.testing.assert_close(record.hypergrad, expected.value, rtol=1e-10, atol=1e-16)
     torch.testing.assert_close(record.per_task, expected.per_task, rtol=1e-12, atol=0)
-    assert record.eps == pytest.approx(float(expected.eps), rel=1e-10)
+    assert float(record.eps) == pytest.approx(float(expected.eps), rel=1e-10)
     torch.testing.assert_close(
         record.lambdas, WEIGHTS + _first_adam_step(expected.value, LAMBDA_LR), rtol=1e-12, atol=0
     )
@@ -76,17 +76,20 @@ def test_fd_workspace_is_reused_and_changes_nothing(update_order, dtype):
         model = make_model("cnn").to(dtype)
         trainer = _trainer(model, mode="fd", update_order=update_order)
         if not keep:
-            trainer._pair_buffer = lambda: None
+            trainer.workspace.pair_buffer = lambda: None
         torch.manual_seed(5)
         for step in range(3):
             (x_tr, y_tr), (x_val, y_val) = make_batch("cnn", 10 + step), make_batch("cnn", 20 + step)
             trainer.step((x_tr.to(dtype), y_tr), (x_val.to(dtype), y_val))
             if keep:
+                pair = trainer.workspace.pair
+                bound = "g" if update_order == "lagged" else "update gradient"
+                assert trainer.workspace.holds == (bound if dtype == torch.float64 else "nothing")  # bf16: none
                 if step == 0:
-                    first = trainer._pair_flat.data_ptr()
-                assert trainer._pair_flat.shape == (2, trainer.layout.numel)
-                assert trainer._pair_flat.dtype == trainer.layout.master_dtype
-                assert trainer._pair_flat.data_ptr() == first
+                    first = pair.data_ptr()
+                assert pair.shape == (2, trainer.layout.numel)
+                assert pair.dtype == trainer.layout.master_dtype
+                assert pair.data_ptr() == first
         runs.append((trainer.lambdas.clone(), [p.detach().clone() for p in model.parameters()]))
     assert torch.equal(runs[0][0], runs[1][0])
     for a, b in zip(runs[0][1], runs[1][1]):
@@ -173,7 +176,7 @@ def test_parametrisations(parametrization):
     trainer = _trainer(model, parametrization=parametrization, lambda_init=init, lambda_lr=0.5)
     torch.testing.assert_close(trainer.lambdas, init, rtol=1e-12, atol=0)
     btr, bval = make_batch("mlp", 1), make_batch("mlp", 2)
-    raw_before = trainer._raw.detach().clone()
+    raw_before = trainer.weights.raw.detach().clone()
     record = trainer.step(btr, bval)
     lam = trainer.lambdas
     assert torch.isfinite(lam).all() and not torch.allclose(lam, init)
@@ -183,7 +186,7 @@ def test_parametrisations(parametrization):
         # d lambda / d raw = 1 (raw) or sigmoid(raw) (softplus): the chain rule into Adam's first step.
         dlam = torch.ones_like(raw_before) if parametrization == "raw" else torch.sigmoid(raw_before)
         want = raw_before + _first_adam_step(record.hypergrad * dlam, 0.5)
-        torch.testing.assert_close(trainer._raw.detach(), want, rtol=1e-12, atol=0)
+        torch.testing.assert_close(trainer.weights.raw.detach(), want, rtol=1e-12, atol=0)
     if parametrization == "softplus":
         assert (lam > 0).all()
 
@@ -275,13 +278,27 @@ def test_model_output_not_matching_the_spec():
 
 
 def test_validation_batch_without_outer_labels():
+    """Found on the device: lambda is not updated, and the flag read after the step raises naming it."""
     trainer = _trainer(make_model("mlp"))
-    before = trainer.layout.flatten()
     x, y = make_batch("mlp", 2)
     y[:, SPEC.target_columns("fake")] = float("nan")
-    with pytest.raises(ValueError, match=r"validation batch has no label for the outer task\(s\) \['fake'\]"):
+    with pytest.raises(ValueError, match=r"^step 1: validation batch has no label for the outer task\(s\) \['fake'\]"):
         trainer.step(make_batch("mlp", 1), (x, y))
-    assert torch.equal(trainer.layout.flatten(), before)
+    assert torch.equal(trainer.lambdas, WEIGHTS)
+    with pytest.raises(ValueError, match="step 1: validation batch has no label"):  # the run has stopped
+        trainer.step(make_batch("mlp", 1), make_batch("mlp", 2))
+
+
+def test_invalid_labels_are_masked_and_reported_by_task_at_the_next_read():
+    trainer = _trainer(make_model("mlp"), check_every=2)
+    x, y = make_batch("mlp", 1)
+    y[0, SPEC.target_columns("kind")] = 7.0  # 3 classes
+    record = trainer.step((x, y), make_batch("mlp", 2))  # no read yet: step 1 of 2
+    assert torch.isfinite(record.per_task).all()  # the bad label was masked, never read by a kernel
+    with pytest.raises(
+        ValueError, match=r"^step 1: training batch: task 'kind' \(categorical\): labels must be integer"
+    ):
+        trainer.step(make_batch("mlp", 3), make_batch("mlp", 2))
 
 
 def test_spec_without_outer_task_and_bad_options():
@@ -303,24 +320,31 @@ def test_spec_without_outer_task_and_bad_options():
         _trainer(make_model("mlp")).step(make_batch("mlp", 1)[0], make_batch("mlp", 2))
 
 
-def test_nan_training_loss_is_a_clear_error_and_updates_nothing():
-    trainer = _trainer(make_model("mlp"))
-    before = trainer.layout.flatten()
-    x, y = make_batch("mlp", 1)
+@pytest.mark.parametrize("check_every", [1, 3])
+def test_nan_training_loss_stops_the_run_at_the_next_read_naming_the_step_and_task(check_every):
+    trainer = _trainer(make_model("mlp"), check_every=check_every)
+    trainer.step(make_batch("mlp", 1), make_batch("mlp", 2))
+    x, y = make_batch("mlp", 3)
     x[0, 0] = float("nan")
-    with pytest.raises(FloatingPointError, match="training loss is not finite for task"):
+    message = r"^step 2: the training loss is not finite for task\(s\) \['rank', 'kind', 'fake', 'region'\]"
+    with pytest.raises(FloatingPointError, match=message):
         trainer.step((x, y), make_batch("mlp", 2))
-    assert torch.equal(trainer.layout.flatten(), before)
-    assert torch.equal(trainer.lambdas, WEIGHTS) and trainer.steps == 0
+        trainer.step(make_batch("mlp", 4), make_batch("mlp", 2))  # step 3: the read when check_every = 3
+    assert trainer.steps == (2 if check_every == 1 else 3)
+    with pytest.raises(FloatingPointError, match=message):  # the run has stopped: no checkpoint either
+        trainer.state_dict()
+    with pytest.raises(FloatingPointError, match=message):
+        trainer.step(make_batch("mlp", 1), make_batch("mlp", 2))
 
 
 @pytest.mark.parametrize("mode", ["fd", "jvp", "unroll"])
 def test_zero_validation_gradient_skips_the_outer_update_with_a_warning(mode):
     trainer = _trainer(_NoOuterSignal(make_model("mlp")), mode=mode)
     before = trainer.layout.flatten()
-    with pytest.warns(UserWarning, match=r"outer update skipped, lambda unchanged: .*\|\|v\|\| = 0"):
+    with pytest.warns(UserWarning, match=r"^step 1: outer update skipped, lambda unchanged: .*\|\|v\|\| = 0") as seen:
         record = trainer.step(make_batch("mlp", 1), make_batch("mlp", 2))
-    assert record.skipped is not None
+    assert len(seen) == 1  # the first reason only
+    assert "||v|| = 0" in record.skipped
     assert torch.equal(trainer.lambdas, WEIGHTS)
     assert not torch.equal(trainer.layout.flatten(), before)  # the real update still happened
 

@@ -169,6 +169,12 @@ class FaceDataset(Dataset):
             except ExifReadError as exc:  # the image may still decode: it keeps its manipulation labels
                 lab = {}
                 self.exif_reasons[exc.reason] += 1
+            except Exception as exc:  # a reader or parser bug must not stop the run; name the file
+                warnings.warn(
+                    f"{f}: EXIF not read ({type(exc).__name__}: {exc}); its EXIF labels are missing", stacklevel=2
+                )
+                lab = {}
+                self.exif_reasons["parser_error"] += 1
             labels.append(lab)
         return files, labels
 

@@ -66,6 +66,8 @@ FILE_REASONS: dict[str, str] = {
     "crash": "the process reading the file died (a crash inside the backend)",
     "no_exif": "the file has none of the nine tasks' EXIF tags (or no EXIF at all)",
     "no_usable_tags": "the tags are present but none gives a usable label",
+    "parser_error": "the tag parser raised on this file's values (a bfdkern bug: the detail names the error)",
+    "unstorable": "a value could not be stored in SQLite (the detail names it); the file keeps no labels",
 }
 """Why a file has no labels at all: the ``reason`` column of the ``files`` table."""
 
@@ -156,9 +158,13 @@ def index_file(root: str, item: Item, reader: ExifBackend, max_bytes: int = DEFA
     except Exception as exc:  # a backend bug must not abort a collection-wide run
         row.update(reason="corrupt", detail=f"{path}: {type(exc).__name__}: {exc}")
         return tuple(row.values())
-    values = parse_tags(raw.tags)
-    labels, reasons = labels_of(values)
     row.update(width=raw.width, height=raw.height, raw=json.dumps(raw.tags, ensure_ascii=False))
+    try:
+        values = parse_tags(raw.tags)
+        labels, reasons = labels_of(values)
+    except Exception as exc:  # every parser path returns a value or a reason; this is the last guard
+        row.update(reason="parser_error", detail=f"{path}: the EXIF parser failed: {type(exc).__name__}: {exc}")
+        return tuple(row.values())
     for task, tag_value in values.items():
         value = tag_value.value
         if task in ORDINAL_SOURCES and value is not None:
@@ -528,8 +534,7 @@ def _index_into(
         results = _run_workers(root, batches, workers, backend, reader_name, max_bytes, timeout_s)
     with tqdm(total=len(todo), unit="file", desc="index", disable=not progress, file=sys.stderr) as bar:
         for rows in results:
-            with db:  # one transaction a batch: a crash loses at most the batches in flight
-                db.executemany(insert, rows)
+            rows = write_rows(db, insert, rows, reader_name, root)
             for row in rows:
                 reason = row[reason_at]
                 if reason is None:
@@ -540,6 +545,43 @@ def _index_into(
             bar.update(len(rows))
             if on_batch is not None:
                 on_batch(len(rows))
+
+
+def _storable(row: tuple) -> tuple:
+    """``row`` with text SQLite cannot take (lone surrogates from undecodable bytes) escaped."""
+    return tuple(
+        v.encode("utf-8", "backslashreplace").decode("utf-8") if isinstance(v, str) and not _utf8(v) else v for v in row
+    )
+
+
+def write_rows(db: sqlite3.Connection, insert: str, rows: list[tuple], backend: str, root: str) -> list[tuple]:
+    """Insert ``rows`` (one transaction; a crash loses at most this batch). A row SQLite cannot store
+    (an integer beyond 64 bits, text that is not UTF-8) never sinks the batch: it is stored escaped,
+    or replaced by a row with reason ``unstorable`` naming the file. Returns the rows as stored.
+    ``sqlite3.OperationalError`` (disk full, locked) propagates: the batch is rolled back."""
+    try:
+        with db:
+            db.executemany(insert, rows)
+        return rows
+    except sqlite3.OperationalError:
+        raise
+    except (sqlite3.Error, OverflowError, ValueError):  # ValueError covers UnicodeEncodeError
+        pass  # find the row that cannot be stored, below
+    stored = []
+    with db:
+        for row in rows:
+            try:
+                db.execute(insert, _storable(row))
+                stored.append(row)
+            except sqlite3.OperationalError:
+                raise
+            except (sqlite3.Error, OverflowError, ValueError) as exc:
+                path = os.path.join(root, row[0])
+                detail = f"{path}: a value cannot be stored in the manifest: {type(exc).__name__}: {exc}"
+                failed = _failed_row((row[0], row[1], row[2]), backend, "unstorable", detail)
+                db.execute(insert, _storable(failed))
+                stored.append(failed)
+    return stored
 
 
 # --------------------------------------------------------------------------------------------

@@ -27,7 +27,8 @@ from typing import NamedTuple
 REASONS: dict[str, str] = {
     "absent": "the file has no such tag",
     "empty": "the tag holds only blanks or NUL bytes",
-    "malformed": "the tag is not a number (or not text, for Make)",
+    "malformed": "the tag is not a number (or not text, for Make), a number longer than 100 characters, "
+    "or an enumeration code beyond 32 bits",
     "zero_denominator": "a rational with denominator 0 (n/0)",
     "sentinel": "0xFFFFFFFF (4294967295), a camera's 'no value' marker",
     "non_positive": "zero or negative where the quantity must be positive",
@@ -40,6 +41,9 @@ REASONS: dict[str, str] = {
 
 SENTINEL = 0xFFFFFFFF
 """The all-ones 32-bit value that cameras write for 'unknown'."""
+
+CODE_LIMIT = 2**32
+"""Enumeration codes (and maker-note integers) are 16- or 32-bit: a larger magnitude is ``malformed``."""
 
 PLAUSIBLE: dict[str, tuple[float, float]] = {
     "aperture": (0.5, 1024.0),  # f-number; f/0.7 is the fastest lens made, pinholes reach f/500
@@ -87,6 +91,11 @@ CATEGORICAL_SOURCES: dict[str, str] = {
 EXIF_TAGS: tuple[str, ...] = tuple(t for s in ORDINAL_SOURCES.values() for t in s) + tuple(CATEGORICAL_SOURCES.values())
 """Every EXIF tag the readers must return (standard EXIF names)."""
 
+MAX_TOKEN = 100
+"""Longest number token (characters) parsed: EXIF stores 32-bit numbers (at most 10 digits a part) and
+tables print at most ~20 significant digits; a longer token is ``malformed``. The bound keeps every
+value far inside the float range and Python's 4300-digit int-parsing limit."""
+
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 _DECIMAL = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)")
 
@@ -129,12 +138,17 @@ def clean_text(raw: str) -> str:
 def _first_value(raw: str) -> str:
     text = clean_text(raw)
     if not text:
-        raise ParseError("empty", f"{raw!r} is empty")
+        raise ParseError("empty", f"{_short(raw)} is empty")
     return text.split(" ", 1)[0]
 
 
 def _whole(token: str) -> bool:
     return token.isascii() and token.isdigit()
+
+
+def _short(raw: str) -> str:
+    """``raw`` quoted for a message, cut to its first 40 characters."""
+    return repr(raw) if len(raw) <= 40 else f"{raw[:40]!r}... ({len(raw)} characters)"
 
 
 def parse_number(raw: str) -> Fraction:
@@ -143,39 +157,44 @@ def parse_number(raw: str) -> Fraction:
     Raises ParseError with reason ``empty``, ``malformed``, ``zero_denominator`` or ``sentinel``.
     """
     first = _first_value(raw)
+    if len(first) > MAX_TOKEN:
+        raise ParseError("malformed", f"{_short(raw)} has more than {MAX_TOKEN} characters: not a stored number")
     num, slash, den = first.partition("/")
     if slash:
         if not (_INTEGER.fullmatch(num) and _INTEGER.fullmatch(den)):
-            raise ParseError("malformed", f"{raw!r} is not a number")
+            raise ParseError("malformed", f"{_short(raw)} is not a number")
         n, d = int(num), int(den)
         if abs(n) == SENTINEL or abs(d) == SENTINEL:
-            raise ParseError("sentinel", f"{raw!r} holds the 0xFFFFFFFF 'unknown' marker")
+            raise ParseError("sentinel", f"{_short(raw)} holds the 0xFFFFFFFF 'unknown' marker")
         if d == 0:
-            raise ParseError("zero_denominator", f"{raw!r} has a zero denominator")
+            raise ParseError("zero_denominator", f"{_short(raw)} has a zero denominator")
         return Fraction(n, d)
     if _whole(first):
         value = Fraction(int(first))
     elif _DECIMAL.fullmatch(first):
         value = Fraction(first)
     else:
-        raise ParseError("malformed", f"{raw!r} is not a number")
+        raise ParseError("malformed", f"{_short(raw)} is not a number")
     if value == SENTINEL:
-        raise ParseError("sentinel", f"{raw!r} holds the 0xFFFFFFFF 'unknown' marker")
+        raise ParseError("sentinel", f"{_short(raw)} holds the 0xFFFFFFFF 'unknown' marker")
     return value
 
 
 def parse_code(raw: str) -> int:
     """The first value of a raw EXIF SHORT enumeration (``"5"``) as an int; ParseError otherwise."""
     first = _first_value(raw)
-    if _whole(first):  # the common case, without a Fraction
+    if _whole(first) and len(first) <= MAX_TOKEN:  # the common case, without a Fraction
         code = int(first)
-        if code == SENTINEL:
-            raise ParseError("sentinel", f"{raw!r} holds the 0xFFFFFFFF 'unknown' marker")
-        return code
-    value = parse_number(raw)
-    if value.denominator != 1:
-        raise ParseError("malformed", f"{raw!r} is not an integer code")
-    return int(value)
+    else:
+        value = parse_number(raw)
+        if value.denominator != 1:
+            raise ParseError("malformed", f"{_short(raw)} is not an integer code")
+        code = int(value)
+    if code == SENTINEL:
+        raise ParseError("sentinel", f"{_short(raw)} holds the 0xFFFFFFFF 'unknown' marker")
+    if not -CODE_LIMIT < code < CODE_LIMIT:
+        raise ParseError("malformed", f"{_short(raw)} is not a 16- or 32-bit enumeration code")
+    return code
 
 
 def apex_to_f_number(av: Fraction) -> float:
@@ -198,14 +217,16 @@ def _integers(raw: str, tag: str) -> list[int]:
     """Every value of a raw maker-note integer tag (``"0 200"``); ParseError when one is not an integer."""
     text = clean_text(raw)
     if not text:
-        raise ParseError("empty", f"{tag} {raw!r} is empty")
+        raise ParseError("empty", f"{tag} {_short(raw)} is empty")
     values = []
     for token in text.split(" "):
-        if not _INTEGER.fullmatch(token):
-            raise ParseError("malformed", f"{tag} {raw!r} is not a list of integers")
+        if len(token) > MAX_TOKEN or not _INTEGER.fullmatch(token):
+            raise ParseError("malformed", f"{tag} {_short(raw)} is not a list of integers")
         value = int(token)
         if abs(value) == SENTINEL:
-            raise ParseError("sentinel", f"{tag} {raw!r} holds the 0xFFFFFFFF 'unknown' marker")
+            raise ParseError("sentinel", f"{tag} {_short(raw)} holds the 0xFFFFFFFF 'unknown' marker")
+        if not -CODE_LIMIT < value < CODE_LIMIT:
+            raise ParseError("malformed", f"{tag} {_short(raw)} holds a value outside the 32-bit range")
         values.append(value)
     return values
 
@@ -213,7 +234,7 @@ def _integers(raw: str, tag: str) -> list[int]:
 def _int16s(value: int, tag: str, raw: str) -> int:
     """A 16-bit value as signed (exiv2 shows Canon's int16s as unsigned: 65523 is -13)."""
     if not -0x8000 <= value <= 0xFFFF:
-        raise ParseError("malformed", f"{tag} {raw!r} is not a 16-bit value")
+        raise ParseError("malformed", f"{tag} {_short(raw)} is not a 16-bit value")
     return value - 0x10000 if value >= 0x8000 else value
 
 
@@ -221,7 +242,7 @@ def _pow2(exponent: float, tag: str, raw: str) -> float:
     """2^exponent for the logarithmic ISO encodings; an exponent no camera writes is ``out_of_range``
     (rather than a float overflow)."""
     if abs(exponent) > 1000:
-        raise ParseError("out_of_range", f"{tag} {raw!r} is not a plausible encoded ISO")
+        raise ParseError("out_of_range", f"{tag} {_short(raw)} is not a plausible encoded ISO")
     return 2.0**exponent
 
 
@@ -232,7 +253,7 @@ def nikon_iso(raw: str) -> Fraction:
     values = _integers(raw, "Nikon ISO")
     if len(values) != 2 or values[0] != 0:
         what = "a 'Hi' ISO mode" if len(values) == 2 and values[0] == 1 else "not the documented '0 ISO' pair"
-        raise ParseError("undecodable", f"Nikon ISO {raw!r} is {what}")
+        raise ParseError("undecodable", f"Nikon ISO {_short(raw)} is {what}")
     return Fraction(values[1])
 
 
@@ -258,7 +279,7 @@ def canon_camera_iso(raw: str) -> Fraction:
     if code in CANON_CAMERA_ISO:
         return Fraction(CANON_CAMERA_ISO[code])
     meaning = _CANON_NO_ISO.get(code, "not a documented code")
-    raise ParseError("undecodable", f"CanonCs.ISOSpeed {raw!r} names no ISO ({meaning})")
+    raise ParseError("undecodable", f"CanonCs.ISOSpeed {_short(raw)} names no ISO ({meaning})")
 
 
 def canon_shot_iso(base_raw: str, auto_raw: str | None) -> float:
@@ -268,7 +289,7 @@ def canon_shot_iso(base_raw: str, auto_raw: str | None) -> float:
     the ISO is unknown: both ``undecodable``."""
     base = _int16s(_integers(base_raw, "CanonSi.ISOSpeed")[0], "CanonSi.ISOSpeed", base_raw)
     if base == 0:
-        raise ParseError("undecodable", f"CanonSi.ISOSpeed {base_raw!r}: 0 means not recorded")
+        raise ParseError("undecodable", f"CanonSi.ISOSpeed {_short(base_raw)}: 0 means not recorded")
     if auto_raw is None:
         raise ParseError("undecodable", "CanonSi.ISOSpeed without CanonSi.AutoISO gives no ISO")
     auto = _int16s(_integers(auto_raw, "CanonSi.AutoISO")[0], "CanonSi.AutoISO", auto_raw)
@@ -284,7 +305,7 @@ def casio2_iso_code(raw: str) -> Fraction:
     code is ``undecodable``."""
     code = _integers(raw, "Casio2.ISOSpeed")[0]
     if code not in CASIO2_ISO_CODES:
-        raise ParseError("undecodable", f"Casio2.ISOSpeed {raw!r} is not a documented ISO code")
+        raise ParseError("undecodable", f"Casio2.ISOSpeed {_short(raw)} is not a documented ISO code")
     return Fraction(CASIO2_ISO_CODES[code])
 
 
@@ -306,17 +327,17 @@ def _ordinal_from(task: str, tag: str, raw: str) -> Fraction | float:
     if tag in _APEX:
         # APEX values may be negative (f/0.7, 4 s): only the converted value is range-checked.
         if abs(approx) > 1000:
-            raise ParseError("out_of_range", f"{tag} {raw!r} is not a plausible APEX value")
+            raise ParseError("out_of_range", f"{tag} {_short(raw)} is not a plausible APEX value")
         value = approx = _APEX[tag](value)
     return _checked(task, tag, raw, value, approx)
 
 
 def _checked(task: str, tag: str, raw: str, value: Fraction | float, approx: float) -> Fraction | float:
     low, high = PLAUSIBLE[task]
-    if approx <= 0:
-        raise ParseError("non_positive", f"{tag} {raw!r} must be positive")
+    if approx <= 0 and value <= 0:  # exact: a positive value may round to 0.0 (then out of range below)
+        raise ParseError("non_positive", f"{tag} {_short(raw)} must be positive")
     if not low <= approx <= high:
-        raise ParseError("out_of_range", f"{tag} {raw!r} is outside the plausible range [{low:g}, {high:g}]")
+        raise ParseError("out_of_range", f"{tag} {_short(raw)} is outside the plausible range [{low:g}, {high:g}]")
     return value
 
 

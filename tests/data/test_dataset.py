@@ -227,3 +227,18 @@ def test_face_crop_from_known_boxes(tmp_path):
         crop = square_box(boxes[path.name], 1.3, 96, 96)
         expected = array_to_tensor(fit_square(load_image(path), 40, crop))
         assert torch.equal(ds[i][0], expected)
+
+
+def test_hostile_exif_values_never_stop_the_dataset(tmp_path):
+    """Long ASCII numbers in categorical and rational tags: the file keeps its usable labels, the rest are
+    missing with a reason; nothing raises."""
+    from tests.exif.test_hostile import _hostile_jpeg
+
+    simulate_collection(tmp_path, 3, seed=2, size=32)
+    (tmp_path / "hostile.jpg").write_bytes(_hostile_jpeg())
+    ds = FaceDataset(tmp_path, SPEC, size=16)
+    assert len(ds) == 4 and ds.exif_reasons["malformed"] >= 7
+    hostile = [i for i, item in enumerate(ds.items) if item.path.endswith("hostile.jpg")][0]
+    make = ds.exif_targets[hostile, SPEC.target_columns("make")].item()
+    assert make == CATEGORICAL_TAGS["make"].index("Canon")
+    assert torch.isnan(ds.exif_targets[hostile, SPEC.target_columns("metering_mode")]).all()

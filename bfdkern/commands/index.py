@@ -4,6 +4,7 @@ manifest (incremental: a re-run reads only new or changed files)."""
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 HELP = "index the EXIF pretext labels of a photo folder into a SQLite manifest (incremental, resumable)"
@@ -26,7 +27,23 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: the batches committed so far are kept and a re-run resumes."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated
+
+
 def run(args) -> int:
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _index(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _index(args) -> int:
     from bfdkern.exif.manifest import build_manifest
 
     try:
@@ -42,11 +59,9 @@ def run(args) -> int:
     except (OSError, ValueError, ImportError) as exc:
         print(f"bfdkern index: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(
-            f"bfdkern index: interrupted; what was indexed is kept in {args.output}: run again to resume",
-            file=sys.stderr,
-        )
-        return 130
+    except KeyboardInterrupt as exc:
+        what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        print(f"bfdkern index: {what}; what was indexed is kept in {args.output}: run again to resume", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
     print(report)
     return 0

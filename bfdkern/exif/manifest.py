@@ -31,6 +31,7 @@ import os
 import signal
 import sqlite3
 import sys
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
@@ -249,8 +250,32 @@ def scan(root: str | os.PathLike) -> tuple[list[Item], int, list[str]]:
 # --------------------------------------------------------------------------------------------
 # Worker processes with a time bound per file
 # --------------------------------------------------------------------------------------------
-def _worker_main(conn, state, root: str, backend, max_bytes: int) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and ends the workers
+def die_with_parent(parent_pid: int) -> None:
+    """Make this (worker) process end when its parent ends, however the parent ends (kill -9 included):
+    on Linux the kernel sends SIGKILL (``prctl(PR_SET_PDEATHSIG)``); everywhere a daemon thread also
+    watches the parent's pid once a second. Ends at once when the parent is already gone."""
+    if sys.platform.startswith("linux"):
+        with suppress(OSError, AttributeError):
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="watch-parent", daemon=True).start()
+
+
+def _worker_main(conn, state, root: str, backend, max_bytes: int, parent_pid: int) -> None:
+    # The parent handles Ctrl-C and SIGTERM and ends the workers; they must not die half-way by themselves.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    die_with_parent(parent_pid)
     reader = get_backend(backend)
     while True:
         message = conn.recv()
@@ -272,7 +297,9 @@ class _Worker:
     def __init__(self, ctx, root: str, backend, max_bytes: int):
         self.conn, child = ctx.Pipe()
         self.state = ctx.Array("d", [-1.0, 0.0, 0.0], lock=False)
-        self.process = ctx.Process(target=_worker_main, args=(child, self.state, root, backend, max_bytes), daemon=True)
+        self.process = ctx.Process(
+            target=_worker_main, args=(child, self.state, root, backend, max_bytes, os.getpid()), daemon=True
+        )
         self.process.start()
         child.close()
         self.batch: tuple[int, list[Item]] | None = None

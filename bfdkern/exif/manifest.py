@@ -25,9 +25,11 @@ version, creation time.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import sys
@@ -35,7 +37,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import closing, suppress
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from multiprocessing import connection
 from pathlib import Path
@@ -110,6 +112,7 @@ class IndexReport:
     removed: int = 0
     skipped_other: int = 0
     labelled: int = 0
+    todo: int = 0
     reasons: Counter = field(default_factory=Counter)
     not_indexed: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -429,6 +432,76 @@ def _connect(manifest: Path) -> sqlite3.Connection:
     return db
 
 
+class ManifestBusyError(OSError):
+    """Another process is updating the manifest."""
+
+
+class DiskFullError(OSError):
+    """The manifest's file system is full; the message names the path and the free space needed."""
+
+
+@contextmanager
+def lock_manifest(manifest: Path) -> Iterator[None]:
+    """Hold ``MANIFEST.lock`` (an exclusive ``flock``) while a process writes the manifest, so that two
+    writers never meet inside SQLite ("database is locked"): the second one is refused at once with the
+    holder's pid. The lock file stays (removing it would race with the next writer); it holds the pid."""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): SQLite's own locking is all there is
+        yield
+        return
+    lock_path = manifest.with_name(manifest.name + ".lock")
+    try:
+        fh = open(lock_path, "a+")  # noqa: SIM115 (held for the whole with block below)
+    except OSError as exc:
+        raise OSError(f"{lock_path}: cannot create the manifest's lock file: {exc.strerror or exc}") from None
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "unknown"
+            raise ManifestBusyError(
+                f"{manifest}: another process (pid {holder}) is updating this manifest; run again when it has finished"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        yield
+
+
+def _is_full(exc: BaseException) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code == sqlite3.SQLITE_FULL or "disk is full" in str(exc) or getattr(exc, "errno", None) == errno.ENOSPC
+
+
+@contextmanager
+def disk_full_reported(manifest: Path, report: IndexReport) -> Iterator[None]:
+    """Turn "database or disk is full" into one :class:`DiskFullError` line naming the manifest, the free
+    space and the space still needed (the files left times the bytes a row takes so far, twice for the
+    write-ahead log, plus 1 MiB). The batches committed before are kept: SQLite rolls the failed one back."""
+    try:
+        yield
+    except (sqlite3.OperationalError, OSError) as exc:
+        if not _is_full(exc):
+            raise
+        folder = manifest.resolve().parent
+        free = shutil.disk_usage(folder).free
+        size = sum(p.stat().st_size for p in folder.glob(manifest.name + "*") if p.is_file())
+        rows = report.indexed + report.unchanged
+        per_row = max(1024, size // rows) if rows else 2048  # a row with its index and log pages: ~2 KiB
+        need = 2 * per_row * max(report.todo - report.indexed, 1) + 2**20
+        raise DiskFullError(
+            f"{manifest}: the disk is full ({_mib(free)} free in {folder}); free at least {_mib(need)} more and "
+            f"run again: the {report.indexed} files indexed in this run are kept"
+        ) from None
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
 def _meta(db: sqlite3.Connection) -> dict[str, str]:
     return dict(db.execute("SELECT key, value FROM meta"))
 
@@ -493,43 +566,15 @@ def build_manifest(
     reader_name = backend if isinstance(backend, str) else backend.name
     if isinstance(backend, str):
         get_backend(backend)  # fail here, not in every worker, when the backend cannot load
-    db = _connect(manifest_path)
     report = IndexReport(root_path, manifest_path)
-    try:
-        meta = _meta(db)
-        if "root" in meta and meta["root"] != str(root_path):
-            raise ValueError(f"{manifest_path}: indexes {meta['root']}, not {root_path}; use another manifest file")
-        if not meta:
-            with db:
-                db.executemany(
-                    "INSERT INTO meta VALUES (?, ?)",
-                    [
-                        ("root", str(root_path)),
-                        ("schema", str(SCHEMA_VERSION)),
-                        ("created", time.strftime("%Y-%m-%dT%H:%M:%S%z")),
-                    ],
-                )
-        items, report.skipped_other, report.not_indexed = scan(root_path)
-        report.scanned = len(items)
-        known = {
-            p: (s, m)
-            for p, s, m in db.execute(
-                "SELECT path, size, mtime_ns FROM files WHERE backend = ? AND parser = ?", (reader_name, PARSER_VERSION)
-            )
-        }
-        todo = [it for it in items if known.get(it[0]) != (it[1], it[2])]
-        report.unchanged = len(items) - len(todo)
-        present = {it[0] for it in items}
-        gone = [(p,) for (p,) in db.execute("SELECT path FROM files") if p not in present]
-        if gone:
-            with db:
-                db.executemany("DELETE FROM files WHERE path = ?", gone)
-        report.removed = len(gone)
-        if todo:
-            _index_into(
+    with lock_manifest(manifest_path), disk_full_reported(manifest_path, report):
+        db = _connect(manifest_path)
+        try:
+            _build(
                 db,
-                str(root_path),
-                todo,
+                root_path,
+                manifest_path,
+                report,
                 workers,
                 backend,
                 reader_name,
@@ -538,12 +583,73 @@ def build_manifest(
                 progress,
                 batch_size,
                 on_batch,
-                report,
             )
-    finally:
-        db.close()
-        report.seconds = time.perf_counter() - start
+        finally:
+            db.close()
+            report.seconds = time.perf_counter() - start
     return report
+
+
+def _build(
+    db,
+    root_path,
+    manifest_path,
+    report,
+    workers,
+    backend,
+    reader_name,
+    max_bytes,
+    timeout_s,
+    progress,
+    batch_size,
+    on_batch,
+) -> None:
+    meta = _meta(db)
+    if "root" in meta and meta["root"] != str(root_path):
+        raise ValueError(f"{manifest_path}: indexes {meta['root']}, not {root_path}; use another manifest file")
+    if not meta:
+        with db:
+            db.executemany(
+                "INSERT INTO meta VALUES (?, ?)",
+                [
+                    ("root", str(root_path)),
+                    ("schema", str(SCHEMA_VERSION)),
+                    ("created", time.strftime("%Y-%m-%dT%H:%M:%S%z")),
+                ],
+            )
+    items, report.skipped_other, report.not_indexed = scan(root_path)
+    report.scanned = len(items)
+    report.todo = len(items)
+    known = {
+        p: (s, m)
+        for p, s, m in db.execute(
+            "SELECT path, size, mtime_ns FROM files WHERE backend = ? AND parser = ?", (reader_name, PARSER_VERSION)
+        )
+    }
+    todo = [it for it in items if known.get(it[0]) != (it[1], it[2])]
+    report.unchanged = len(items) - len(todo)
+    report.todo = len(todo)
+    present = {it[0] for it in items}
+    gone = [(p,) for (p,) in db.execute("SELECT path FROM files") if p not in present]
+    if gone:
+        with db:
+            db.executemany("DELETE FROM files WHERE path = ?", gone)
+    report.removed = len(gone)
+    if todo:
+        _index_into(
+            db,
+            str(root_path),
+            todo,
+            workers,
+            backend,
+            reader_name,
+            max_bytes,
+            timeout_s,
+            progress,
+            batch_size,
+            on_batch,
+            report,
+        )
 
 
 def _index_into(

@@ -32,6 +32,7 @@ import os
 import shutil
 import signal
 import sqlite3
+import stat
 import sys
 import threading
 import time
@@ -41,12 +42,20 @@ from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from multiprocessing import connection
 from pathlib import Path
+from typing import NamedTuple
 
 from tqdm import tqdm
 
 from bfdkern.exif.labels import TASKS, Label, QuantileBins, labels_of
 from bfdkern.exif.parse import ORDINAL_SOURCES, parse_tags
-from bfdkern.exif.reader import READ_REASONS, ExifBackend, ExifReadError, get_backend
+from bfdkern.exif.reader import (
+    READ_REASONS,
+    ExifBackend,
+    ExifReadError,
+    NotARegularFileError,
+    get_backend,
+    open_regular,
+)
 
 SCHEMA_VERSION = 1
 PARSER_VERSION = 2
@@ -114,6 +123,7 @@ class IndexReport:
     labelled: int = 0
     todo: int = 0
     reasons: Counter = field(default_factory=Counter)
+    special: Counter = field(default_factory=Counter)
     not_indexed: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -126,6 +136,9 @@ class IndexReport:
             f"  read now: {self.labelled} with labels, {self.indexed - self.labelled} without:",
         ]
         lines += [f"    {n:6d}  {r}: {FILE_REASONS.get(r, '')}" for r, n in self.reasons.most_common()]
+        if self.special:
+            kinds = ", ".join(f"{n} {_PLURALS[k] if n > 1 else k}" for k in SPECIAL_KINDS if (n := self.special[k]))
+            lines.append(f"  not regular files, not read: {kinds}")
         lines += [f"  not indexed: {d}" for d in self.not_indexed]
         return "\n".join(lines)
 
@@ -144,12 +157,14 @@ def index_file(root: str, item: Item, reader: ExifBackend, max_bytes: int = DEFA
         if size > max_bytes:
             raise ExifReadError("too_large", f"{path}: {size:,} bytes, more than the {max_bytes:,} allowed")
         try:
-            with open(path, "rb") as fh:
+            with open_regular(path) as fh:
                 # Ask for the scanned size + 1 (not max_bytes: that would allocate it for every file);
                 # a file that grew since the scan is read on, up to the cap.
                 data = fh.read(size + 1)
                 if len(data) > size:
                     data += fh.read(max_bytes + 1 - len(data))
+        except NotARegularFileError as exc:
+            raise ExifReadError("not_a_regular_file", str(exc)) from None
         except OSError as exc:
             raise ExifReadError("unreadable", f"{path}: cannot read the file: {exc.strerror or exc}") from None
         if len(data) > max_bytes:
@@ -214,12 +229,43 @@ def _utf8(name: str) -> bool:
         return False
 
 
-def scan(root: str | os.PathLike) -> tuple[list[Item], int, list[str]]:
-    """(image files under ``root`` sorted by path, count of other files, what could not be indexed:
-    folders that cannot be listed, names that are not UTF-8). Follows links to files, not links to
-    folders (no cycles)."""
+class ScanResult(NamedTuple):
+    """What :func:`scan` found under a root."""
+
+    items: list[Item]  # image files, sorted by path
+    others: int  # regular files without an image extension (counted, not read)
+    problems: list[str]  # folders that cannot be listed, names that are not UTF-8
+    special: Counter  # entries that are not regular files: kind -> count (see SPECIAL_KINDS)
+
+
+SPECIAL_KINDS = ("FIFO", "socket", "device", "broken link", "link to a folder")
+_PLURALS = dict(zip(SPECIAL_KINDS, ("FIFOs", "sockets", "devices", "broken links", "links to folders")))
+"""What :func:`scan` counts instead of reading: FIFOs and devices would block or never end, links to
+folders are not followed (no cycles), broken links lead nowhere."""
+
+
+def _special_kind(entry: os.DirEntry) -> str | None:
+    """None for a regular file (or a link to one); else its kind in :data:`SPECIAL_KINDS`."""
+    try:
+        mode = entry.stat().st_mode  # follows links
+    except FileNotFoundError:
+        return "broken link" if entry.is_symlink() else None  # None: vanished since the listing
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "link to a folder"
+    if stat.S_ISFIFO(mode):
+        return "FIFO"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    return "device"
+
+
+def scan(root: str | os.PathLike) -> ScanResult:
+    """Everything under ``root``: image files (sorted by path), other files counted, problems, and the
+    special entries counted by kind. Follows links to files, not links to folders (no cycles)."""
     root = os.fspath(root)
-    items, others, problems = [], 0, []
+    items, others, problems, special = [], 0, [], Counter()
     stack = [""]
     while stack:
         rel_dir = stack.pop()
@@ -237,17 +283,20 @@ def scan(root: str | os.PathLike) -> tuple[list[Item], int, list[str]]:
                 if entry.is_dir(follow_symlinks=False):
                     stack.append(rel)
                     continue
-                if not entry.is_file():
-                    continue
+                if not entry.is_file(follow_symlinks=False) or entry.is_symlink():
+                    kind = _special_kind(entry)
+                    if kind is not None:
+                        special[kind] += 1
+                        continue
                 if os.path.splitext(entry.name)[1].lower() not in IMAGE_EXTENSIONS:
                     others += 1
                     continue
                 st = entry.stat()
-            except OSError:  # vanished or a dangling link: nothing to index
+            except OSError:  # vanished since the listing: nothing to index
                 continue
             items.append((rel, st.st_size, st.st_mtime_ns))
     items.sort()
-    return items, others, problems
+    return ScanResult(items, others, problems, special)
 
 
 # --------------------------------------------------------------------------------------------
@@ -617,7 +666,7 @@ def _build(
                     ("created", time.strftime("%Y-%m-%dT%H:%M:%S%z")),
                 ],
             )
-    items, report.skipped_other, report.not_indexed = scan(root_path)
+    items, report.skipped_other, report.not_indexed, report.special = scan(root_path)
     report.scanned = len(items)
     report.todo = len(items)
     known = {

@@ -46,6 +46,47 @@ MANIFEST_USABLE_REASONS = ("no_exif", "no_usable_tags")
 """Manifest rows without labels that are still real photos (they serve the manipulation tasks)."""
 
 
+class VanishedImages:
+    """Counts images that could no longer be read when drawn (deleted or changed since the dataset was built),
+    across DataLoader worker processes, and warns on the first one and then once every :attr:`every`, with the
+    count so far and the last file, instead of once a sample (thousands of lines when a folder goes away)."""
+
+    every = 100
+
+    def __init__(self) -> None:
+        import multiprocessing
+
+        self._count = multiprocessing.Value("q", 0)  # shared with forked and spawned DataLoader workers
+
+    def __getstate__(self):
+        from multiprocessing.context import get_spawning_popen
+
+        # Shared only with processes being started (DataLoader workers); a plain copy keeps its count.
+        return {"count": self._count if get_spawning_popen() is not None else None, "total": self.total}
+
+    def __setstate__(self, state) -> None:
+        import multiprocessing
+
+        self._count = state["count"] if state["count"] is not None else multiprocessing.Value("q", state["total"])
+
+    @property
+    def total(self) -> int:
+        """Images that could not be read when drawn, in all processes."""
+        return int(self._count.value)
+
+    def record(self, exc: UnreadableImage) -> None:
+        """Count one unreadable image (``exc`` names it); warn on the first and every :attr:`every`-th."""
+        with self._count.get_lock():
+            self._count.value += 1
+            n = self._count.value
+        if n == 1 or n % self.every == 0:
+            warnings.warn(
+                f"{n} image{'s' if n > 1 else ''} could not be read since the dataset was built (the next image is "
+                f"served instead; warned again every {self.every}); last: {exc}",
+                stacklevel=3,
+            )
+
+
 @dataclass
 class Sample:
     """One drawn sample with what produced it."""
@@ -119,6 +160,7 @@ class FaceDataset(Dataset):
         self.skipped: Counter = Counter()
         self.skipped_files: list[tuple[str, str]] = []
         self.exif_reasons: Counter = Counter()
+        self.vanished = VanishedImages()
         self._columns = _label_columns(spec)
 
         paths, labels = self._sources(source, exif_backend)
@@ -243,7 +285,7 @@ class FaceDataset(Dataset):
                 array, parts = self._load(item)
                 break
             except UnreadableImage as exc:  # changed on disk since indexing: serve the next image instead
-                warnings.warn(f"{exc}; using the next image instead", stacklevel=2)
+                self.vanished.record(exc)
                 self._skip(item.path, exc.reason)
                 index = (index + 1) % len(self.items)
         else:

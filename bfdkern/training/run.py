@@ -389,6 +389,11 @@ class Pretraining:
         wall = time.perf_counter() - start
         for stream in self.streams.values():
             stream.close()
+        if self.dataset.vanished.total:
+            self.echo(
+                f"data: {self.dataset.vanished.total} images could not be read during training (deleted or changed "
+                "since the start); the next image was served in their place"
+            )
         if status == "aborted":
             self.echo(
                 f"aborted during step {trainer.steps + 1}: the model is mid-update and is not saved; the last "

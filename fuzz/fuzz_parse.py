@@ -1,5 +1,5 @@
-"""Coverage-guided fuzzing of the EXIF parse path: raw tag strings -> values or reasons -> labels -> a
-manifest row's values.
+"""Coverage-guided fuzzing of the EXIF parse path: raw tag strings (as files store them, and as tables
+print them) -> values or reasons -> labels -> a manifest row's values.
 
     pip install atheris
     python fuzz/fuzz_parse.py fuzz/corpus/parse -atheris_runs=500000
@@ -59,12 +59,19 @@ def decode(data: bytes) -> dict[str, str]:
 
 
 def check_one(data: bytes) -> None:
-    """Parse one input; raise AssertionError when an invariant breaks (any other exception escaping is a
-    finding too)."""
-    from bfdkern.exif.labels import labels_of
-    from bfdkern.exif.parse import ORDINAL_SOURCES, REASONS, parse_tags
+    """Parse one input as file tags and as table text (with and without converted APEX values); raise
+    AssertionError when an invariant breaks (any other exception escaping is a finding too)."""
+    from bfdkern.exif.parse import parse_tags
 
-    values = parse_tags(decode(data))
+    raw = decode(data)
+    for text, apex_converted in ((False, False), (True, False), (True, True)):  # files; tables (text)
+        _check_values(parse_tags(raw, text=text, apex_converted=apex_converted))
+
+
+def _check_values(values) -> None:
+    from bfdkern.exif.labels import labels_of
+    from bfdkern.exif.parse import ORDINAL_SOURCES, REASONS
+
     labels, reasons = labels_of(values)
     for task, value in values.items():
         assert (value.value is None) == (value.reason is not None), (task, value)

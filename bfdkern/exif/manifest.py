@@ -57,7 +57,8 @@ from bfdkern.exif.reader import (
     open_regular,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: table imports (``line``, ``disagree``, table ``rejects``) and face boxes (table ``faces``)."""
 PARSER_VERSION = 2
 """Bump when parsing or labelling changes: rows made by another version are read again.
 2: ISO falls back on the maker notes (Nikon, Canon, Casio; pyexiv2 backend)."""
@@ -100,10 +101,31 @@ _FILE_COLUMNS = (
     "raw",
 )
 _TASK_FIELDS = ("raw", "source", "value", "label", "reason")
-COLUMNS: tuple[str, ...] = _FILE_COLUMNS + tuple(f"{t}_{f}" for t in TASKS for f in _TASK_FIELDS)
-"""Columns of the ``files`` table, in order."""
+_V1_COLUMNS = _FILE_COLUMNS + tuple(f"{t}_{f}" for t in TASKS for f in _TASK_FIELDS)
+COLUMNS: tuple[str, ...] = _V1_COLUMNS + ("line", "disagree")
+"""Columns of the ``files`` table, in order (schema 2 added ``line`` and ``disagree`` at the end)."""
+
+PART_COLUMNS: tuple[str, ...] = tuple(
+    f"{part}_{c}" for part in ("face", "eyes", "mouth") for c in ("x0", "y0", "x1", "y1")
+)
+"""The face, eye-band and mouth boxes of the ``faces`` table, as fractions of the upright image's width
+(x) and height (y)."""
+
+FACE_COLUMNS: tuple[str, ...] = ("path", "source", "size", "mtime_ns", "reason", "detail", "faces", *PART_COLUMNS)
+FACE_COLUMNS += ("keypoints", "line")
+"""Columns of the ``faces`` table, in order."""
+
+FACE_REASONS: dict[str, str] = {
+    "no_face": "the detector found no face",
+    "unreadable": "the image could not be decoded for face finding",
+    "bad_box": "the table's box is not inside the image or has no area (x1 <= x0 or y1 <= y0)",
+    "timeout": "face finding took longer than the time limit (timeout_s); its worker was killed",
+    "crash": "the process finding the face died",
+}
+"""Why a file has no face box: the ``reason`` column of the ``faces`` table."""
 
 _TYPES = {"size": "INTEGER", "mtime_ns": "INTEGER", "parser": "INTEGER", "width": "INTEGER", "height": "INTEGER"}
+_TYPES |= {"line": "INTEGER", "faces": "INTEGER"} | dict.fromkeys(PART_COLUMNS, "REAL")
 
 Item = tuple[str, int, int]
 """(relative path, size in bytes, mtime in ns) of one file to index."""
@@ -323,12 +345,32 @@ def die_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, name="watch-parent", daemon=True).start()
 
 
-def _worker_main(conn, state, root: str, backend, max_bytes: int, parent_pid: int) -> None:
+class ExifJob:
+    """What an indexing worker does to one file for the ``files`` table: read its EXIF (:func:`index_file`).
+    A job is a picklable object with ``__call__(item) -> row`` and ``failed(item, reason, detail) -> row``."""
+
+    def __init__(self, root: str, backend, backend_name: str, max_bytes: int):
+        self.root, self.backend, self.backend_name, self.max_bytes = root, backend, backend_name, max_bytes
+        self._reader = None
+
+    def __getstate__(self):  # spawned workers build their own reader (by name)
+        backend = self.backend if isinstance(self.backend, str) else self.backend_name
+        return {**self.__dict__, "backend": backend, "_reader": None}
+
+    def __call__(self, item: Item) -> tuple:
+        if self._reader is None:
+            self._reader = get_backend(self.backend)
+        return index_file(self.root, item, self._reader, self.max_bytes)
+
+    def failed(self, item: Item, reason: str, detail: str) -> tuple:
+        return _failed_row(item, self.backend_name, reason, detail)
+
+
+def _worker_main(conn, state, job, parent_pid: int) -> None:
     # The parent handles Ctrl-C and SIGTERM and ends the workers; they must not die half-way by themselves.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     die_with_parent(parent_pid)
-    reader = get_backend(backend)
     while True:
         message = conn.recv()
         if message is None:
@@ -337,7 +379,7 @@ def _worker_main(conn, state, root: str, backend, max_bytes: int, parent_pid: in
         rows = []
         for i, item in enumerate(items):
             state[0], state[1], state[2] = batch_id, i, time.monotonic()
-            rows.append(index_file(root, item, reader, max_bytes))
+            rows.append(job(item))
         state[2] = 0.0
         conn.send((batch_id, rows))
 
@@ -346,12 +388,10 @@ class _Worker:
     """One worker process, its pipe and a shared (batch id, file index, start time) record that
     tells the parent which file it is reading and since when."""
 
-    def __init__(self, ctx, root: str, backend, max_bytes: int):
+    def __init__(self, ctx, job):
         self.conn, child = ctx.Pipe()
         self.state = ctx.Array("d", [-1.0, 0.0, 0.0], lock=False)
-        self.process = ctx.Process(
-            target=_worker_main, args=(child, self.state, root, backend, max_bytes, os.getpid()), daemon=True
-        )
+        self.process = ctx.Process(target=_worker_main, args=(child, self.state, job, os.getpid()), daemon=True)
         self.process.start()
         child.close()
         self.batch: tuple[int, list[Item]] | None = None
@@ -369,28 +409,23 @@ class _Worker:
         self.kill()
 
 
-def _run_workers(
-    root: str,
-    batches: Sequence[list[Item]],
-    workers: int,
-    backend,
-    backend_name: str,
-    max_bytes: int,
-    timeout_s: float,
-) -> Iterator[list[tuple]]:
-    """Rows of every item of ``batches``, a list per finished batch. A worker that runs past
-    ``timeout_s`` on one file is killed: that file gets reason ``timeout`` (``crash`` when the
-    worker died on its own), the rest of its batch is read again by a fresh worker."""
+def run_workers(root: str, batches: Sequence[list[Item]], workers: int, job, timeout_s: float) -> Iterator[list[tuple]]:
+    """``job``'s rows for every item of ``batches``, a list per finished batch, computed by ``workers``
+    processes. A worker that runs past ``timeout_s`` on one file is killed: that file gets
+    ``job.failed(item, "timeout", ...)`` (``"crash"`` when the worker died on its own), the rest of its batch
+    is done again by a fresh worker. ``workers`` = 0: in this process, without a time bound."""
+    if workers == 0:
+        for batch in batches:
+            yield [job(item) for item in batch]
+        return
     import multiprocessing
 
-    # fork: workers start in milliseconds and inherit the backend object; spawn elsewhere.
+    # fork: workers start in milliseconds and inherit the job as it is; spawn elsewhere (the job is pickled).
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     ctx = multiprocessing.get_context(method)
-    if method != "fork" and not isinstance(backend, str):
-        backend = backend_name
     pending = deque(enumerate(batches))
     attempts: Counter = Counter()
-    pool = [_Worker(ctx, root, backend, max_bytes) for _ in range(min(workers, len(batches)))]
+    pool = [_Worker(ctx, job) for _ in range(min(workers, len(batches)))]
     try:
         while pending or any(w.batch for w in pool):
             for w in list(pool):
@@ -399,18 +434,14 @@ def _run_workers(
                     try:
                         w.conn.send(w.batch)
                     except OSError:  # it died while idle: nothing of this batch was read
-                        yield from _replace(
-                            pool, w, "crash", ctx, root, backend, backend_name, max_bytes, pending, attempts
-                        )
+                        yield from _replace(pool, w, "crash", ctx, root, job, pending, attempts)
             busy = {w.conn: w for w in pool if w.batch is not None}
             for conn in connection.wait(list(busy), timeout=0.1):
                 w = busy[conn]
                 try:
                     _, rows = conn.recv()
                 except (EOFError, OSError):
-                    yield from _replace(
-                        pool, w, "crash", ctx, root, backend, backend_name, max_bytes, pending, attempts
-                    )
+                    yield from _replace(pool, w, "crash", ctx, root, job, pending, attempts)
                     continue
                 w.batch = None
                 yield rows
@@ -418,20 +449,18 @@ def _run_workers(
             for w in list(pool):
                 started = w.state[2]
                 if w.batch is not None and started > 0 and now - started > timeout_s:
-                    yield from _replace(
-                        pool, w, "timeout", ctx, root, backend, backend_name, max_bytes, pending, attempts, timeout_s
-                    )
+                    yield from _replace(pool, w, "timeout", ctx, root, job, pending, attempts, timeout_s)
     finally:
         for w in pool:
             w.stop()
 
 
-def _replace(pool, w, reason, ctx, root, backend, backend_name, max_bytes, pending, attempts, timeout_s=0.0):
+def _replace(pool, w, reason, ctx, root, job, pending, attempts, timeout_s=0.0):
     """Kill worker ``w``, blame the file it was reading, requeue the rest of its batch, start a
     fresh worker in its place. Yields the blamed file's row."""
     w.kill()
     batch_id, items = w.batch
-    pool[pool.index(w)] = _Worker(ctx, root, backend, max_bytes)
+    pool[pool.index(w)] = _Worker(ctx, job)
     if int(w.state[0]) == batch_id:
         i = int(w.state[1])
         item = items[i]
@@ -444,38 +473,47 @@ def _replace(pool, w, reason, ctx, root, backend, backend_name, max_bytes, pendi
         rest = items[:i] + items[i + 1 :]
         if rest:
             pending.appendleft((batch_id, rest))
-        yield [_failed_row(item, backend_name, reason, detail)]
+        yield [job.failed(item, reason, detail)]
         return
     # It died before starting this batch: retry once, then give up on the whole batch.
     attempts[batch_id] += 1
     if attempts[batch_id] < 2:
         pending.appendleft((batch_id, items))
         return
-    yield [
-        _failed_row(it, backend_name, reason, f"{os.path.join(root, it[0])}: the worker died before reading it")
-        for it in items
-    ]
+    yield [job.failed(it, reason, f"{os.path.join(root, it[0])}: the worker died before reading it") for it in items]
 
 
 # --------------------------------------------------------------------------------------------
 # The manifest database
 # --------------------------------------------------------------------------------------------
+def _column_defs(columns: Sequence[str]) -> str:
+    return ", ".join(f"{c} {_TYPES.get(c, '')}".strip() + (" PRIMARY KEY" if c == "path" else "") for c in columns)
+
+
 def _connect(manifest: Path) -> sqlite3.Connection:
+    """A connection that writes ``manifest``: created with the current schema, or a schema-1 manifest
+    brought up to it in place (new columns and tables added; its rows are kept)."""
     try:
         db = sqlite3.connect(manifest)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
-        columns = ", ".join(
-            f"{c} {_TYPES.get(c, '')}".strip() + (" PRIMARY KEY" if c == "path" else "") for c in COLUMNS
-        )
-        db.execute(f"CREATE TABLE IF NOT EXISTS files ({columns})")
+        db.execute(f"CREATE TABLE IF NOT EXISTS files ({_column_defs(COLUMNS)})")
+        have = tuple(r[1] for r in db.execute("PRAGMA table_info(files)"))
+        if have == _V1_COLUMNS:
+            with db:
+                for column in COLUMNS[len(_V1_COLUMNS) :]:
+                    db.execute(f"ALTER TABLE files ADD COLUMN {_column_defs([column])}")
+            have = COLUMNS
         db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+        db.execute(f"CREATE TABLE IF NOT EXISTS faces ({_column_defs(FACE_COLUMNS)})")
+        db.execute("CREATE TABLE IF NOT EXISTS rejects (source TEXT, line INTEGER, key TEXT, reason TEXT, detail TEXT)")
         label_cols = ", ".join(f"{t}_label AS {t}" for t in TASKS)
         db.execute(f"CREATE VIEW IF NOT EXISTS labels AS SELECT path, {label_cols} FROM files WHERE reason IS NULL")
-        have = [r[1] for r in db.execute("PRAGMA table_info(files)")]
     except sqlite3.DatabaseError as exc:
+        if _is_full(exc):
+            raise
         raise ValueError(f"{manifest}: not a usable SQLite manifest ({exc})") from None
-    if tuple(have) != COLUMNS:
+    if have != COLUMNS:
         db.close()
         raise ValueError(f"{manifest}: a manifest of another schema version; index into a new file")
     return db
@@ -709,11 +747,7 @@ def _index_into(
     if batch_size is None:  # enough batches to balance the workers, few enough to keep IPC and commits cheap
         batch_size = max(1, min(64, len(todo) // (max(workers, 1) * 8)))
     batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
-    if workers == 0:
-        reader = get_backend(backend)
-        results = ([index_file(root, it, reader, max_bytes) for it in b] for b in batches)
-    else:
-        results = _run_workers(root, batches, workers, backend, reader_name, max_bytes, timeout_s)
+    results = run_workers(root, batches, workers, ExifJob(root, backend, reader_name, max_bytes), timeout_s)
     with tqdm(total=len(todo), unit="file", desc="index", disable=not progress, file=sys.stderr) as bar:
         for rows in results:
             rows = write_rows(db, insert, rows, reader_name, root)

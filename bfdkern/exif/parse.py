@@ -30,10 +30,11 @@ REASONS: dict[str, str] = {
     "malformed": "the tag is not a number (or not text, for Make), a number longer than 100 characters, "
     "or an enumeration code beyond 32 bits",
     "zero_denominator": "a rational with denominator 0 (n/0)",
-    "sentinel": "0xFFFFFFFF (4294967295), a camera's 'no value' marker",
+    "sentinel": "0xFFFFFFFF (4294967295), a camera's 'no value' marker (or a table's 'Unknown', 'n/a', ...)",
     "non_positive": "zero or negative where the quantity must be positive",
     "out_of_range": "a positive value outside the plausible range (see PLAUSIBLE)",
     "nonstandard_code": "an enumeration code outside the EXIF standard, with no 'others' class to take it",
+    "unknown_name": "an enumeration written as a name (in a metadata table) that names no EXIF code",
     "undecodable": "a maker-note ISO value that encodes no ISO number ('Auto', 'n/a', not recorded, "
     "a code outside the documented table, a Nikon 'Hi' mode)",
 }
@@ -321,10 +322,10 @@ _MAKER_DECODERS = {
 }
 
 
-def _ordinal_from(task: str, tag: str, raw: str) -> Fraction | float:
-    value = parse_number(raw)
+def _ordinal_from(task: str, tag: str, raw: str, text: bool = False, apex_converted: bool = False) -> Fraction | float:
+    value = parse_number(text_number(raw) if text else raw)
     approx = float(value)  # the checks compare floats: Fraction-to-float comparisons are slow
-    if tag in _APEX:
+    if tag in _APEX and not apex_converted:
         # APEX values may be negative (f/0.7, 4 s): only the converted value is range-checked.
         if abs(approx) > 1000:
             raise ParseError("out_of_range", f"{tag} {_short(raw)} is not a plausible APEX value")
@@ -341,12 +342,15 @@ def _checked(task: str, tag: str, raw: str, value: Fraction | float, approx: flo
     return value
 
 
-def parse_ordinal(task: str, raw_tags: Mapping[str, str]) -> TagValue:
+def parse_ordinal(task: str, raw_tags: Mapping[str, str], text: bool = False, apex_converted: bool = False) -> TagValue:
     """One ordinal task (``aperture``, ``exposure_time``, ``focal_length``, ``iso``) from the raw tags.
 
     The first source tag that gives a usable value wins (for ``iso``, the maker-note sources of
     :data:`MAKER_ISO_SOURCES` follow the standard tag); when none does, the reason is the first
-    present tag's reason (``absent`` when none is present).
+    present tag's reason (``absent`` when none is present). ``text``: the values are written as people
+    and tools print them (``"F2.8"``, ``"1/60 sec"``, ``"50.0 mm"``; see :func:`text_number`);
+    ``apex_converted``: ApertureValue and ShutterSpeedValue already hold the f-number and the seconds
+    (ExifTool's and Flickr's ApertureValue, ShutterSpeedValue).
     """
     first: TagValue | None = None
     for tag in ORDINAL_SOURCES[task]:
@@ -354,7 +358,7 @@ def parse_ordinal(task: str, raw_tags: Mapping[str, str]) -> TagValue:
         if raw is None:
             continue
         try:
-            return TagValue(_ordinal_from(task, tag, raw), None, raw, tag)
+            return TagValue(_ordinal_from(task, tag, raw, text, apex_converted), None, raw, tag)
         except ParseError as exc:
             first = first or TagValue(None, exc.reason, raw, tag)
     if task == "iso":
@@ -371,8 +375,9 @@ def parse_ordinal(task: str, raw_tags: Mapping[str, str]) -> TagValue:
     return first or TagValue(None, "absent")
 
 
-def parse_categorical(task: str, raw_tags: Mapping[str, str]) -> TagValue:
-    """One categorical task from the raw tags: ``make`` as cleaned text, the others as int codes."""
+def parse_categorical(task: str, raw_tags: Mapping[str, str], text: bool = False) -> TagValue:
+    """One categorical task from the raw tags: ``make`` as cleaned text, the others as int codes (with
+    ``text``, also by name: ``"Center-weighted average"``, see :data:`CODE_NAMES`)."""
     tag = CATEGORICAL_SOURCES[task]
     raw = raw_tags.get(tag)
     if raw is None:
@@ -385,13 +390,105 @@ def parse_categorical(task: str, raw_tags: Mapping[str, str]) -> TagValue:
             return TagValue(None, "malformed", raw, tag)
         return TagValue(text, None, raw, tag)
     try:
-        return TagValue(parse_code(raw), None, raw, tag)
+        return TagValue(text_code(task, raw) if text else parse_code(raw), None, raw, tag)
     except ParseError as exc:
         return TagValue(None, exc.reason, raw, tag)
 
 
-def parse_tags(raw_tags: Mapping[str, str]) -> dict[str, TagValue]:
-    """All nine tasks from the raw tags of one file (EXIF tag name -> raw string), keyed by task name."""
-    out = {task: parse_ordinal(task, raw_tags) for task in ORDINAL_SOURCES}
-    out.update({task: parse_categorical(task, raw_tags) for task in CATEGORICAL_SOURCES})
+def parse_tags(raw_tags: Mapping[str, str], text: bool = False, apex_converted: bool = False) -> dict[str, TagValue]:
+    """All nine tasks from the raw tags of one file (EXIF tag name -> raw string), keyed by task name.
+    ``text`` and ``apex_converted``: values from a metadata table (see :func:`parse_ordinal`)."""
+    out = {task: parse_ordinal(task, raw_tags, text, apex_converted) for task in ORDINAL_SOURCES}
+    out.update({task: parse_categorical(task, raw_tags, text) for task in CATEGORICAL_SOURCES})
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Values as tables print them (ExifTool without -n, Flickr / YFCC100M, exif-as-language, CSV)
+# --------------------------------------------------------------------------------------------
+NO_VALUE_WORDS = frozenset({"unknown", "none", "null", "n/a", "na", "nan", "undefined", "inf", "-inf", "-"})
+"""Words tables write for a value they do not have (compared case-folded): reason ``sentinel``."""
+
+_TEXT_NUMBER = re.compile(
+    r"(?:f\s*/?\s*|ƒ\s*/?\s*|iso\s*)?"  # f-number and ISO prefixes: "F2.8", "f/2.8", "ISO 400"
+    r"([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:\s*/\s*[0-9]+)?)"  # the number: 2.8, 1/60, 10/1250
+    r"\s*(?:s|sec|secs|second|seconds|mm|\")?"  # a unit: "1/60 sec", "2 s", "50.0 mm", 2"
+    r"(?:\s*\(.*\))?",  # a remark: "5.4 mm (35 mm equivalent: 28.0 mm)"
+    re.IGNORECASE,
+)
+
+
+def text_number(text: str) -> str:
+    """A number as tables print it -> the parser's notation: ``"F2.8"``, ``"f/2.8"`` -> ``"2.8"``;
+    ``"1/60 sec"`` -> ``"1/60"``; ``"2 sec"``, ``"50.0 mm"``, ``"ISO 400"``, ``"100, 100"`` (the first value).
+    Raises ParseError ``empty``, ``sentinel`` (a :data:`NO_VALUE_WORDS` word) or ``malformed``."""
+    cleaned = clean_text(text).split(",", 1)[0].strip()
+    if not cleaned:
+        raise ParseError("empty", f"{_short(text)} is empty")
+    if cleaned.casefold() in NO_VALUE_WORDS:
+        raise ParseError("sentinel", f"{_short(text)} says the value is unknown")
+    if len(cleaned) > MAX_TOKEN:
+        raise ParseError("malformed", f"{_short(text)} has more than {MAX_TOKEN} characters: not a number")
+    match = _TEXT_NUMBER.fullmatch(cleaned)
+    if match is None:
+        raise ParseError("malformed", f"{_short(text)} is not a number")
+    return match.group(1).replace(" ", "")
+
+
+def _name_key(name: str) -> str:
+    return "".join(c for c in clean_text(name).casefold() if c.isalnum())
+
+
+CODE_NAMES: dict[str, dict[str, int]] = {
+    "metering_mode": {
+        **dict.fromkeys(("unknown",), 0),
+        **dict.fromkeys(("average",), 1),
+        **dict.fromkeys(("centerweightedaverage", "centreweightedaverage", "centerweighted", "centreweighted"), 2),
+        **dict.fromkeys(("spot",), 3),
+        **dict.fromkeys(("multispot",), 4),
+        **dict.fromkeys(("multisegment", "pattern", "evaluative", "matrix"), 5),
+        **dict.fromkeys(("partial",), 6),
+        **dict.fromkeys(("other",), 255),
+    },
+    "exposure_mode": {
+        **dict.fromkeys(("auto", "autoexposure"), 0),
+        **dict.fromkeys(("manual", "manualexposure"), 1),
+        **dict.fromkeys(("autobracket", "autobracketing"), 2),
+    },
+    "white_balance": {
+        **dict.fromkeys(("auto", "autowhitebalance"), 0),
+        **dict.fromkeys(("manual", "manualwhitebalance"), 1),
+    },
+    "exposure_program": {
+        **dict.fromkeys(("notdefined", "undefined"), 0),
+        **dict.fromkeys(("manual", "manualcontrol"), 1),
+        **dict.fromkeys(("programae", "normalprogram", "programnormal", "normal", "program", "auto"), 2),
+        **dict.fromkeys(("aperturepriorityae", "aperturepriority"), 3),
+        **dict.fromkeys(("shutterspeedpriorityae", "shutterpriority", "shutterspeedpriority"), 4),
+        **dict.fromkeys(("creativeslowspeed", "creativeprogram", "programcreativeslowprogram", "creative"), 5),
+        **dict.fromkeys(("actionhighspeed", "actionprogram", "programactionhighspeedprogram", "action"), 6),
+        **dict.fromkeys(("portrait", "portraitmode"), 7),
+        **dict.fromkeys(("landscape", "landscapemode"), 8),
+        **dict.fromkeys(("bulb",), 9),
+    },
+}
+"""Enumeration names as ExifTool, exiv2, metadata-extractor (Flickr, YFCC100M) and the EXIF standard
+print them, case, spaces and punctuation ignored -> the EXIF code (``"Center-weighted average"``,
+``"Center weighted average"`` -> 2; ``"Multi-segment"``, ``"Pattern"``, ``"Evaluative"`` -> 5)."""
+
+
+def text_code(task: str, text: str) -> int:
+    """An enumeration as a table prints it: a number (``"5"``) or a name of :data:`CODE_NAMES`.
+    Raises ParseError ``empty``, ``sentinel``, ``malformed`` or ``unknown_name``."""
+    cleaned = clean_text(text)
+    if not cleaned:
+        raise ParseError("empty", f"{_short(text)} is empty")
+    if cleaned[0].isdigit() or cleaned[0] in "+-":
+        return parse_code(cleaned)
+    key = _name_key(cleaned)
+    code = CODE_NAMES[task].get(key)
+    if code is None:
+        if cleaned.casefold() in NO_VALUE_WORDS:
+            raise ParseError("sentinel", f"{_short(text)} says the value is unknown")
+        raise ParseError("unknown_name", f"{_short(text)} names no {task} code")
+    return code

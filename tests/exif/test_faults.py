@@ -72,9 +72,9 @@ RACER = textwrap.dedent(
     from bfdkern.cli import main
     from bfdkern.exif import reader
 
-    class Slow(reader.PillowBackend):  # 20 ms a file: the two runs overlap for certain
+    class Slow(reader.PillowBackend):  # 50 ms a file: the two runs overlap for certain
         def read(self, data, label="<bytes>"):
-            time.sleep(0.02)
+            time.sleep(0.05)
             return super().read(data, label)
 
     reader.BACKENDS["pillow"] = Slow

@@ -1,5 +1,6 @@
 """`bfdkern index PHOTOS_DIR -o MANIFEST`: read the EXIF labels of a photo collection into a SQLite
-manifest (incremental: a re-run reads only new or changed files)."""
+manifest (incremental: a re-run reads only new or changed files); with ``--table``, import them from a
+metadata table instead (the official BLADES JSON, EXIF strings per photo, YFCC100M, ExifTool output, CSV)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,22 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-file-mb", type=float, default=512.0, help="larger files are not read (MiB)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds one file may take before it is given up")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t = parser.add_argument_group("labels from a metadata table instead of the files (see docs/data.md)")
+    t.add_argument(
+        "--table", metavar="FILE|DIR", help="import the labels from this table (rows name files in PHOTOS_DIR)"
+    )
+    t.add_argument(
+        "--format",
+        default="auto",
+        choices=["auto", *_formats()],
+        help="the table's format (default: detected from its name and content)",
+    )
+    t.add_argument(
+        "--ordinal",
+        default="levels",
+        choices=["levels", "values"],
+        help="official BLADES JSON: its ordinal numbers are quantile levels (default) or values in the tags' units",
+    )
 
 
 class Terminated(KeyboardInterrupt):
@@ -43,10 +60,27 @@ def run(args) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _formats() -> list[str]:
+    from bfdkern.exif.tables import FORMATS
+
+    return list(FORMATS)
+
+
 def _index(args) -> int:
-    from bfdkern.exif.manifest import build_manifest
+    from bfdkern.exif.manifest import build_manifest, import_table
 
     try:
+        if args.table is not None:
+            report = import_table(
+                args.photos_dir,
+                args.output,
+                args.table,
+                format=args.format,
+                ordinal=args.ordinal,
+                progress=not args.no_progress,
+            )
+            print(report)
+            return 0
         report = build_manifest(
             args.photos_dir,
             args.output,

@@ -47,7 +47,7 @@ from typing import NamedTuple
 from tqdm import tqdm
 
 from bfdkern.exif.labels import TASKS, Label, QuantileBins, labels_of
-from bfdkern.exif.parse import ORDINAL_SOURCES, parse_tags
+from bfdkern.exif.parse import ORDINAL_SOURCES, TagValue, parse_tags
 from bfdkern.exif.reader import (
     READ_REASONS,
     ExifBackend,
@@ -146,11 +146,15 @@ class IndexReport:
     todo: int = 0
     reasons: Counter = field(default_factory=Counter)
     special: Counter = field(default_factory=Counter)
+    table: str | None = None
+    rejected: Counter = field(default_factory=Counter)
     not_indexed: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     def __str__(self) -> str:
         rate = self.indexed / self.seconds if self.seconds > 0 else 0.0
+        if self.table is not None:
+            return self._table_text(rate)
         lines = [
             f"{self.manifest}: {self.scanned} image files under {self.root} "
             f"({self.indexed} read, {self.unchanged} unchanged, {self.removed} gone and removed, "
@@ -162,6 +166,25 @@ class IndexReport:
             kinds = ", ".join(f"{n} {_PLURALS[k] if n > 1 else k}" for k in SPECIAL_KINDS if (n := self.special[k]))
             lines.append(f"  not regular files, not read: {kinds}")
         lines += [f"  not indexed: {d}" for d in self.not_indexed]
+        return "\n".join(lines)
+
+    def _table_text(self, rate: float) -> str:
+        from bfdkern.exif.tables import ROW_REASONS
+
+        if self.indexed == 0 and self.unchanged:
+            head = f"{self.manifest}: {self.table} and {self.root} unchanged: {self.unchanged} files, nothing imported"
+        else:
+            head = (
+                f"{self.manifest}: {self.indexed} files under {self.root} from {self.table} in {self.seconds:.1f} s "
+                f"({rate:.0f} rows/s): {self.labelled} with labels, {self.indexed - self.labelled} without"
+            )
+        lines = [head]
+        lines += [f"    {n:6d}  {r}: {FILE_REASONS.get(r, '')}" for r, n in self.reasons.most_common()]
+        if self.rejected:
+            lines.append(
+                f"  table rows not used: {sum(self.rejected.values())} (listed in the manifest's rejects table)"
+            )
+            lines += [f"    {n:6d}  {r}: {ROW_REASONS.get(r, '')}" for r, n in self.rejected.most_common()]
         return "\n".join(lines)
 
 
@@ -692,8 +715,12 @@ def _build(
     on_batch,
 ) -> None:
     meta = _meta(db)
-    if "root" in meta and meta["root"] != str(root_path):
-        raise ValueError(f"{manifest_path}: indexes {meta['root']}, not {root_path}; use another manifest file")
+    _check_root(meta, root_path, manifest_path)
+    if meta.get("labels", "files") != "files":
+        raise ValueError(
+            f"{manifest_path}: holds labels imported from {meta.get('table', 'a table')}; index the files' EXIF "
+            "into another manifest, or import the table again with --table"
+        )
     if not meta:
         with db:
             db.executemany(
@@ -798,6 +825,212 @@ def write_rows(db: sqlite3.Connection, insert: str, rows: list[tuple], backend: 
                 db.execute(insert, _storable(failed))
                 stored.append(failed)
     return stored
+
+
+# --------------------------------------------------------------------------------------------
+# Importing a metadata table
+# --------------------------------------------------------------------------------------------
+class FileIndex:
+    """The scanned files of a root by relative path, file name and stem, to resolve the paths and ids that
+    table rows name (another machine's absolute path, a path relative to the root or to where ExifTool ran,
+    a file name, a bare id such as ``12345`` for ``12345.png``)."""
+
+    def __init__(self, root: Path, items: Sequence[Item]):
+        self.root = root
+        self.by_rel = {it[0]: it for it in items}
+        self.by_name: dict[str, list[str]] = {}
+        self.by_stem: dict[str, list[str]] = {}
+        for rel in self.by_rel:
+            name = rel.rsplit("/", 1)[-1]
+            self.by_name.setdefault(name, []).append(rel)
+            self.by_stem.setdefault(name.rsplit(".", 1)[0], []).append(rel)
+
+    def resolve(self, key: str) -> tuple[str | None, str | None]:
+        """(relative path, None) or (None, reason ``missing_file`` / ``ambiguous_path``)."""
+        key = key.strip().replace("\\", "/")
+        if key in self.by_rel:
+            return key, None
+        for candidate in (Path(key), Path.cwd() / key):
+            if candidate.is_absolute():
+                with suppress(ValueError, OSError):
+                    rel = candidate.resolve().relative_to(self.root).as_posix()
+                    if rel in self.by_rel:
+                        return rel, None
+        stripped = key.lstrip("./")
+        if stripped in self.by_rel:
+            return stripped, None
+        name = stripped.rsplit("/", 1)[-1]
+        found = self.by_name.get(name) or ([] if "." in name else self.by_stem.get(name, []))
+        if len(found) == 1:
+            return found[0], None
+        return None, "ambiguous_path" if found else "missing_file"
+
+
+def _table_fingerprint(table_path: Path, fmt: str, ordinal: str) -> str:
+    paths = sorted(table_path.glob("*.json")) if table_path.is_dir() else [table_path]
+    stats = [(p.name, st.st_size, st.st_mtime_ns) for p in paths for st in [p.stat()]]
+    return json.dumps([str(table_path.resolve()), fmt, ordinal, PARSER_VERSION, stats])
+
+
+def table_row(item: Item, trow, table) -> tuple:
+    """The manifest row (:data:`COLUMNS` order) of one table row for the file ``item``: the tags parsed as
+    text by the file reader's parser, the official JSON's given labels kept as they are."""
+    rel, size, mtime_ns = item
+    row = dict.fromkeys(COLUMNS)
+    row.update(path=rel, size=size, mtime_ns=mtime_ns, backend=f"table:{table.format}", parser=PARSER_VERSION)
+    row.update(width=0, height=0, line=trow.line, raw=json.dumps(trow.tags, ensure_ascii=False))
+    try:
+        values = parse_tags(trow.tags, text=True, apex_converted=table.apex_converted)
+        labels, reasons = labels_of(values)
+    except Exception as exc:  # the last guard, as for files
+        row.update(reason="parser_error", detail=f"{table.path} line {trow.line}: {type(exc).__name__}: {exc}")
+        return tuple(row.values())
+    for task, given in (trow.given or {}).items():
+        if isinstance(given, str) and given.startswith("!"):
+            reason, _, _ = given[1:].partition(":")
+            values[task] = TagValue(None, reason, given[1:].partition(": ")[2], "blades-json")
+            labels[task], reasons[task] = None, reason
+        else:
+            values[task] = TagValue(given, None, str(given), "blades-json")
+            labels[task], reasons[task] = given, None
+    for task, tag_value in values.items():
+        value = tag_value.value
+        if task in ORDINAL_SOURCES and value is not None:
+            value = float(value)
+        row[f"{task}_raw"], row[f"{task}_source"], row[f"{task}_value"] = tag_value.raw, tag_value.source, value
+        row[f"{task}_label"], row[f"{task}_reason"] = labels[task], reasons[task]
+    if all(label is None for label in labels.values()):
+        row["reason"] = "no_exif" if all(r == "absent" for r in reasons.values()) else "no_usable_tags"
+    return tuple(row.values())
+
+
+def import_table(
+    root: str | os.PathLike,
+    manifest: str | os.PathLike,
+    table: str | os.PathLike,
+    *,
+    format: str = "auto",
+    ordinal: str = "levels",
+    progress: bool = True,
+) -> IndexReport:
+    """Build the manifest of the photos under ``root`` from a metadata table instead of the files' bytes
+    (see :mod:`bfdkern.exif.tables` for the formats). Each table row that names a file under ``root`` gives
+    that file's row, its tags parsed exactly as the file reader's; a row that cannot be used is recorded in
+    the ``rejects`` table with its line and reason (:data:`bfdkern.exif.tables.ROW_REASONS`). Files the table
+    does not name get no row. Re-importing an unchanged table into an unchanged folder reads nothing again.
+    A manifest holds the labels of one source: a manifest built from the files' EXIF is not mixed with a
+    table's. Returns the report (``report.rejected``: reason -> rows)."""
+    from bfdkern.exif.tables import read_table
+
+    start = time.perf_counter()
+    root_path = Path(root).resolve()
+    if not root_path.is_dir():
+        raise NotADirectoryError(f"{root}: not a folder of photos")
+    manifest_path = Path(manifest)
+    if not manifest_path.parent.is_dir():
+        raise FileNotFoundError(f"{manifest_path}: the folder {manifest_path.parent} does not exist")
+    table_path = Path(table)
+    if not table_path.exists():
+        raise FileNotFoundError(f"{table_path}: no such table")
+    report = IndexReport(root_path, manifest_path, table=str(table_path))
+    with lock_manifest(manifest_path), disk_full_reported(manifest_path, report):
+        db = _connect(manifest_path)
+        try:
+            meta = _meta(db)
+            _check_root(meta, root_path, manifest_path)
+            if meta.get("labels", "files") == "files" and db.execute("SELECT 1 FROM files LIMIT 1").fetchone():
+                raise ValueError(
+                    f"{manifest_path}: holds labels read from the files; import the table into a new manifest"
+                )
+            scanned = scan(root_path)
+            report.skipped_other, report.not_indexed, report.special = scanned.others, scanned.problems, scanned.special
+            files = FileIndex(root_path, scanned.items)
+            fmt = format
+            if fmt == "auto":
+                from bfdkern.exif.tables import detect_format
+
+                fmt = detect_format(table_path)
+            fingerprint = _table_fingerprint(table_path, fmt, ordinal)
+            if meta.get("table_fingerprint") == fingerprint and _unchanged(db, files, str(table_path)):
+                report.unchanged = db.execute("SELECT COUNT(*) FROM files").fetchone()[0]
+                report.scanned = report.unchanged
+                report.rejected = Counter(
+                    dict(
+                        db.execute(
+                            "SELECT reason, COUNT(*) FROM rejects WHERE source = ? GROUP BY reason", (str(table_path),)
+                        )
+                    )
+                )
+                return report
+            parsed = read_table(table_path, fmt, ordinal)
+            rows, rejects, seen = [], [], {}
+            for trow in tqdm(parsed.rows, desc="import", unit="row", disable=not progress, file=sys.stderr):
+                if trow.error is not None:
+                    reason, _, detail = trow.error.partition(": ")
+                    rejects.append((str(table_path), trow.line, trow.key, reason, detail))
+                    continue
+                rel, problem = files.resolve(trow.key)
+                if rel is None:
+                    detail = (
+                        f"{trow.key!r} names no file under {root_path}"
+                        if problem == "missing_file"
+                        else (f"{trow.key!r} matches several files under {root_path}: give its path")
+                    )
+                    rejects.append((str(table_path), trow.line, trow.key, problem, detail))
+                    continue
+                if rel in seen:
+                    detail = f"{rel}: line {seen[rel]} already names this file; this row is not used"
+                    rejects.append((str(table_path), trow.line, trow.key, "duplicate", detail))
+                    continue
+                seen[rel] = trow.line
+                rows.append(table_row(files.by_rel[rel], trow, parsed))
+            report.todo = len(rows)
+            insert = f"INSERT OR REPLACE INTO files VALUES ({', '.join('?' * len(COLUMNS))})"
+            with db:
+                db.execute("DELETE FROM files")
+                db.execute("DELETE FROM rejects")
+            for i in range(0, len(rows), 20000):
+                stored = write_rows(db, insert, rows[i : i + 20000], f"table:{parsed.format}", str(root_path))
+                report.indexed += len(stored)
+                for row in stored:
+                    reason = row[COLUMNS.index("reason")]
+                    if reason is None:
+                        report.labelled += 1
+                    else:
+                        report.reasons[reason] += 1
+            with db:
+                db.executemany("INSERT INTO rejects VALUES (?, ?, ?, ?, ?)", rejects)
+                entries = {
+                    "root": str(root_path),
+                    "schema": str(SCHEMA_VERSION),
+                    "labels": f"table:{parsed.format}",
+                    "table": str(table_path),
+                    "table_fingerprint": fingerprint,
+                    "ordinal": parsed.ordinal,
+                }
+                if parsed.vocabulary is not None:
+                    entries["vocabulary"] = json.dumps({t: list(c) for t, c in parsed.vocabulary.items()})
+                entries.setdefault("created", meta.get("created") or time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+                db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", list(entries.items()))
+            report.scanned = report.indexed
+            report.rejected = Counter(r[3] for r in rejects)
+        finally:
+            db.close()
+            report.seconds = time.perf_counter() - start
+    return report
+
+
+def _unchanged(db: sqlite3.Connection, files: FileIndex, source: str) -> bool:
+    """Whether every file the manifest names still exists and no rejected row would now find its file."""
+    if any(p not in files.by_rel for (p,) in db.execute("SELECT path FROM files")):
+        return False
+    keys = db.execute("SELECT key FROM rejects WHERE source = ? AND reason = 'missing_file'", (source,))
+    return all(files.resolve(k)[0] is None for (k,) in keys if k is not None)
+
+
+def _check_root(meta: dict[str, str], root_path: Path, manifest_path: Path) -> None:
+    if "root" in meta and meta["root"] != str(root_path):
+        raise ValueError(f"{manifest_path}: indexes {meta['root']}, not {root_path}; use another manifest file")
 
 
 # --------------------------------------------------------------------------------------------

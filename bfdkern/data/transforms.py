@@ -85,6 +85,27 @@ def _decode(fh, path: Path, draft: tuple[int, int] | None) -> Image.Image:
         raise UnreadableImage(path, "truncated or corrupt", str(exc).strip()[:120]) from None
 
 
+def load_image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) of the upright image (EXIF orientation applied) from its header, without decoding.
+    Raises :class:`UnreadableImage` as :func:`load_image` does."""
+    path = Path(path)
+    try:
+        fh = open_regular(path)
+    except NotARegularFileError as exc:
+        raise UnreadableImage(path, "not a regular file", str(exc).split(": ", 1)[-1]) from None
+    except OSError as exc:
+        raise UnreadableImage(path, "missing" if isinstance(exc, FileNotFoundError) else "unreadable") from None
+    try:
+        with fh, Image.open(fh) as im:
+            width, height = im.size
+            orientation = im.getexif().get(0x0112, 1)
+    except Image.UnidentifiedImageError:
+        raise UnreadableImage(path, "not an image") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise UnreadableImage(path, "truncated or corrupt", str(exc).strip()[:120]) from None
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
 def square_box(box: Box, factor: float, width: int, height: int) -> Box:
     """The square of side ``factor * max(box side)`` centred on ``box``, moved inside the ``width x height``
     image where it fits (it may exceed the image only when it is larger than the image)."""

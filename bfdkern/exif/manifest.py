@@ -911,6 +911,7 @@ def import_table(
     *,
     format: str = "auto",
     ordinal: str = "levels",
+    aliases: dict[str, str] | None = None,
     progress: bool = True,
 ) -> IndexReport:
     """Build the manifest of the photos under ``root`` from a metadata table instead of the files' bytes
@@ -970,6 +971,8 @@ def import_table(
                     rejects.append((str(table_path), trow.line, trow.key, reason, detail))
                     continue
                 rel, problem = files.resolve(trow.key)
+                if rel is None and aliases and trow.key in aliases:  # a photo id -> its image's name
+                    rel, problem = files.resolve(aliases[trow.key])
                 if rel is None:
                     detail = (
                         f"{trow.key!r} names no file under {root_path}"

@@ -26,6 +26,23 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-file-mb", type=float, default=512.0, help="larger files are not read (MiB)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds one file may take before it is given up")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    f = parser.add_argument_group("face boxes (stored in the manifest; training reads them back, never detects again)")
+    f.add_argument(
+        "--faces",
+        metavar="DETECTOR",
+        choices=["haar", "mediapipe"],
+        help="find every photo's face with this detector in the workers (haar; mediapipe needs its package)",
+    )
+    f.add_argument(
+        "--boxes",
+        metavar="FILE",
+        help="face boxes/landmarks from a table: FDF's fdf_metainfo.json, a CSV (path,x0,y0,x1,y1) or JSON, pixels",
+    )
+    f.add_argument(
+        "--photo-ids",
+        metavar="FDF_METAINFO",
+        help="link a table keyed by Flickr photo id (YFCC100M, per-photo EXIF JSON) to FDF's images via their photo_url",
+    )
     t = parser.add_argument_group("labels from a metadata table instead of the files (see docs/data.md)")
     t.add_argument(
         "--table", metavar="FILE|DIR", help="import the labels from this table (rows name files in PHOTOS_DIR)"
@@ -71,25 +88,32 @@ def _index(args) -> int:
 
     try:
         if args.table is not None:
+            aliases = None
+            if args.photo_ids is not None:
+                from bfdkern.data.face_index import fdf_photo_ids
+
+                aliases = fdf_photo_ids(args.photo_ids)
             report = import_table(
                 args.photos_dir,
                 args.output,
                 args.table,
                 format=args.format,
                 ordinal=args.ordinal,
+                aliases=aliases,
                 progress=not args.no_progress,
             )
-            print(report)
-            return 0
-        report = build_manifest(
-            args.photos_dir,
-            args.output,
-            workers=args.workers,
-            backend=args.backend,
-            max_bytes=int(args.max_file_mb * 2**20),
-            timeout_s=args.timeout,
-            progress=not args.no_progress,
-        )
+        else:
+            report = build_manifest(
+                args.photos_dir,
+                args.output,
+                workers=args.workers,
+                backend=args.backend,
+                max_bytes=int(args.max_file_mb * 2**20),
+                timeout_s=args.timeout,
+                progress=not args.no_progress,
+            )
+        print(report)
+        return _faces(args)
     except (OSError, ValueError, ImportError) as exc:
         print(f"bfdkern index: error: {exc}", file=sys.stderr)
         return 2
@@ -97,5 +121,16 @@ def _index(args) -> int:
         what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
         print(f"bfdkern index: {what}; what was indexed is kept in {args.output}: run again to resume", file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
-    print(report)
+
+
+def _faces(args) -> int:
+    """The face boxes asked for: a table's, then the detector's for the photos still without one."""
+    from bfdkern.data import face_index
+    from bfdkern.data.faces import face_detector
+
+    if args.boxes is not None:
+        print(face_index.import_boxes(args.output, args.boxes))
+    if args.faces is not None:
+        locator = face_detector(args.faces)
+        print(face_index.find_faces(args.output, locator, workers=args.workers, progress=not args.no_progress))
     return 0

@@ -312,7 +312,7 @@ def import_boxes(
             )
         with disk_full_reported(manifest, _Todo(len(rows))):
             with db:
-                db.execute("DELETE FROM faces WHERE source = ?", (source,))
+                db.execute("DELETE FROM faces WHERE source LIKE 'table:%'")  # a new table replaces the last one
                 db.execute("DELETE FROM rejects WHERE source = ?", (str(table),))
                 db.executemany("INSERT INTO rejects VALUES (?, ?, ?, ?, ?)", rejects)
             _insert_faces(db, rows)

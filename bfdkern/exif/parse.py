@@ -446,7 +446,7 @@ CODE_NAMES: dict[str, dict[str, int]] = {
         **dict.fromkeys(("centerweightedaverage", "centreweightedaverage", "centerweighted", "centreweighted"), 2),
         **dict.fromkeys(("spot",), 3),
         **dict.fromkeys(("multispot",), 4),
-        **dict.fromkeys(("multisegment", "pattern", "evaluative", "matrix"), 5),
+        **dict.fromkeys(("multisegment", "pattern", "evaluative", "matrix", "esp"), 5),
         **dict.fromkeys(("partial",), 6),
         **dict.fromkeys(("other",), 255),
     },
@@ -477,6 +477,9 @@ print them, case, spaces and punctuation ignored -> the EXIF code (``"Center-wei
 ``"Center weighted average"`` -> 2; ``"Multi-segment"``, ``"Pattern"``, ``"Evaluative"`` -> 5)."""
 
 
+_UNDEFINED_CODE = re.compile(r"unknown\s*\(\s*([+-]?[0-9]{1,12})\s*\)", re.IGNORECASE)
+
+
 def text_code(task: str, text: str) -> int:
     """An enumeration as a table prints it: a number (``"5"``) or a name of :data:`CODE_NAMES`.
     Raises ParseError ``empty``, ``sentinel``, ``malformed`` or ``unknown_name``."""
@@ -485,6 +488,9 @@ def text_code(task: str, text: str) -> int:
         raise ParseError("empty", f"{_short(text)} is empty")
     if cleaned[0].isdigit() or cleaned[0] in "+-":
         return parse_code(cleaned)
+    undefined = _UNDEFINED_CODE.fullmatch(cleaned)
+    if undefined is not None:  # ExifTool prints a code it has no name for as "Unknown (7)"
+        return parse_code(undefined.group(1))
     key = _name_key(cleaned)
     code = CODE_NAMES[task].get(key)
     if code is None:

@@ -252,11 +252,17 @@ REGION_CLASSES = ("mouth", "eye")
 """Face regions of the fine-grained manipulation task."""
 
 
-def blades_spec(sigma: float = 0.5, gamma: float = 2.0) -> TaskSpec:
+def blades_spec(sigma: float = 0.5, gamma: float = 2.0, classes=None) -> TaskSpec:
     """The BLADES default: 4 ordinal + 5 categorical EXIF tasks, the outer binary
-    manipulation task l_1 and the multilabel region task (K = 11, C = 39, J = 12)."""
+    manipulation task l_1 and the multilabel region task (K = 11, C = 39, J = 12).
+    ``classes``: categorical task -> class names replacing bfdkern's vocabulary for that task's head (labels
+    imported from the official BLADES JSON name its classes, :data:`bfdkern.exif.vocab.BLADES_OFFICIAL_CLASSES`)."""
+    chosen = {**CATEGORICAL_TAGS, **{t: tuple(c) for t, c in (classes or {}).items()}}
+    unknown = sorted(set(chosen) - set(CATEGORICAL_TAGS))
+    if unknown:
+        raise ValueError(f"classes given for unknown categorical tasks {unknown}; known: {list(CATEGORICAL_TAGS)}")
     tasks = [Task(n, "ordinal", 1) for n in ORDINAL_TAGS]
-    tasks += [Task(n, "categorical", len(c), c, gamma=gamma) for n, c in CATEGORICAL_TAGS.items()]
+    tasks += [Task(n, "categorical", len(c), c, gamma=gamma) for n, c in chosen.items()]
     tasks.append(Task("manipulated", "binary", 2, ("real", "manipulated"), outer=True))
     tasks.append(Task("region", "multilabel", len(REGION_CLASSES), REGION_CLASSES))
     return TaskSpec(tuple(tasks), sigma=sigma)

@@ -32,6 +32,7 @@ FIELDS = {
     "max_steps": "max_steps",
     "checkpoint_every": "checkpoint_every",
     "outer_every": "outer_every",
+    "face_detector": "face_detector",
 }
 
 
@@ -114,6 +115,20 @@ def add_arguments(parser) -> None:
         default=None,
         help="crop detected faces (OpenCV Haar; images without a face are skipped)",
     )
+    m.add_argument(
+        "--face-detector",
+        choices=["haar", "mediapipe"],
+        default=None,
+        help="finds faces for --face-crop when the data has no boxes; found once and stored in the manifest "
+        "(default haar; mediapipe needs the mediapipe package)",
+    )
+    m.add_argument(
+        "--boxes",
+        metavar="FILE",
+        default=None,
+        help="face boxes/landmarks for the crops and the mouth and eye manipulations: FDF's fdf_metainfo.json, "
+        "or a CSV (path, x0, y0, x1, y1) or JSON (file -> box or landmarks) in pixels",
+    )
     x = parser.add_argument_group("execution (may change on --resume)")
     x.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     x.add_argument(
@@ -162,6 +177,11 @@ def config_from_args(args):
         if not data.exists():
             raise FileNotFoundError(f"{data}: no such photo folder or manifest (--data)")
         given["data"] = str(data.resolve())
+    if args.boxes is not None:
+        boxes = Path(args.boxes)
+        if not boxes.is_file():
+            raise FileNotFoundError(f"{boxes}: no such boxes table (--boxes)")
+        given["boxes"] = str(boxes.resolve())
     if args.backbone_weights is not None:
         given["backbone_weights"] = str(Path(args.backbone_weights).resolve())
     if args.resume:

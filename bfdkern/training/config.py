@@ -58,6 +58,12 @@ class PretrainConfig:
         fixed_lambda: keep every lambda at ``lambda_init`` (no bi-level update; the equal-weight ablation).
         tasks: the pretext tasks trained, by name (None: all of :func:`~bfdkern.tasks.blades_spec`); must keep
             the outer task ``manipulated``. Used by the task ablations and Zou25.
+        face_detector: what finds faces for ``face_crop`` when the data has no boxes (found once and stored
+            in the manifest; see :data:`bfdkern.data.faces.FACE_DETECTORS`).
+        boxes: a face-box table (FDF's ``fdf_metainfo.json``, a CSV or JSON of boxes or landmarks) stored into
+            the manifest and used for the crops and the mouth and eye manipulations.
+        vocabulary: categorical task -> class names of its head, when the labels name another vocabulary
+            than bfdkern's (a manifest imported from the official BLADES JSON; set from the manifest).
     """
 
     data: str = ""
@@ -85,6 +91,9 @@ class PretrainConfig:
     outer_every: int = 1
     fixed_lambda: bool = False
     tasks: list[str] | None = None
+    face_detector: str = "haar"
+    boxes: str | None = None
+    vocabulary: dict[str, list[str]] | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -116,6 +125,12 @@ class PretrainConfig:
             raise ValueError(f"workers and checkpoint_every must be >= 0, got {self.workers}, {self.checkpoint_every}")
         if int(self.outer_every) < 1:
             raise ValueError(f"outer_every must be >= 1, got {self.outer_every}")
+        if self.paired and int(self.batch_size) % 2:
+            raise ValueError(f"batch_size {self.batch_size}: paired batches need an even batch size (or unpaired)")
+        from bfdkern.data.faces import FACE_DETECTORS
+
+        if self.face_detector not in FACE_DETECTORS:
+            raise ValueError(f"face_detector must be one of {sorted(FACE_DETECTORS)}, got {self.face_detector!r}")
         if self.tasks is not None:
             self.tasks = list(self.tasks)
             self.task_spec()
@@ -123,7 +138,7 @@ class PretrainConfig:
     def task_spec(self) -> TaskSpec:
         """The spec of the trained tasks: :func:`~bfdkern.tasks.blades_spec`, or its subset ``tasks``.
         Raises ValueError for unknown names or a subset without an outer task."""
-        spec = blades_spec()
+        spec = blades_spec(classes=self.vocabulary)
         if self.tasks is None:
             return spec
         unknown = sorted(set(self.tasks) - set(spec.names))

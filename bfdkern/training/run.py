@@ -176,6 +176,14 @@ class Pretraining:
         self.config, self.run_dir, self.echo = config, Path(run_dir), echo or _echo
         if not self.main:
             self.echo = lambda message: None
+        if config.vocabulary is None and Path(config.data).is_file() and spec is None:
+            from bfdkern.data.face_index import manifest_vocabulary
+
+            config.vocabulary = manifest_vocabulary(config.data)
+            if config.vocabulary is not None:  # labels imported from the official BLADES JSON
+                self.echo(
+                    f"data: the manifest's class labels name their own classes; the heads follow them: {config.vocabulary}"
+                )
         self.spec = spec or config.task_spec()
         if resume and not (self.run_dir / CHECKPOINT_NAME).is_file():
             raise FileNotFoundError(f"{self.run_dir / CHECKPOINT_NAME}: no checkpoint to resume from")
@@ -185,25 +193,21 @@ class Pretraining:
             )
         self.device = resolve_device(rank_device(config.device))
         self.dtype = getattr(torch, config.dtype)
-        if self.sync is not None:  # every rank has checked the directory before rank 0 writes to it
-            torch.distributed.barrier()
-        if self.main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            config.save(self.run_dir)
-
+        # The data first: a start that fails on it writes nothing into the run directory.
         self.dataset = FaceDataset(
             config.data,
             self.spec,
             size=config.image_size,
             seed=config.seed,
             face_crop=config.face_crop,
+            face_detector=config.face_detector,
+            boxes=config.boxes,
+            index_workers=config.workers,
             progress=config.progress and self.main,
         )
         self.echo(f"data: {self.dataset.summary()}")
-        if self.main:
-            _write_skipped(self.run_dir, self.dataset)
-        if self.dataset.skipped_files:
-            self.echo(f"data: the skipped files and why are listed in {self.run_dir / SKIPPED_NAME}")
+        for report in self.dataset.face_reports:
+            self.echo(f"data: {report}")
         loaders = make_loaders(
             self.dataset,
             config.batch_size,
@@ -213,6 +217,14 @@ class Pretraining:
             paired=config.paired,
             pin_memory=self.device.type == "cuda",
         )
+        if self.sync is not None:  # every rank has checked the directory and the data before rank 0 writes
+            torch.distributed.barrier()
+        if self.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            config.save(self.run_dir)
+            _write_skipped(self.run_dir, self.dataset)
+        if self.dataset.skipped_files:
+            self.echo(f"data: the skipped files and why are listed in {self.run_dir / SKIPPED_NAME}")
         share = {"rank": self.rank, "world_size": self.world_size}
         self.streams = {"tr": BatchStream(loaders[0], **share), "val": BatchStream(loaders[1], **share)}
         if self.sync is not None:

@@ -124,6 +124,7 @@ FACE_REASONS: dict[str, str] = {
 }
 """Why a file has no face box: the ``reason`` column of the ``faces`` table."""
 
+_AT = {c: i for i, c in enumerate(COLUMNS)}
 _TYPES = {"size": "INTEGER", "mtime_ns": "INTEGER", "parser": "INTEGER", "width": "INTEGER", "height": "INTEGER"}
 _TYPES |= {"line": "INTEGER", "faces": "INTEGER"} | dict.fromkeys(PART_COLUMNS, "REAL")
 
@@ -306,9 +307,10 @@ def _special_kind(entry: os.DirEntry) -> str | None:
     return "device"
 
 
-def scan(root: str | os.PathLike) -> ScanResult:
+def scan(root: str | os.PathLike, stat_files: bool = True) -> ScanResult:
     """Everything under ``root``: image files (sorted by path), other files counted, problems, and the
-    special entries counted by kind. Follows links to files, not links to folders (no cycles)."""
+    special entries counted by kind. Follows links to files, not links to folders (no cycles).
+    ``stat_files=False``: sizes and mtimes are 0 (no call a file: for checking what exists)."""
     root = os.fspath(root)
     items, others, problems, special = [], 0, [], Counter()
     stack = [""]
@@ -336,10 +338,10 @@ def scan(root: str | os.PathLike) -> ScanResult:
                 if os.path.splitext(entry.name)[1].lower() not in IMAGE_EXTENSIONS:
                     others += 1
                     continue
-                st = entry.stat()
+                st = entry.stat() if stat_files else None
             except OSError:  # vanished since the listing: nothing to index
                 continue
-            items.append((rel, st.st_size, st.st_mtime_ns))
+            items.append((rel, st.st_size, st.st_mtime_ns) if st is not None else (rel, 0, 0))
     items.sort()
     return ScanResult(items, others, problems, special)
 
@@ -837,29 +839,45 @@ class FileIndex:
 
     def __init__(self, root: Path, items: Sequence[Item]):
         self.root = root
+        self._prefix = root.as_posix().rstrip("/") + "/"
+        self._cwd = os.getcwd()
+        self._under_cwd = self._prefix.startswith(self._cwd.rstrip("/") + "/")
         self.by_rel = {it[0]: it for it in items}
-        self.by_name: dict[str, list[str]] = {}
-        self.by_stem: dict[str, list[str]] = {}
-        for rel in self.by_rel:
-            name = rel.rsplit("/", 1)[-1]
-            self.by_name.setdefault(name, []).append(rel)
-            self.by_stem.setdefault(name.rsplit(".", 1)[0], []).append(rel)
+        self._by_name: dict[str, list[str]] | None = None
+        self._by_stem: dict[str, list[str]] = {}
+
+    def full(self, rel: str) -> str:
+        """The absolute path of a relative one."""
+        return self._prefix + rel
+
+    @property
+    def by_name(self) -> dict[str, list[str]]:
+        """File name -> relative paths (built on first use)."""
+        if self._by_name is None:
+            self._by_name = {}
+            for rel in self.by_rel:
+                name = rel.rsplit("/", 1)[-1]
+                self._by_name.setdefault(name, []).append(rel)
+                self._by_stem.setdefault(name.rsplit(".", 1)[0], []).append(rel)
+        return self._by_name
+
+    @property
+    def by_stem(self) -> dict[str, list[str]]:
+        """File name without its extension -> relative paths (built on first use)."""
+        _ = self.by_name  # builds both
+        return self._by_stem
 
     def resolve(self, key: str) -> tuple[str | None, str | None]:
-        """(relative path, None) or (None, reason ``missing_file`` / ``ambiguous_path``)."""
+        """(relative path, None) or (None, reason ``missing_file`` / ``ambiguous_path``). String work only
+        (no file-system calls: 200,000 rows resolve in a fraction of a second)."""
         key = key.strip().replace("\\", "/")
         if key in self.by_rel:
             return key, None
-        for candidate in (Path(key), Path.cwd() / key):
-            if candidate.is_absolute():
-                with suppress(ValueError, OSError):
-                    rel = candidate.resolve().relative_to(self.root).as_posix()
-                    if rel in self.by_rel:
-                        return rel, None
-        stripped = key.lstrip("./")
-        if stripped in self.by_rel:
-            return stripped, None
-        name = stripped.rsplit("/", 1)[-1]
+        if os.path.isabs(key) or self._under_cwd:  # a path relative to where the table was made (ExifTool's cwd)
+            full = os.path.normpath(os.path.join(self._cwd, key)).replace("\\", "/")
+            if full.startswith(self._prefix) and full[len(self._prefix) :] in self.by_rel:
+                return full[len(self._prefix) :], None
+        name = key.rsplit("/", 1)[-1]
         found = self.by_name.get(name) or ([] if "." in name else self.by_stem.get(name, []))
         if len(found) == 1:
             return found[0], None
@@ -872,36 +890,81 @@ def _table_fingerprint(table_path: Path, fmt: str, ordinal: str) -> str:
     return json.dumps([str(table_path.resolve()), fmt, ordinal, PARSER_VERSION, stats])
 
 
-def table_row(item: Item, trow, table) -> tuple:
+class TableParser:
+    """:func:`~bfdkern.exif.parse.parse_tags` (``text=True``) and :func:`~bfdkern.exif.labels.label_of` of
+    table rows, remembered per task and source texts: a table repeats its values (makes, modes, common
+    f-numbers) across hundreds of thousands of rows."""
+
+    def __init__(self, apex_converted: bool):
+        from bfdkern.exif.labels import label_of
+        from bfdkern.exif.parse import CATEGORICAL_SOURCES, parse_categorical, parse_ordinal
+
+        self._label_of, self._apex = label_of, apex_converted
+        self._sources = {t: tuple(s) for t, s in ORDINAL_SOURCES.items()} | {
+            t: (s,) for t, s in CATEGORICAL_SOURCES.items()
+        }
+        self._parse = {t: parse_ordinal for t in ORDINAL_SOURCES} | {t: parse_categorical for t in CATEGORICAL_SOURCES}
+        self._cache: dict = {}
+
+    def __call__(self, tags: dict[str, str]) -> dict[str, tuple]:
+        """Task -> its five manifest columns (raw, source, value, label, reason) for one row's tags."""
+        out = {}
+        get = tags.get
+        for task, sources in self._sources.items():
+            key = (task, *map(get, sources))
+            hit = self._cache.get(key)
+            if hit is None:
+                sub = {t: tags[t] for t in sources if t in tags}
+                kwargs = {"apex_converted": self._apex} if task in ORDINAL_SOURCES else {}
+                hit = _columns_of(task, self._parse[task](task, sub, text=True, **kwargs), self._label_of)
+                if len(self._cache) < 1_000_000:
+                    self._cache[key] = hit
+            out[task] = hit
+        return out
+
+
+def _columns_of(task: str, tag_value: TagValue, label_of) -> tuple:
+    """The five manifest columns of one task's value: raw, source, value (floats for ordinal tasks), label,
+    reason."""
+    value = tag_value.value
+    if task in ORDINAL_SOURCES and value is not None:
+        value = float(value)
+    return (tag_value.raw, tag_value.source, value, *label_of(task, tag_value))
+
+
+def table_row(item: Item, trow, table, parser: TableParser | None = None) -> tuple:
     """The manifest row (:data:`COLUMNS` order) of one table row for the file ``item``: the tags parsed as
     text by the file reader's parser, the official JSON's given labels kept as they are."""
     rel, size, mtime_ns = item
-    row = dict.fromkeys(COLUMNS)
-    row.update(path=rel, size=size, mtime_ns=mtime_ns, backend=f"table:{table.format}", parser=PARSER_VERSION)
-    row.update(width=0, height=0, line=trow.line, raw=json.dumps(trow.tags, ensure_ascii=False))
+    row = [None] * len(COLUMNS)
+    row[0], row[1], row[2], row[4], row[5], row[6], row[7] = (
+        rel,
+        size,
+        mtime_ns,
+        f"table:{table.format}",
+        PARSER_VERSION,
+        0,
+        0,
+    )
+    row[_AT["line"]], row[_AT["raw"]] = trow.line, json.dumps(trow.tags, ensure_ascii=False)
     try:
-        values = parse_tags(trow.tags, text=True, apex_converted=table.apex_converted)
-        labels, reasons = labels_of(values)
+        columns = (parser or TableParser(table.apex_converted))(trow.tags)
     except Exception as exc:  # the last guard, as for files
-        row.update(reason="parser_error", detail=f"{table.path} line {trow.line}: {type(exc).__name__}: {exc}")
-        return tuple(row.values())
+        row[_AT["reason"]] = "parser_error"
+        row[_AT["detail"]] = f"{table.path} line {trow.line}: {type(exc).__name__}: {exc}"
+        return tuple(row)
     for task, given in (trow.given or {}).items():
-        if isinstance(given, str) and given.startswith("!"):
-            reason, _, _ = given[1:].partition(":")
-            values[task] = TagValue(None, reason, given[1:].partition(": ")[2], "blades-json")
-            labels[task], reasons[task] = None, reason
+        if isinstance(given, str) and given.startswith("!"):  # a value the table gives but that cannot be used
+            reason, _, detail = given[1:].partition(": ")
+            columns[task] = (detail, "blades-json", None, None, reason)
         else:
-            values[task] = TagValue(given, None, str(given), "blades-json")
-            labels[task], reasons[task] = given, None
-    for task, tag_value in values.items():
-        value = tag_value.value
-        if task in ORDINAL_SOURCES and value is not None:
-            value = float(value)
-        row[f"{task}_raw"], row[f"{task}_source"], row[f"{task}_value"] = tag_value.raw, tag_value.source, value
-        row[f"{task}_label"], row[f"{task}_reason"] = labels[task], reasons[task]
-    if all(label is None for label in labels.values()):
-        row["reason"] = "no_exif" if all(r == "absent" for r in reasons.values()) else "no_usable_tags"
-    return tuple(row.values())
+            columns[task] = (str(given), "blades-json", given, given, None)
+    for task, five in columns.items():
+        at = _AT[f"{task}_raw"]  # raw, source, value, label, reason: consecutive columns
+        row[at : at + 5] = five
+    if all(five[3] is None for five in columns.values()):
+        row[_AT["reason"]] = "no_exif" if all(five[4] == "absent" for five in columns.values()) else "no_usable_tags"
+    return tuple(row)
 
 
 def import_table(
@@ -943,7 +1006,7 @@ def import_table(
                 raise ValueError(
                     f"{manifest_path}: holds labels read from the files; import the table into a new manifest"
                 )
-            scanned = scan(root_path)
+            scanned = scan(root_path, stat_files=False)
             report.skipped_other, report.not_indexed, report.special = scanned.others, scanned.problems, scanned.special
             files = FileIndex(root_path, scanned.items)
             fmt = format
@@ -965,6 +1028,7 @@ def import_table(
                 return report
             parsed = read_table(table_path, fmt, ordinal)
             rows, rejects, seen = [], [], {}
+            parser = TableParser(parsed.apex_converted)
             for trow in tqdm(parsed.rows, desc="import", unit="row", disable=not progress, file=sys.stderr):
                 if trow.error is not None:
                     reason, _, detail = trow.error.partition(": ")
@@ -985,8 +1049,13 @@ def import_table(
                     detail = f"{rel}: line {seen[rel]} already names this file; this row is not used"
                     rejects.append((str(table_path), trow.line, trow.key, "duplicate", detail))
                     continue
+                try:
+                    st = os.stat(files.full(rel))  # the row keeps the file's size and mtime
+                except OSError:
+                    rejects.append((str(table_path), trow.line, trow.key, "missing_file", f"{rel}: vanished"))
+                    continue
                 seen[rel] = trow.line
-                rows.append(table_row(files.by_rel[rel], trow, parsed))
+                rows.append(table_row((rel, st.st_size, st.st_mtime_ns), trow, parsed, parser))
             report.todo = len(rows)
             insert = f"INSERT OR REPLACE INTO files VALUES ({', '.join('?' * len(COLUMNS))})"
             with db:

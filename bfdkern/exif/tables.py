@@ -239,6 +239,8 @@ def _text(value) -> str | None:
 def _checked_utf8(row: TableRow) -> TableRow:
     if row.error is None:
         for text in (row.key or "", *row.tags.values()):
+            if text.isascii():
+                continue
             try:
                 text.encode("utf-8")
             except UnicodeEncodeError:

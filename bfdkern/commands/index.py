@@ -30,8 +30,8 @@ def add_arguments(parser) -> None:
     f.add_argument(
         "--faces",
         metavar="DETECTOR",
-        choices=["haar", "mediapipe"],
-        help="find every photo's face with this detector in the workers (haar; mediapipe needs its package)",
+        choices=["auto", "haar", "mediapipe"],
+        help="find every photo's face with this detector in the workers (auto: mediapipe when installed, else haar)",
     )
     f.add_argument(
         "--boxes",

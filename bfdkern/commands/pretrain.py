@@ -117,10 +117,10 @@ def add_arguments(parser) -> None:
     )
     m.add_argument(
         "--face-detector",
-        choices=["haar", "mediapipe"],
+        choices=["auto", "haar", "mediapipe"],
         default=None,
         help="finds faces for --face-crop when the data has no boxes; found once and stored in the manifest "
-        "(default haar; mediapipe needs the mediapipe package)",
+        "(default auto: mediapipe when installed, else haar)",
     )
     m.add_argument(
         "--boxes",

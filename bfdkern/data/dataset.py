@@ -146,8 +146,8 @@ class FaceDataset(Dataset):
             when it was indexed, or imported from a table such as FDF's) take precedence.
         face_crop: crop the face box enlarged by ``face_scale`` (square, clipped to the image) instead of the
             centred square.
-        face_detector: the detector (:data:`bfdkern.data.faces.FACE_DETECTORS`) that finds faces when they
-            must be found (``face_crop`` on a folder, or on a manifest without boxes): found once, in
+        face_detector: the detector (``auto``: MediaPipe when installed, else Haar; ``haar``; ``mediapipe``)
+            that finds faces when they must be found (``face_crop`` on a folder, or on a manifest without boxes): found once, in
             ``index_workers`` processes, stored in the manifest (a folder's is cached, see
             :func:`folder_manifest`) and read back by every later dataset on the same photos.
         boxes: a face-box table (FDF's ``fdf_metainfo.json``, a CSV or JSON of boxes or landmarks; see
@@ -176,7 +176,7 @@ class FaceDataset(Dataset):
         locator: FaceLocator | None = None,
         face_crop: bool = False,
         face_scale: float = 1.3,
-        face_detector: str = "haar",
+        face_detector: str = "auto",
         boxes: str | os.PathLike | None = None,
         index_workers: int = 2,
         manipulate: bool = True,

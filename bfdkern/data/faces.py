@@ -439,16 +439,24 @@ class MediaPipeFaceLocator:
 
 
 FACE_DETECTORS = {"haar": HaarFaceLocator, "mediapipe": MediaPipeFaceLocator}
-"""Face detectors by the name ``--face-detector`` takes. Haar (OpenCV's bundled cascades) is the default:
-it needs nothing beyond opencv-python-headless."""
+"""Face detectors by the name ``--face-detector`` takes (besides ``auto``: MediaPipe when the mediapipe package
+is installed, else Haar, OpenCV's bundled cascades, which need nothing beyond opencv-python-headless)."""
+
+DETECTOR_NAMES = ("auto", *FACE_DETECTORS)
 
 
-def face_detector(name: str) -> FaceLocator:
-    """A detector of :data:`FACE_DETECTORS` by name."""
+def face_detector(name: str = "auto") -> FaceLocator:
+    """A detector of :data:`FACE_DETECTORS` by name; ``auto``: MediaPipe where it is installed, else Haar."""
+    if name == "auto":
+        try:
+            import mediapipe  # noqa: F401
+        except ImportError:
+            return HaarFaceLocator()
+        return MediaPipeFaceLocator()
     try:
         return FACE_DETECTORS[name]()
     except KeyError:
-        raise ValueError(f"unknown face detector {name!r}; expected one of {sorted(FACE_DETECTORS)}") from None
+        raise ValueError(f"unknown face detector {name!r}; expected one of {list(DETECTOR_NAMES)}") from None
 
 
 def detector_id(locator) -> str:

@@ -59,7 +59,7 @@ class PretrainConfig:
         tasks: the pretext tasks trained, by name (None: all of :func:`~bfdkern.tasks.blades_spec`); must keep
             the outer task ``manipulated``. Used by the task ablations and Zou25.
         face_detector: what finds faces for ``face_crop`` when the data has no boxes (found once and stored
-            in the manifest; see :data:`bfdkern.data.faces.FACE_DETECTORS`).
+            in the manifest): ``auto`` (MediaPipe when installed, else Haar), ``haar`` or ``mediapipe``.
         boxes: a face-box table (FDF's ``fdf_metainfo.json``, a CSV or JSON of boxes or landmarks) stored into
             the manifest and used for the crops and the mouth and eye manipulations.
         vocabulary: categorical task -> class names of its head, when the labels name another vocabulary
@@ -91,7 +91,7 @@ class PretrainConfig:
     outer_every: int = 1
     fixed_lambda: bool = False
     tasks: list[str] | None = None
-    face_detector: str = "haar"
+    face_detector: str = "auto"
     boxes: str | None = None
     vocabulary: dict[str, list[str]] | None = None
 
@@ -127,10 +127,10 @@ class PretrainConfig:
             raise ValueError(f"outer_every must be >= 1, got {self.outer_every}")
         if self.paired and int(self.batch_size) % 2:
             raise ValueError(f"batch_size {self.batch_size}: paired batches need an even batch size (or unpaired)")
-        from bfdkern.data.faces import FACE_DETECTORS
+        from bfdkern.data.faces import DETECTOR_NAMES
 
-        if self.face_detector not in FACE_DETECTORS:
-            raise ValueError(f"face_detector must be one of {sorted(FACE_DETECTORS)}, got {self.face_detector!r}")
+        if self.face_detector not in DETECTOR_NAMES:
+            raise ValueError(f"face_detector must be one of {list(DETECTOR_NAMES)}, got {self.face_detector!r}")
         if self.tasks is not None:
             self.tasks = list(self.tasks)
             self.task_spec()

@@ -54,6 +54,11 @@ def add_arguments(parser) -> None:
         help="the table's format (default: detected from its name and content)",
     )
     t.add_argument(
+        "--check-files",
+        action="store_true",
+        help="also read each file's own EXIF and record where it disagrees with the table (the table wins)",
+    )
+    t.add_argument(
         "--ordinal",
         default="levels",
         choices=["levels", "values"],
@@ -100,6 +105,9 @@ def _index(args) -> int:
                 format=args.format,
                 ordinal=args.ordinal,
                 aliases=aliases,
+                check_files=args.check_files,
+                workers=args.workers,
+                backend=args.backend,
                 progress=not args.no_progress,
             )
         else:

@@ -149,6 +149,7 @@ class IndexReport:
     special: Counter = field(default_factory=Counter)
     table: str | None = None
     rejected: Counter = field(default_factory=Counter)
+    disagreements: Counter = field(default_factory=Counter)
     not_indexed: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -181,6 +182,11 @@ class IndexReport:
             )
         lines = [head]
         lines += [f"    {n:6d}  {r}: {FILE_REASONS.get(r, '')}" for r, n in self.reasons.most_common()]
+        if self.disagreements:
+            tasks = ", ".join(f"{t}: {n}" for t, n in self.disagreements.most_common())
+            lines.append(
+                f"  rows whose file's own EXIF says otherwise (the table's labels kept; column disagree): {tasks}"
+            )
         if self.rejected:
             lines.append(
                 f"  table rows not used: {sum(self.rejected.values())} (listed in the manifest's rejects table)"
@@ -975,6 +981,9 @@ def import_table(
     format: str = "auto",
     ordinal: str = "levels",
     aliases: dict[str, str] | None = None,
+    check_files: bool = False,
+    workers: int = 2,
+    backend: str = "pyexiv2",
     progress: bool = True,
 ) -> IndexReport:
     """Build the manifest of the photos under ``root`` from a metadata table instead of the files' bytes
@@ -983,7 +992,12 @@ def import_table(
     the ``rejects`` table with its line and reason (:data:`bfdkern.exif.tables.ROW_REASONS`). Files the table
     does not name get no row. Re-importing an unchanged table into an unchanged folder reads nothing again.
     A manifest holds the labels of one source: a manifest built from the files' EXIF is not mixed with a
-    table's. Returns the report (``report.rejected``: reason -> rows)."""
+    table's. Returns the report (``report.rejected``: reason -> rows).
+
+    ``aliases``: row key -> file stem or name, for tables keyed by an id that is not the file's name (YFCC100M
+    photo ids of FDF images, see :func:`bfdkern.data.face_index.fdf_photo_ids`). ``check_files``: also read each
+    file's own EXIF (``workers`` processes, ``backend``) and record in the ``disagree`` column where it
+    disagrees with the table (task -> [table label, file label]); the table's labels are kept."""
     from bfdkern.exif.tables import read_table
 
     start = time.perf_counter()
@@ -1057,6 +1071,8 @@ def import_table(
                 seen[rel] = trow.line
                 rows.append(table_row((rel, st.st_size, st.st_mtime_ns), trow, parsed, parser))
             report.todo = len(rows)
+            if check_files and rows:
+                rows = _with_disagreements(rows, str(root_path), workers, backend, parsed, report, progress)
             insert = f"INSERT OR REPLACE INTO files VALUES ({', '.join('?' * len(COLUMNS))})"
             with db:
                 db.execute("DELETE FROM files")
@@ -1090,6 +1106,38 @@ def import_table(
             db.close()
             report.seconds = time.perf_counter() - start
     return report
+
+
+def _with_disagreements(rows, root, workers, backend, table, report, progress) -> list[tuple]:
+    """``rows`` with their ``disagree`` column: where the file's own EXIF gives another label than the table
+    (tasks whose labels the table gave as classes of another vocabulary, or as levels, are not compared)."""
+    import math
+
+    items = [(r[0], r[1], r[2]) for r in rows]
+    batch = max(1, min(64, len(items) // (max(workers, 1) * 8)))
+    job = ExifJob(root, backend, backend, DEFAULT_MAX_BYTES)
+    own = {}
+    with tqdm(total=len(items), desc="check files", unit="file", disable=not progress, file=sys.stderr) as bar:
+        for done in run_workers(root, [items[i : i + batch] for i in range(0, len(items), batch)], workers, job, 30.0):
+            own.update((r[0], r) for r in done)
+            bar.update(len(done))
+    levels = set(ORDINAL_SOURCES) if table.vocabulary is not None and table.ordinal == "levels" else set()
+    skip = set(table.vocabulary or {}) | levels
+    out = []
+    for row in rows:
+        mine, disagree = own.get(row[0]), {}
+        for task in TASKS:
+            at = _AT[f"{task}_label"]
+            a, b = row[at], None if mine is None else mine[at]
+            if task in skip or a is None or b is None:
+                continue
+            same = math.isclose(a, b, rel_tol=1e-6) if isinstance(a, float) and isinstance(b, float) else a == b
+            if not same:
+                disagree[task] = [a, b]
+                report.disagreements[task] += 1
+        at = _AT["disagree"]
+        out.append(row[:at] + (json.dumps(disagree) if disagree else None,) + row[at + 1 :])
+    return out
 
 
 def _unchanged(db: sqlite3.Connection, files: FileIndex, source: str) -> bool:

@@ -299,3 +299,18 @@ def test_cli_import_and_summary_show_the_row_reasons(tmp_path, folder, capsys):
     assert "table rows not used (table:exif-jsonl" in out and "missing_file" in out and "bad_row" in out
     assert main(["index", str(folder), "-o", str(manifest), "--table", str(tmp_path / "nope.json")]) == 2
     assert "no such table" in capsys.readouterr().err
+
+
+def test_rows_that_disagree_with_the_files_own_exif_are_recorded(tmp_path):
+    root = tmp_path / "photos"
+    photos.write_photo(root / "a.jpg")  # the file says f/2.8, ISO 400, NIKON
+    photos.write_photo(root / "b.jpg")
+    table = tmp_path / "t.csv"
+    table.write_text("path,FNumber,ISO,Make\na.jpg,F2.8,400,Nikon\nb.jpg,F4,400,Canon\n")
+    manifest = tmp_path / "m.sqlite"
+    report = import_table(root, manifest, table, check_files=True, workers=0, progress=False)
+    assert report.disagreements == {"aperture": 1, "make": 1} and "column disagree" in str(report)
+    rows = _rows(manifest)
+    assert rows["a.jpg"]["disagree"] is None
+    assert json.loads(rows["b.jpg"]["disagree"]) == {"aperture": [4.0, 2.8], "make": ["Canon", "Nikon"]}
+    assert rows["b.jpg"]["aperture_label"] == 4.0  # the table's label is kept

@@ -401,6 +401,9 @@ def _worker_main(conn, state, job, parent_pid: int) -> None:
     # The parent handles Ctrl-C and SIGTERM and ends the workers; they must not die half-way by themselves.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for fd in list(_HELD_LOCKS):  # the parent's manifest lock is the parent's alone
+        with suppress(OSError):
+            os.close(fd)
     die_with_parent(parent_pid)
     while True:
         message = conn.recv()
@@ -550,6 +553,11 @@ def _connect(manifest: Path) -> sqlite3.Connection:
     return db
 
 
+_HELD_LOCKS: set[int] = set()
+"""File descriptors of the manifest locks this process holds: forked workers close their copies, so a
+lock ends with the process that took it, not with the last of its workers."""
+
+
 class ManifestBusyError(OSError):
     """Another process is updating the manifest."""
 
@@ -586,7 +594,11 @@ def lock_manifest(manifest: Path) -> Iterator[None]:
         fh.truncate()
         fh.write(f"{os.getpid()}\n")
         fh.flush()
-        yield
+        _HELD_LOCKS.add(fh.fileno())
+        try:
+            yield
+        finally:
+            _HELD_LOCKS.discard(fh.fileno())
 
 
 def _is_full(exc: BaseException) -> bool:

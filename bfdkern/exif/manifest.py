@@ -683,16 +683,11 @@ def build_manifest(
         on_batch: called with the number of rows after each commit (tests use it to interrupt).
     """
     start = time.perf_counter()
-    root_path = Path(root).resolve()
-    if not root_path.is_dir():
-        raise NotADirectoryError(f"{root}: not a folder of photos")
+    root_path, manifest_path = _checked_paths(root, manifest)
     if workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
     if timeout_s <= 0 or max_bytes <= 0:
         raise ValueError(f"timeout_s and max_bytes must be > 0, got {timeout_s} and {max_bytes}")
-    manifest_path = Path(manifest)
-    if not manifest_path.parent.is_dir():
-        raise FileNotFoundError(f"{manifest_path}: the folder {manifest_path.parent} does not exist")
     reader_name = backend if isinstance(backend, str) else backend.name
     if isinstance(backend, str):
         get_backend(backend)  # fail here, not in every worker, when the backend cannot load
@@ -1013,12 +1008,7 @@ def import_table(
     from bfdkern.exif.tables import read_table
 
     start = time.perf_counter()
-    root_path = Path(root).resolve()
-    if not root_path.is_dir():
-        raise NotADirectoryError(f"{root}: not a folder of photos")
-    manifest_path = Path(manifest)
-    if not manifest_path.parent.is_dir():
-        raise FileNotFoundError(f"{manifest_path}: the folder {manifest_path.parent} does not exist")
+    root_path, manifest_path = _checked_paths(root, manifest)
     table_path = Path(table)
     if not table_path.exists():
         raise FileNotFoundError(f"{table_path}: no such table")
@@ -1158,6 +1148,17 @@ def _unchanged(db: sqlite3.Connection, files: FileIndex, source: str) -> bool:
         return False
     keys = db.execute("SELECT key FROM rejects WHERE source = ? AND reason = 'missing_file'", (source,))
     return all(files.resolve(k)[0] is None for (k,) in keys if k is not None)
+
+
+def _checked_paths(root, manifest) -> tuple[Path, Path]:
+    """(the resolved photo folder, the manifest path), or the error naming the one that cannot serve."""
+    root_path = Path(root).resolve()
+    if not root_path.is_dir():
+        raise NotADirectoryError(f"{root}: not a folder of photos")
+    manifest_path = Path(manifest)
+    if not manifest_path.parent.is_dir():
+        raise FileNotFoundError(f"{manifest_path}: the folder {manifest_path.parent} does not exist")
+    return root_path, manifest_path
 
 
 def _check_root(meta: dict[str, str], root_path: Path, manifest_path: Path) -> None:

@@ -17,8 +17,7 @@ import torch
 
 from bfdkern.data import FaceDataset, make_loaders
 from bfdkern.data.simulator import simulate_collection
-from bfdkern.demo import DemoSettings
-from bfdkern.tasks import blades_spec
+from bfdkern.recipes.demo import DemoSettings
 from bfdkern.training import BatchStream, Pretraining, read_log
 
 DEMO = DemoSettings()
@@ -65,7 +64,7 @@ def test_step_alone(benchmark, photos, tmp_path):
 @pytest.mark.benchmark(group="pretrain-demo")
 @pytest.mark.parametrize("workers", [0, 2])
 def test_loader(benchmark, photos, workers):
-    dataset = FaceDataset(photos, blades_spec(), size=DEMO.image_size, seed=0)
+    dataset = FaceDataset(photos, DEMO.spec(), size=DEMO.image_size, seed=0)
     loader, _ = make_loaders(dataset, DEMO.batch_size, num_workers=workers)
     stream = BatchStream(loader)
     stream.next()  # workers started

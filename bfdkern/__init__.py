@@ -1,18 +1,19 @@
 """bfdkern: self-supervised AI-generated face detection by bi-level optimization (BLADES),
-with fused kernels for the multi-task loss and the bi-level hypergradient."""
+with fused kernels for the multi-task loss and the bi-level hypergradient.
 
-from bfdkern.ops import multitask_loss, perturb_pair
-from bfdkern.tasks import MISSING, Task, TaskSpec, blades_spec
+The public names load on first use, so that ``bfdkern --help`` and ``import bfdkern.tasks`` do not
+pay for torch's import until something needs it."""
 
-__version__ = "0.1.0"
+from __future__ import annotations
 
-__all__ = ["MISSING", "Task", "TaskSpec", "__version__", "blades_spec", "multitask_loss", "perturb_pair"]
+from bfdkern.lazy import lazy_exports
 
-
-def __getattr__(name):
-    # The trainer pulls in torch.func and the models; import it lazily.
-    if name == "BilevelTrainer":
-        from bfdkern.bilevel import BilevelTrainer
-
-        return BilevelTrainer
-    raise AttributeError(f"module 'bfdkern' has no attribute {name!r}")
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "ops": ("multitask_loss", "perturb_pair"),
+        "tasks": ("MISSING", "Task", "TaskSpec", "blades_spec"),
+        "bilevel": ("BilevelTrainer",),
+        "version": ("__version__",),
+    },
+)

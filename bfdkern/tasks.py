@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
-
-import torch
+from typing import TYPE_CHECKING, Literal
 
 from bfdkern.exif.vocab import CATEGORICAL_TAGS, ORDINAL_TAGS
+
+if TYPE_CHECKING:  # the spec is plain data; torch is imported by the two methods that make tensors
+    import torch
 
 MISSING = math.nan
 """The missing-label marker in a targets tensor."""
@@ -155,9 +156,11 @@ class TaskSpec:
     def outer_indices(self) -> tuple[int, ...]:
         return tuple(k for k, t in enumerate(self.tasks) if t.outer)
 
-    def outer_mask(self, device=None, dtype=torch.float32) -> torch.Tensor:
-        """[K] 1.0 for the tasks of the outer objective l_1, else 0.0."""
-        return torch.tensor([1.0 if t.outer else 0.0 for t in self.tasks], device=device, dtype=dtype)
+    def outer_mask(self, device=None, dtype=None) -> torch.Tensor:
+        """[K] 1.0 for the tasks of the outer objective l_1, else 0.0 (``dtype`` default float32)."""
+        import torch
+
+        return torch.tensor([1.0 if t.outer else 0.0 for t in self.tasks], device=device, dtype=dtype or torch.float32)
 
     def columns(self, key: int | str) -> slice:
         k = self.index(key) if isinstance(key, str) else key
@@ -232,9 +235,11 @@ class TaskSpec:
         except (KeyError, TypeError) as exc:
             raise ValueError(f"not a task spec description: missing or malformed field {exc}") from None
 
-    def empty_targets(self, batch: int, dtype=torch.float32, device=None) -> torch.Tensor:
-        """[B, J] all-missing targets to fill in."""
-        return torch.full((batch, self.num_targets), MISSING, dtype=dtype, device=device)
+    def empty_targets(self, batch: int, dtype=None, device=None) -> torch.Tensor:
+        """[B, J] all-missing targets to fill in (``dtype`` default float32)."""
+        import torch
+
+        return torch.full((batch, self.num_targets), MISSING, dtype=dtype or torch.float32, device=device)
 
     def subset(self, names) -> TaskSpec:
         """A spec with only the named tasks (in this spec's order); used by ablations."""
@@ -249,19 +254,23 @@ class TaskSpec:
 # The BLADES default spec
 # ---------------------------------------------------------------------------------------
 REGION_CLASSES = ("mouth", "eye")
-"""Face regions of the fine-grained manipulation task."""
+"""Face regions of the fine-grained manipulation task (the labels of BLADES' manipulated faces)."""
+ORDINAL_LEVELS = 3
+"""Columns of a BLADES ordinal head: 3 levels (low, medium, high), scored as the expected level of their
+softmax (BLADES' ``L2R_Loss``); 1 is Zou25's raw score."""
 
 
-def blades_spec(sigma: float = 0.5, gamma: float = 2.0, classes=None) -> TaskSpec:
-    """The BLADES default: 4 ordinal + 5 categorical EXIF tasks, the outer binary
-    manipulation task l_1 and the multilabel region task (K = 11, C = 39, J = 12).
-    ``classes``: categorical task -> class names replacing bfdkern's vocabulary for that task's head (labels
-    imported from the official BLADES JSON name its classes, :data:`bfdkern.exif.vocab.BLADES_OFFICIAL_CLASSES`)."""
+def blades_spec(sigma: float = 0.5, gamma: float = 2.0, ordinal_levels: int = ORDINAL_LEVELS, classes=None) -> TaskSpec:
+    """The BLADES default: 4 ordinal + 5 categorical EXIF tasks, the outer binary manipulation task l_1 and
+    the multilabel region task (K = 11, J = 12; C = 47 with 3-level ordinal heads, 39 with ``ordinal_levels=1``).
+    Sources of each choice: docs/defaults.md. ``classes``: categorical task -> class names replacing bfdkern's
+    vocabulary for that task's head (labels imported from the official BLADES JSON name its classes,
+    :data:`bfdkern.exif.vocab.BLADES_OFFICIAL_CLASSES`)."""
     chosen = {**CATEGORICAL_TAGS, **{t: tuple(c) for t, c in (classes or {}).items()}}
     unknown = sorted(set(chosen) - set(CATEGORICAL_TAGS))
     if unknown:
         raise ValueError(f"classes given for unknown categorical tasks {unknown}; known: {list(CATEGORICAL_TAGS)}")
-    tasks = [Task(n, "ordinal", 1) for n in ORDINAL_TAGS]
+    tasks = [Task(n, "ordinal", ordinal_levels) for n in ORDINAL_TAGS]
     tasks += [Task(n, "categorical", len(c), c, gamma=gamma) for n, c in chosen.items()]
     tasks.append(Task("manipulated", "binary", 2, ("real", "manipulated"), outer=True))
     tasks.append(Task("region", "multilabel", len(REGION_CLASSES), REGION_CLASSES))

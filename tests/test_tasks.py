@@ -10,8 +10,12 @@ def test_blades_layout_packs_columns_in_order():
     spec = blades_spec()
     assert spec.names[:4] == ("iso", "aperture", "exposure_time", "focal_length")
     assert spec.num_tasks == 11
-    # 4 ordinal scores + 10 makes + 7 + 3 + 2 + 9 + 2 (binary) + 2 (regions)
-    assert spec.num_columns == 4 + 10 + 7 + 3 + 2 + 9 + 2 + 2
+    # 4 ordinal heads of 3 levels + 10 makes + 7 + 3 + 2 + 9 + 2 (binary) + 2 (regions)
+    assert spec.num_columns == 4 * 3 + 10 + 7 + 3 + 2 + 9 + 2 + 2
+    assert [t.num_columns for t in spec if t.kind == "ordinal"] == [3] * 4
+    # Zou25's raw scores: one column an ordinal head; the targets are the same
+    raw = blades_spec(ordinal_levels=1)
+    assert raw.num_columns == spec.num_columns - 4 * 2 and raw.num_targets == spec.num_targets
     assert spec.num_targets == 9 + 1 + 2
     assert spec.outer_indices == (spec.index("manipulated"),)
     ends = [spec.columns(k).stop for k in range(spec.num_tasks)]

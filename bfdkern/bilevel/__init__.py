@@ -1,22 +1,18 @@
 """Bi-level task weighting: the virtual step, the paired perturbation evaluation, three
-hypergradient modes that agree, and :class:`BilevelTrainer`."""
+hypergradient modes that agree, and :class:`BilevelTrainer`. Names load on first use
+(:mod:`bfdkern.lazy`): the command line reads :mod:`bfdkern.bilevel.choices` without torch."""
 
-from bfdkern.bilevel.check import HypergradCheck, check_hypergrad
-from bfdkern.bilevel.hypergradient import MODES, Hypergradient, hypergradient
-from bfdkern.bilevel.paired_eval import paired_losses
-from bfdkern.bilevel.params import ParamLayout
-from bfdkern.bilevel.trainer import BilevelTrainer, StepRecord
-from bfdkern.bilevel.virtual_step import VirtualStep
+from bfdkern.lazy import lazy_exports
 
-__all__ = [
-    "MODES",
-    "BilevelTrainer",
-    "HypergradCheck",
-    "Hypergradient",
-    "ParamLayout",
-    "StepRecord",
-    "VirtualStep",
-    "check_hypergrad",
-    "hypergradient",
-    "paired_losses",
-]
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "check": ("HypergradCheck", "check_hypergrad"),
+        "choices": ("MODES",),
+        "hypergradient": ("Hypergradient", "hypergradient"),
+        "paired_eval": ("paired_losses",),
+        "params": ("ParamLayout",),
+        "trainer": ("BilevelTrainer", "StepRecord"),
+        "virtual_step": ("VirtualStep",),
+    },
+)

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from bfdkern.bilevel.choices import MODES
 from bfdkern.bilevel.distributed import UNROLL_ERROR, DistributedSync
 from bfdkern.bilevel.paired_eval import cloned_buffers, paired_losses
 from bfdkern.bilevel.params import ParamLayout
@@ -32,8 +33,6 @@ from bfdkern.bilevel.virtual_step import VirtualStep
 from bfdkern.ops import multitask_loss, perturb_pair, reference
 from bfdkern.ops.validate import check_loss_inputs
 from bfdkern.tasks import TaskSpec
-
-MODES = ("fd", "jvp", "unroll")
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """`bfdkern ablate --data DIR --fit DIR --real DIR --fake NAME=DIR --out DIR --presets a,b`: pretrain each
-named ablation or baseline (:data:`bfdkern.ablations.PRESETS`), fit its one-class detector on the same real
+named ablation or baseline (:data:`bfdkern.recipes.ablations.PRESETS`), fit its one-class detector on the same real
 images and evaluate it on the same test sets; one comparison table (CSV, PNG) for all."""
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ FIELDS = ("epochs", "batch_size", "lr", "lambda_lr", "image_size", "backbone", "
 
 def add_arguments(parser) -> None:
     """Declare the command's options on ``parser``."""
-    from bfdkern.ablations import PRESETS
-    from bfdkern.models import BACKBONES
+    from bfdkern.commands.options import DEVICE_HELP
+    from bfdkern.models.choices import BACKBONES
+    from bfdkern.recipes.ablations import PRESETS
 
     parser.add_argument("--data", required=True, metavar="DIR|MANIFEST", help="real photos to pretrain on")
     parser.add_argument("--fit", required=True, metavar="DIR", help="held-out real images to fit the detectors on")
@@ -39,7 +40,7 @@ def add_arguments(parser) -> None:
     g.add_argument("--seed", type=int, default=None, help="seed of the model, samples and mixtures")
     g.add_argument("--max-steps", type=int, default=None, help="stop each pretraining after this many steps")
     x = parser.add_argument_group("execution")
-    x.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
+    x.add_argument("--device", default=None, help=DEVICE_HELP)
     x.add_argument("--workers", type=int, default=2, help="data workers (default 2)")
     x.add_argument("--cache-dir", default=None, help="feature cache root (default: no cache)")
     x.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -47,18 +48,25 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     """Run the command; 0 on success, 2 on a bad input (the message names it)."""
-    from bfdkern.detect.options import run_command
+    from bfdkern.commands.options import run_command
 
-    return run_command("ablate", lambda: _ablate(args))
+    return run_command("ablate", lambda: _ablate(args), device=args.device)
 
 
 def _ablate(args) -> int:
     import sys
     from pathlib import Path
 
-    from bfdkern.ablations import ImageSets, format_comparison, get_preset, parse_names, run_preset, write_comparison
     from bfdkern.commands.evaluate import parse_fakes
     from bfdkern.detect import list_images
+    from bfdkern.recipes.ablations import (
+        ImageSets,
+        format_comparison,
+        get_preset,
+        parse_names,
+        run_preset,
+        write_comparison,
+    )
 
     presets = [get_preset(name) for name in parse_names(args.presets, "--presets")]
     data = Path(args.data)

@@ -6,19 +6,21 @@ from __future__ import annotations
 import statistics
 import time
 
-import torch
-
 HELP = "time the fused multi-task loss (forward + backward) per backend against the reference"
 
 
 def add_arguments(parser) -> None:
+    from bfdkern.commands.options import DEVICE_HELP
+
     parser.add_argument("--batch", type=int, nargs="+", default=[48, 256, 1024], help="batch sizes B")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=None, help=DEVICE_HELP)
     parser.add_argument("--repeats", type=int, default=20, help="timed repeats per case (median reported)")
 
 
-def _time(fn, repeats: int, device: torch.device) -> float:
+def _time(fn, repeats: int, device) -> float:
     """Median seconds of fn() after a warm-up, synchronising the device around each call."""
+    import torch
+
     fn()
     samples = []
     for _ in range(repeats):
@@ -33,10 +35,19 @@ def _time(fn, repeats: int, device: torch.device) -> float:
 
 
 def run(args) -> int:
+    from bfdkern.commands.options import run_command
+
+    return run_command("bench", lambda: _bench(args), device=args.device)
+
+
+def _bench(args) -> int:
+    import torch
+
+    from bfdkern.devices import resolve_device
     from bfdkern.ops import available, multitask_loss
     from bfdkern.tasks import blades_spec
 
-    device = torch.device(args.device)
+    device = resolve_device(args.device)
     spec = blades_spec()
     backends = [b for b in available(device) if not (b == "triton" and device.type == "cpu")]
     print(f"multitask_loss forward+backward, BLADES spec (K={spec.num_tasks}, C={spec.num_columns}), {device}")

@@ -9,7 +9,7 @@ HELP = "run the whole method on simulated camera photos (CPU, no data needed, ~2
 
 
 def add_arguments(parser) -> None:
-    from bfdkern.demo import DemoSettings
+    from bfdkern.recipes.demo_settings import DemoSettings
 
     d = DemoSettings()
     parser.add_argument(
@@ -41,8 +41,9 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from bfdkern.demo import DemoSettings, run_demo
-    from bfdkern.detect.options import run_command
+    from bfdkern.commands.options import run_command
+    from bfdkern.recipes.demo import run_demo
+    from bfdkern.recipes.demo_settings import DemoSettings
 
     if args.steps is not None and args.steps < 1:
         print(f"bfdkern demo: error: --steps must be >= 1, got {args.steps}", file=sys.stderr)

@@ -7,7 +7,7 @@ HELP = "score images with a fitted detector: per image the score, the label (rea
 
 def add_arguments(parser) -> None:
     """Declare the command's options on ``parser``."""
-    from bfdkern.detect.options import add_feature_arguments
+    from bfdkern.commands.options import add_feature_arguments
 
     parser.add_argument("images", nargs="+", metavar="IMAGES", help="image files or folders (searched recursively)")
     parser.add_argument("--detector", required=True, metavar="FILE", help="detector file from fit-oneclass/fit-binary")
@@ -20,9 +20,9 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     """Run the command; 0 on success, 2 on a bad input (the message names it)."""
-    from bfdkern.detect.options import run_command
+    from bfdkern.commands.options import run_command
 
-    return run_command("detect", lambda: _detect(args))
+    return run_command("detect", lambda: _detect(args), device=args.device)
 
 
 def _expand(items) -> list:
@@ -45,8 +45,8 @@ def _expand(items) -> list:
 def _detect(args) -> int:
     import json
 
-    from bfdkern.detect.options import feature_kwargs
-    from bfdkern.detect.registry import load_detector_with_any_encoder
+    from bfdkern.commands.options import feature_kwargs
+    from bfdkern.detect.encoder import load_detector_with_any_encoder
 
     paths = _expand(args.images)
     det, _, encoder = load_detector_with_any_encoder(args.detector, args.encoder)

@@ -8,7 +8,7 @@ HELP = "evaluate a detector: AUC, AP and accuracy per generator and their mean, 
 
 def add_arguments(parser) -> None:
     """Declare the command's options on ``parser``."""
-    from bfdkern.detect.options import add_feature_arguments
+    from bfdkern.commands.options import add_feature_arguments
 
     parser.add_argument(
         "--list", action="store_true", help="list the registered detectors and which need user-supplied weights"
@@ -58,20 +58,34 @@ def parse_fakes(items) -> dict:
     return fakes
 
 
+def _listing() -> str:
+    """The detector catalogue with the ablation presets of the recipes as one-class variants."""
+    from bfdkern.detect.registry import DetectorEntry, catalogue, format_catalogue
+    from bfdkern.recipes.ablations import PRESETS
+
+    variants = [
+        DetectorEntry(p.name, "oneclass", p.description, f"bfdkern ablate --presets {p.name}")
+        for p in PRESETS.values()
+        if p.name != "blades"  # the catalogue's blades-oc
+    ]
+    return format_catalogue(catalogue(variants))
+
+
 def run(args) -> int:
     """Run the command; 0 on success, 2 on a bad input (the message names it)."""
-    from bfdkern.detect.options import run_command
+    from bfdkern.commands.options import run_command
 
-    return run_command("evaluate", lambda: _evaluate(args))
+    return run_command("evaluate", lambda: _evaluate(args), device=args.device)
 
 
 def _evaluate(args) -> int:
+    from bfdkern.commands.options import feature_kwargs
     from bfdkern.detect import format_table, list_images
-    from bfdkern.detect.options import feature_kwargs
-    from bfdkern.detect.registry import format_registry, load_detector_with_any_encoder, load_scorer
+    from bfdkern.detect.encoder import load_detector_with_any_encoder
+    from bfdkern.detect.registry import load_scorer
 
     if args.list:
-        print(format_registry())
+        print(_listing())
         return 0
     missing = [f"--{name}" for name in ("detector", "real", "fake", "out") if not getattr(args, name)]
     if missing:
@@ -127,10 +141,10 @@ def _compare(args, real_paths, fake_paths) -> int:
     """Several detectors on the same images: each one's results in ``OUT/NAME``, and one comparison table."""
     from pathlib import Path
 
-    from bfdkern.ablations import write_comparison
+    from bfdkern.commands.options import feature_kwargs
     from bfdkern.detect import format_table
-    from bfdkern.detect.options import feature_kwargs
     from bfdkern.detect.registry import load_scorer
+    from bfdkern.recipes.ablations import write_comparison
 
     scorers = [load_scorer(item, args.encoder, feature_kwargs(args)) for item in args.detector]
     names = [name for name, _, _ in scorers]

@@ -10,7 +10,8 @@ BASELINES = ("cnnd", "gramnet")
 
 def add_arguments(parser) -> None:
     """Declare the command's options on ``parser``."""
-    from bfdkern.detect.baselines.cnnd import ARCHES
+    from bfdkern.commands.options import DEVICE_HELP
+    from bfdkern.detect.choices import ARCHES
 
     parser.add_argument("baseline", choices=BASELINES, help="cnnd: blur + JPEG augmented ResNet; gramnet: Gram blocks")
     parser.add_argument("--real", required=True, metavar="DIR", help="folder of real images (searched recursively)")
@@ -30,16 +31,16 @@ def add_arguments(parser) -> None:
     g.add_argument("--batch-size", type=int, default=32, help="images a step (default 32)")
     g.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4)")
     g.add_argument("--seed", type=int, default=0, help="initialisation, augmentation and order seed (default 0)")
-    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    g.add_argument("--device", default=None, help=DEVICE_HELP)
     g.add_argument("--workers", type=int, default=2, help="threads decoding and augmenting images (default 2)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args) -> int:
     """Run the command; 0 on success, 2 on a bad input (the message names it)."""
-    from bfdkern.detect.options import run_command
+    from bfdkern.commands.options import run_command
 
-    return run_command("fit-baseline", lambda: _fit(args))
+    return run_command("fit-baseline", lambda: _fit(args), device=args.device)
 
 
 def _fit(args) -> int:

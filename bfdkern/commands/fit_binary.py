@@ -8,7 +8,7 @@ HELP = "fit the binary detector: a two-layer perceptron on real and fake faces' 
 
 def add_arguments(parser) -> None:
     """Declare the command's options on ``parser``."""
-    from bfdkern.detect.options import add_feature_arguments, add_fit_arguments, add_preprocessing_arguments
+    from bfdkern.commands.options import add_feature_arguments, add_fit_arguments, add_preprocessing_arguments
 
     add_fit_arguments(parser)
     parser.add_argument(
@@ -40,16 +40,16 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     """Run the command; 0 on success, 2 on a bad input (the message names it)."""
-    from bfdkern.detect.options import run_command
+    from bfdkern.commands.options import run_command
 
-    return run_command("fit-binary", lambda: _fit(args))
+    return run_command("fit-binary", lambda: _fit(args), device=args.device)
 
 
 def _fit(args) -> int:
     import numpy as np
 
+    from bfdkern.commands.options import feature_kwargs, load_fit_encoder, preprocessing_from_args
     from bfdkern.detect import BinaryDetector, list_images, save_detector
-    from bfdkern.detect.options import feature_kwargs, load_fit_encoder, preprocessing_from_args
 
     real_paths, fake_paths = list_images(args.real), list_images(args.fake)
     found = len(fake_paths)

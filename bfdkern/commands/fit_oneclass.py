@@ -10,8 +10,8 @@ HELP = "fit the one-class detector: a Gaussian mixture on real faces' features (
 
 def add_arguments(parser) -> None:
     """Declare the command's options on ``parser``."""
-    from bfdkern.detect.oneclass import COVARIANCE_TYPES
-    from bfdkern.detect.options import add_feature_arguments, add_fit_arguments, add_preprocessing_arguments
+    from bfdkern.commands.options import add_feature_arguments, add_fit_arguments, add_preprocessing_arguments
+    from bfdkern.detect.choices import COVARIANCE_TYPES
 
     add_fit_arguments(parser)
     parser.add_argument("-o", "--output", required=True, metavar="FILE", help="detector file to write (.npz)")
@@ -39,14 +39,14 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     """Run the command; 0 on success, 2 on a bad input (the message names it)."""
-    from bfdkern.detect.options import run_command
+    from bfdkern.commands.options import run_command
 
-    return run_command("fit-oneclass", lambda: _fit(args))
+    return run_command("fit-oneclass", lambda: _fit(args), device=args.device)
 
 
 def _fit(args) -> int:
+    from bfdkern.commands.options import feature_kwargs, load_fit_encoder, preprocessing_from_args
     from bfdkern.detect import OneClassDetector, list_images, save_detector
-    from bfdkern.detect.options import feature_kwargs, load_fit_encoder, preprocessing_from_args
     from bfdkern.models import BladesModel
 
     paths = list_images(args.real)

@@ -1,8 +1,10 @@
 """`bfdkern pretrain --data DIR|MANIFEST --out RUN_DIR`: BLADES pretraining with bi-level lambda.
 
 The defaults are the paper's (AdamW lr 1e-5, weight decay 1e-3, cosine schedule over 20 epochs, batch 48,
-lambda Adam 3e-4, fd hypergradient, 224 x 224, ResNet-50). ``--resume`` continues a run directory exactly;
-Ctrl-C saves a checkpoint and exits.
+lambda 1 then Adam 3e-4 every step, fd hypergradient, 224 x 224, ResNet-50, 3-level ordinal heads; sources in
+docs/defaults.md). ``--config FILE`` reads the options from TOML or YAML. ``--resume`` continues a run
+directory exactly (it may lengthen ``--epochs``); Ctrl-C saves a checkpoint and exits. One session at a time
+uses a run directory.
 """
 
 from __future__ import annotations
@@ -32,25 +34,43 @@ FIELDS = {
     "max_steps": "max_steps",
     "checkpoint_every": "checkpoint_every",
     "outer_every": "outer_every",
+    "lambda_init": "lambda_init",
+    "ordinal_levels": "ordinal_levels",
+    "precision": "precision",
+    "logger": "logger",
     "face_detector": "face_detector",
 }
+SWITCHES = {"fixed_lambda": True, "face_crop": True, "unpaired": False, "tf32": True, "compile": True}
+"""Switches (dest -> the value of their field when given); ``unpaired`` sets ``paired``."""
 
 
 def add_arguments(parser) -> None:
-    from bfdkern.bilevel.hypergradient import MODES
-    from bfdkern.models import BACKBONES
-    from bfdkern.training.config import DTYPES, PretrainConfig
+    """Declare the command's options (plain data only: no torch for ``--help``)."""
+    from bfdkern.bilevel.choices import MODES
+    from bfdkern.commands.options import DEVICE_HELP, add_config_argument
+    from bfdkern.models.choices import BACKBONES
+    from bfdkern.recipes.ablations import PRESETS
+    from bfdkern.training.config import DTYPES, LOGGERS, PRECISIONS, PretrainConfig
 
     d = PretrainConfig()
+    add_config_argument(parser)
     parser.add_argument(
         "--data",
         metavar="DIR|MANIFEST",
         help="folder of real photos (recursive) or a manifest from `bfdkern index` (not needed with --resume)",
     )
     parser.add_argument(
-        "--out", required=True, metavar="RUN_DIR", help="run directory (created; must not hold a run unless --resume)"
+        "--out",
+        required=True,
+        metavar="RUN_DIR",
+        help="run directory (created; must not hold a run unless --resume; one session at a time)",
     )
-    parser.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its checkpoint")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        default=None,
+        help="continue the run in RUN_DIR from its checkpoint (it may lengthen --epochs and --max-steps)",
+    )
     # Defaults are None so that a resumed run can tell an option given from one left out.
     g = parser.add_argument_group("training (defaults: the paper's)")
     g.add_argument("--epochs", type=int, default=None, help=f"epochs of the cosine schedule (default {d.epochs})")
@@ -59,6 +79,9 @@ def add_arguments(parser) -> None:
     g.add_argument("--weight-decay", type=float, default=None, help=f"AdamW weight decay (default {d.weight_decay:g})")
     g.add_argument(
         "--lambda-lr", type=float, default=None, help=f"Adam learning rate of lambda (default {d.lambda_lr:g})"
+    )
+    g.add_argument(
+        "--lambda-init", type=float, default=None, help=f"initial value of every lambda (default {d.lambda_init:g})"
     )
     g.add_argument("--mode", choices=MODES, default=None, help=f"hypergradient (default {d.mode})")
     g.add_argument(
@@ -71,11 +94,12 @@ def add_arguments(parser) -> None:
         "--seed", type=int, default=None, help=f"seed of the model, samples and batch order (default {d.seed})"
     )
     g.add_argument("--dtype", choices=DTYPES, default=None, help=f"parameter precision (default {d.dtype})")
-    a = parser.add_argument_group("ablations (see bfdkern.ablations)")
+    a = parser.add_argument_group("ablations (see bfdkern.recipes.ablations)")
     a.add_argument(
         "--preset",
         default=None,
-        help="a named ablation or baseline, e.g. equal-lambda, no-region, zou25 (other options override it)",
+        metavar="NAME",
+        help=f"a named ablation or baseline: {', '.join(PRESETS)} (other options override it)",
     )
     a.add_argument(
         "--fixed-lambda",
@@ -97,6 +121,14 @@ def add_arguments(parser) -> None:
     m.add_argument("--image-size", type=int, default=None, help=f"input side in pixels (default {d.image_size})")
     m.add_argument("--backbone", choices=BACKBONES, default=None, help=f"encoder backbone (default {d.backbone})")
     m.add_argument("--feature-dim", type=int, default=None, help=f"embedding size (default {d.feature_dim})")
+    m.add_argument(
+        "--ordinal-levels",
+        type=int,
+        default=None,
+        metavar="L",
+        help=f"columns of each ordinal EXIF head: L levels scored as the expected level of their softmax, or 1 raw "
+        f"score as in Zou25 (default {d.ordinal_levels}, as in BLADES)",
+    )
     m.add_argument(
         "--backbone-weights",
         metavar="FILE",
@@ -130,7 +162,33 @@ def add_arguments(parser) -> None:
         "or a CSV (path, x0, y0, x1, y1) or JSON (file -> box or landmarks) in pixels",
     )
     x = parser.add_argument_group("execution (may change on --resume)")
-    x.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    x.add_argument("--device", default=None, help=DEVICE_HELP)
+    x.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=None,
+        help="fp32, or bf16: forwards under bfloat16 autocast, parameters and the fd perturbation in float32 "
+        f"(default {d.precision})",
+    )
+    x.add_argument(
+        "--tf32",
+        action="store_true",
+        default=None,
+        help="allow TF32 tensor cores for float32 matmuls and convolutions (CUDA; default: torch's defaults)",
+    )
+    x.add_argument(
+        "--compile",
+        action="store_true",
+        default=None,
+        help="torch.compile the model's forward (not with --mode unroll; the first steps compile)",
+    )
+    x.add_argument(
+        "--logger",
+        choices=LOGGERS,
+        default=None,
+        help="log.csv only, or also TensorBoard (RUN_DIR/tensorboard) or Weights & Biases (optional packages; "
+        f"default {d.logger})",
+    )
     x.add_argument(
         "--workers", type=int, default=None, help=f"DataLoader workers per batch stream (default {d.workers})"
     )
@@ -147,13 +205,14 @@ def add_arguments(parser) -> None:
         help=f"steps between checkpoints, 0 = only at epoch ends (default {d.checkpoint_every})",
     )
     x.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    x.add_argument("--quiet", action="store_true", help="no progress bars")
+    x.add_argument("--quiet", action="store_true", default=None, help="no progress bars")
 
 
 def config_from_args(args):
     """The run's :class:`~bfdkern.training.PretrainConfig`: new from the options, or the run directory's with
-    the options that were given applied (a resumed run may change only the execution options)."""
-    from bfdkern.ablations import get_preset, parse_names, tasks_without
+    the options that were given applied (a resumed run may change only the execution options, and lengthen
+    ``--epochs``)."""
+    from bfdkern.recipes.ablations import get_preset, parse_names, tasks_without
     from bfdkern.training import PretrainConfig
 
     given = dict(get_preset(args.preset).pretrain) if args.preset else {}
@@ -164,12 +223,9 @@ def config_from_args(args):
         given["tasks"] = parse_names(args.tasks, "--tasks")
     if args.drop_tasks is not None:
         given["tasks"] = tasks_without(*parse_names(args.drop_tasks, "--drop-tasks"))
-    if args.fixed_lambda:
-        given["fixed_lambda"] = True
-    if args.face_crop:
-        given["face_crop"] = True
-    if args.unpaired:
-        given["paired"] = False
+    for dest, value in SWITCHES.items():
+        if getattr(args, dest):
+            given["paired" if dest == "unpaired" else dest] = value
     if args.quiet:
         given["progress"] = False
     if args.data is not None:
@@ -192,9 +248,9 @@ def config_from_args(args):
 
 
 def run(args) -> int:
-    from bfdkern.detect.options import run_command
+    from bfdkern.commands.options import run_command
 
-    return run_command("pretrain", lambda: _pretrain(args))
+    return run_command("pretrain", lambda: _pretrain(args), device=args.device)
 
 
 def _pretrain(args) -> int:
@@ -209,7 +265,7 @@ def _pretrain(args) -> int:
         torch.set_num_threads(args.threads)
     config = config_from_args(args)
     try:
-        result = pretrain(config, args.out, resume=args.resume)
+        result = pretrain(config, args.out, resume=bool(args.resume))
     except KeyboardInterrupt:  # before training started (e.g. while the images were checked)
         print("bfdkern pretrain: interrupted before the first step; nothing to save", file=sys.stderr)
         return 130

@@ -3,8 +3,6 @@ distinct values and examples, and why labels are missing; optionally a coverage 
 
 from __future__ import annotations
 
-import sys
-
 HELP = "print the EXIF tag coverage of a manifest (frequency, unique values, examples) and plot it"
 
 
@@ -15,15 +13,17 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from bfdkern.commands.options import run_command
+
+    return run_command("summary", lambda: _summary(args))
+
+
+def _summary(args) -> int:
     from bfdkern.exif.summary import format_table, plot_coverage, summarize
 
-    try:
-        summary = summarize(args.manifest, examples=args.examples)
-        print(format_table(summary))
-        if args.plot:
-            plot_coverage(summary, args.plot)
-            print(f"coverage plot: {args.plot}")
-    except (OSError, ValueError) as exc:
-        print(f"bfdkern summary: error: {exc}", file=sys.stderr)
-        return 2
+    summary = summarize(args.manifest, examples=args.examples)
+    print(format_table(summary))
+    if args.plot:
+        plot_coverage(summary, args.plot)
+        print(f"coverage plot: {args.plot}")
     return 0

@@ -1,8 +1,18 @@
-"""The frozen encoder as the detectors see it: a feature extractor with an identity.
+"""The frozen encoder as the detectors see it: a feature extractor with an identity, and every way to load one.
 
 :class:`FrozenEncoder` pairs a module that has ``features(x) -> [B, D]`` with its identity (checkpoint
 fingerprint, where it was loaded from, its architecture), which detector files record so that a
 detector is never applied to another encoder's features.
+
+An encoder *source* is one string, recorded in detector files so that ``evaluate`` reloads the same encoder
+(:func:`load_frozen_encoder`):
+
+* ``RUN_DIR`` or ``FILE.pt``: a BLADES run or checkpoint (:func:`load_encoder`), features L2-normalised;
+* ``embedding:RUN_DIR`` or ``embedding:FILE.pt``: the same encoder's un-normalised embedding (Zou25's
+  detector is fitted on it, with ``fit-oneclass --no-normalize``);
+* ``torchscript:FILE``: a TorchScript module mapping normalised images [B, 3, H, W] to features [B, D];
+* ``torchvision:ARCH:FILE``: ``torchvision.models.get_model(ARCH)`` with the state dict in FILE, its
+  classification head removed (features = the penultimate layer). Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -14,10 +24,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from bfdkern.detect.features import encoder_fingerprint, extract_features
 from bfdkern.detect.preprocess import Preprocessing
+from bfdkern.detect.serialization import check_encoder, load_detector
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+HEAD_NAMES = ("fc", "classifier", "heads", "head")
+"""Attributes that hold a torchvision model's classification head, in the order they are looked for."""
 
 
 @dataclass
@@ -105,3 +122,119 @@ def load_encoder(run_or_checkpoint: str | os.PathLike, *, embedding: bool = Fals
         if key in pretrain:
             frozen.identity["config"][key] = pretrain[key]
     return frozen
+
+
+# --- the frozen-feature slot: user encoders ------------------------------------------------------------
+class UserEncoder(nn.Module):
+    """A user network as a frozen feature extractor: images [B, 3, H, W] in [0, 1] are normalised with
+    ``mean``/``std``, passed through ``net``, flattened and L2-normalised -> [B, D]."""
+
+    def __init__(self, net: nn.Module, source: str, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+        super().__init__()
+        self.net = net
+        self.source = source
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.config = {"encoder_source": source}
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, 3, H, W] RGB in [0, 1] -> L2-normalised features [B, D]."""
+        y = self.net((x - self.mean.to(x.dtype)) / self.std.to(x.dtype))
+        if not isinstance(y, torch.Tensor) or y.dim() < 2 or y.shape[0] != x.shape[0]:
+            shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+            raise ValueError(f"{self.source}: the encoder gave {shape} for {x.shape[0]} images, expected [B, D]")
+        return F.normalize(y.flatten(1).float(), dim=1)
+
+
+def _state_dict(path: Path) -> dict:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a foreign or damaged file
+        raise ValueError(f"{path}: not a readable state dict ({type(exc).__name__}: {exc})") from None
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path}: expected a state dict (parameter name -> tensor)")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def torchvision_encoder(arch: str, path: str | os.PathLike) -> nn.Module:
+    """``torchvision.models.get_model(arch)`` (no weights downloaded) with the state dict in ``path`` and its
+    classification head replaced by the identity. Raises ValueError naming the file when the weights do not
+    fit the architecture."""
+    import torchvision
+
+    path = Path(path)
+    if arch not in torchvision.models.list_models():
+        raise ValueError(f"unknown torchvision architecture {arch!r} (see torchvision.models.list_models())")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such weights file")
+    net = torchvision.models.get_model(arch, weights=None)
+    head = next((name for name in HEAD_NAMES if isinstance(getattr(net, name, None), nn.Module)), None)
+    # The head is dropped, so its weights (of any class count) are neither loaded nor required.
+    in_head = (lambda key: key.startswith(head + ".")) if head else (lambda key: False)
+    state = {k: v for k, v in _state_dict(path).items() if not in_head(k)}
+    try:
+        result = net.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        raise ValueError(f"{path}: does not fit torchvision {arch}: {exc}") from None
+    missing = [k for k in result.missing_keys if not in_head(k)]
+    unexpected = list(result.unexpected_keys)
+    if missing or unexpected:
+        raise ValueError(
+            f"{path}: does not fit torchvision {arch}: {len(missing)} missing ({missing[:3]}), "
+            f"{len(unexpected)} unexpected ({unexpected[:3]}) parameters"
+        )
+    if head is not None:
+        setattr(net, head, nn.Identity())
+    return net
+
+
+def load_frozen_encoder(source: str | os.PathLike) -> FrozenEncoder:
+    """The encoder an encoder *source* string names (see the module docstring), frozen, on the CPU."""
+    text = str(source)
+    if text.startswith("torchscript:"):
+        path = Path(text.removeprefix("torchscript:"))
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such TorchScript file")
+        try:
+            net = torch.jit.load(str(path), map_location="cpu")
+        except Exception as exc:
+            raise ValueError(f"{path}: not a TorchScript file ({type(exc).__name__})") from None
+        return FrozenEncoder.from_module(UserEncoder(net, text), source=text)
+    if text.startswith("torchvision:"):
+        arch, sep, path = text.removeprefix("torchvision:").partition(":")
+        if not sep or not arch or not path:
+            raise ValueError(f"encoder {text!r}: expected torchvision:ARCH:FILE, e.g. torchvision:resnet50:w.pth")
+        return FrozenEncoder.from_module(UserEncoder(torchvision_encoder(arch, path), text), source=text)
+    if text.startswith("embedding:"):
+        return load_encoder(text.removeprefix("embedding:"), embedding=True)
+    return load_encoder(source)
+
+
+def source_of(text: str) -> str:
+    """A source string with its file made absolute (so a detector file finds it from any folder)."""
+    if text.startswith("torchscript:"):
+        return "torchscript:" + str(Path(text.removeprefix("torchscript:")).resolve())
+    if text.startswith("torchvision:"):
+        arch, _, path = text.removeprefix("torchvision:").partition(":")
+        return f"torchvision:{arch}:{Path(path).resolve()}"
+    if text.startswith("embedding:"):
+        return "embedding:" + str(Path(text.removeprefix("embedding:")).resolve())
+    return str(Path(text).resolve())
+
+
+def load_detector_with_any_encoder(detector_path: str | os.PathLike, encoder: str | None = None):
+    """(detector, header, FrozenEncoder): the detector file and its encoder (``encoder``: any source string,
+    default the one recorded in the file), checked to be the very encoder the detector was fitted on.
+
+    Raises :class:`~bfdkern.detect.serialization.DetectorFileError` naming the detector file when the encoder
+    differs."""
+    det, header = load_detector(detector_path)
+    source = encoder or det.encoder.get("source")
+    if not source:
+        raise ValueError(f"{detector_path}: no encoder recorded; pass --encoder")
+    frozen = load_frozen_encoder(source)
+    check_encoder(detector_path, det, frozen.fingerprint, source)
+    return det, header, frozen

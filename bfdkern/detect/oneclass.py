@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from bfdkern.detect.choices import COVARIANCE_TYPES
 from bfdkern.detect.mixture import MixtureScorer
-
-COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
 
 def l2_normalise(features, name: str = "features") -> np.ndarray:

@@ -8,15 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from bfdkern.detect.metrics import roc_curve
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
+from bfdkern.figures import pyplot, save_figure
 
 
 def plot_roc(
@@ -35,7 +27,7 @@ def plot_roc(
     """
     from bfdkern.detect.metrics import roc_auc
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 5))
     for name, (labels, scores) in curves.items():
         fpr, tpr, _ = roc_curve(labels, scores)
@@ -48,7 +40,7 @@ def plot_roc(
     ax.set_ylim(0, 1.01)
     ax.set_title(title)
     ax.legend(loc="lower right", fontsize=8)
-    return _save(fig, plt, path)
+    return save_figure(fig, path)
 
 
 def plot_histograms(
@@ -62,7 +54,7 @@ def plot_histograms(
 ) -> Path:
     """Histogram of the real images' scores against each generator's, one panel per generator, with the
     decision threshold as a vertical line."""
-    plt = _pyplot()
+    plt = pyplot()
     names = list(fake_scores)
     cols = min(3, max(1, len(names)))
     rows = (max(1, len(names)) + cols - 1) // cols
@@ -85,13 +77,4 @@ def plot_histograms(
     for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
     fig.suptitle(title)
-    return _save(fig, plt, path)
-
-
-def _save(fig, plt, path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

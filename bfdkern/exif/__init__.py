@@ -8,28 +8,15 @@ The names below load on first use: :mod:`bfdkern.tasks` reads the leaf module
 
 from __future__ import annotations
 
-import importlib
+from bfdkern.lazy import lazy_exports
 
-_EXPORTS = {
-    "labels": ("TASKS", "QuantileBins", "label_of", "labels_of", "targets"),
-    "manifest": ("FILE_REASONS", "IndexReport", "build_manifest", "fit_bins", "read_labels"),
-    "parse": ("REASONS", "TagValue", "parse_tags"),
-    "reader": ("BACKENDS", "ExifReadError", "RawExif", "get_backend", "read_exif", "read_raw"),
-    "vocab": ("canonical_make", "class_of_code"),
-}
-_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
-
-__all__ = sorted(_MODULE_OF)
-
-
-def __getattr__(name: str):
-    module = _MODULE_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module 'bfdkern.exif' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"bfdkern.exif.{module}"), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "labels": ("TASKS", "QuantileBins", "label_of", "labels_of", "targets"),
+        "manifest": ("FILE_REASONS", "IndexReport", "build_manifest", "fit_bins", "read_labels"),
+        "parse": ("REASONS", "TagValue", "parse_tags"),
+        "reader": ("BACKENDS", "ExifReadError", "RawExif", "get_backend", "read_exif", "read_raw"),
+        "vocab": ("canonical_make", "class_of_code"),
+    },
+)

@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bfdkern.atomic import atomic_torch_save
+from bfdkern.atomic import atomic_torch_save, describe_load_error
+from bfdkern.models.choices import BACKBONES
 from bfdkern.tasks import TaskSpec
 
-BACKBONES = ("resnet50", "resnet18", "small")
 CHECKPOINT_FORMAT = "bfdkern.model/1"
 CHECKPOINT_NAME = "encoder.pt"
 """The file a run directory keeps its encoder in."""
@@ -183,8 +183,9 @@ def _torch_load(path: Path, map_location):
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # pickle errors, truncated zip, unsupported globals
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"{path}: cannot be read as a weights-only torch checkpoint: {first}") from None
+        raise ValueError(
+            f"{path}: cannot be read as a weights-only torch checkpoint: {describe_load_error(exc)}"
+        ) from None
 
 
 def _load_fitting(module: nn.Module, state: dict, path: Path, what: str) -> None:

@@ -1,24 +1,18 @@
 """BLADES pretraining runs: configuration with the paper's defaults, the run loop on
 :class:`~bfdkern.bilevel.BilevelTrainer`, exact resume from atomic checkpoints, the step log, plots,
-and each task's chance level."""
+and each task's chance level. Names load on first use (:mod:`bfdkern.lazy`): the command line reads
+:mod:`bfdkern.training.config` without torch."""
 
-from bfdkern.training.chance import chance_losses
-from bfdkern.training.checkpoint import load_checkpoint, save_checkpoint
-from bfdkern.training.config import PretrainConfig
-from bfdkern.training.log import StepLog, read_log
-from bfdkern.training.run import Pretraining, PretrainResult, format_losses, pretrain
-from bfdkern.training.streams import BatchStream
+from bfdkern.lazy import lazy_exports
 
-__all__ = [
-    "BatchStream",
-    "PretrainConfig",
-    "PretrainResult",
-    "Pretraining",
-    "StepLog",
-    "chance_losses",
-    "format_losses",
-    "load_checkpoint",
-    "pretrain",
-    "read_log",
-    "save_checkpoint",
-]
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "chance": ("chance_losses",),
+        "checkpoint": ("load_checkpoint", "save_checkpoint"),
+        "config": ("PretrainConfig",),
+        "log": ("StepLog", "read_log"),
+        "run": ("Pretraining", "PretrainResult", "format_losses", "pretrain"),
+        "streams": ("BatchStream",),
+    },
+)

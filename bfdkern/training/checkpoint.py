@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bfdkern.atomic import atomic_torch_save
+from bfdkern.atomic import atomic_torch_save, describe_load_error
 
 CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT = "bfdkern.pretrain-checkpoint/1"
@@ -68,8 +68,7 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated zip, pickle errors, foreign globals
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ValueError(f"{path}: cannot be read as a checkpoint: {first}") from None
+        raise ValueError(f"{path}: cannot be read as a checkpoint: {describe_load_error(exc)}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise ValueError(f"{path}: not a bfdkern pretraining checkpoint (format {found!r}, expected {FORMAT!r})")

@@ -1,8 +1,12 @@
 """The configuration of a pretraining run, with the paper's defaults, and its ``config.json``.
 
 Fields split in two: those that shape the run's results (data, model, optimiser, schedule, seed) are
-fixed for the life of a run directory, and a resumed run must not change them; the rest say how it
-executes (device, workers, when to stop and checkpoint) and may differ on resume.
+fixed for the life of a run directory, and a resumed run must not change them (except that it may lengthen
+``epochs``: the cosine schedule is then stretched to the new length); the rest say how it executes
+(device, precision, workers, logging, when to stop and checkpoint) and may differ on resume.
+
+This module is plain data (no torch): the command line reads its defaults and choices for ``--help``.
+Where each default comes from is in docs/defaults.md.
 """
 
 from __future__ import annotations
@@ -12,21 +16,45 @@ import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from bfdkern.bilevel.hypergradient import MODES
-from bfdkern.models import BACKBONES
-from bfdkern.tasks import TaskSpec, blades_spec
+from bfdkern.atomic import atomic_write_text
+from bfdkern.bilevel.choices import MODES
+from bfdkern.models.choices import BACKBONES
+from bfdkern.tasks import ORDINAL_LEVELS, TaskSpec, blades_spec
 
 CONFIG_NAME = "config.json"
 DTYPES = ("float32", "float64")
-EXECUTION_FIELDS = ("device", "workers", "max_steps", "checkpoint_every", "progress")
-"""Fields a resumed run may change; every other field is fixed by the run directory."""
+PRECISIONS = ("fp32", "bf16")
+"""Compute precision of the forwards: ``fp32`` (the parameters' dtype) or ``bf16`` (bfloat16 autocast)."""
+LOGGERS = ("csv", "tensorboard", "wandb")
+"""Where the per-step scalars go: ``log.csv`` always, and TensorBoard or Weights & Biases besides."""
+EXECUTION_FIELDS = (
+    "device",
+    "workers",
+    "max_steps",
+    "checkpoint_every",
+    "progress",
+    "precision",
+    "tf32",
+    "compile",
+    "logger",
+)
+"""Fields a resumed run may change; every other field is fixed by the run directory (``epochs`` may grow)."""
+GROWING_FIELDS = ("epochs",)
+"""Fields a resumed run may increase (not decrease)."""
+COMPILE_UNROLL_ERROR = (
+    "compile cannot be used with mode 'unroll': unroll differentiates through the virtual step twice (double "
+    "backward), which torch.compile's graphs do not support; use mode 'jvp' (exact) or 'fd'"
+)
+LEGACY_ORDINAL_LEVELS = 1
+"""``ordinal_levels`` of a config.json written before the field existed (one-column ordinal heads)."""
 
 
 @dataclass
 class PretrainConfig:
-    """A BLADES pretraining run. Defaults are the paper's: AdamW (lr 1e-5, weight decay 1e-3), cosine
-    schedule over 20 epochs, batch 48, lambda by Adam at 3e-4 with the ``fd`` hypergradient, 224 x 224
-    images, ResNet-50 with a 768-d embedding.
+    """A BLADES pretraining run. Defaults are the paper's (docs/defaults.md gives each one's source):
+    AdamW (lr 1e-5, weight decay 1e-3), cosine schedule over 20 epochs, batch 48, lambda initialised to 1
+    and updated by Adam at 3e-4 every step with the ``fd`` hypergradient, 224 x 224 images, ResNet-50 with a
+    768-d embedding, ordinal heads of 3 levels.
 
     Attributes:
         data: a folder of photos (scanned recursively) or a SQLite manifest from ``bfdkern index``.
@@ -58,6 +86,14 @@ class PretrainConfig:
         fixed_lambda: keep every lambda at ``lambda_init`` (no bi-level update; the equal-weight ablation).
         tasks: the pretext tasks trained, by name (None: all of :func:`~bfdkern.tasks.blades_spec`); must keep
             the outer task ``manipulated``. Used by the task ablations and Zou25.
+        ordinal_levels: columns of each ordinal head: L >= 2 levels scored as the expected level of their
+            softmax (BLADES: 3), or 1 raw score (Zou25).
+        precision: ``fp32`` or ``bf16`` (bfloat16 autocast of the forwards; parameters, optimizer state and the
+            ``fd`` perturbation stay float32, and the trainer warns when theta+ and theta- collapse in bf16).
+        tf32: allow TF32 tensor cores for float32 matmuls and convolutions (CUDA; no effect on the CPU).
+        compile: ``torch.compile`` the model's forward (not with ``mode="unroll"``).
+        logger: ``csv`` (``log.csv`` only), ``tensorboard`` (also ``RUN_DIR/tensorboard``) or ``wandb`` (also
+            Weights & Biases, when the ``wandb`` package is installed).
         face_detector: what finds faces for ``face_crop`` when the data has no boxes (found once and stored
             in the manifest): ``auto`` (MediaPipe when installed, else Haar), ``haar`` or ``mediapipe``.
         boxes: a face-box table (FDF's ``fdf_metainfo.json``, a CSV or JSON of boxes or landmarks) stored into
@@ -91,6 +127,11 @@ class PretrainConfig:
     outer_every: int = 1
     fixed_lambda: bool = False
     tasks: list[str] | None = None
+    ordinal_levels: int = ORDINAL_LEVELS
+    precision: str = "fp32"
+    tf32: bool = False
+    compile: bool = False
+    logger: str = "csv"
     face_detector: str = "auto"
     boxes: str | None = None
     vocabulary: dict[str, list[str]] | None = None
@@ -125,6 +166,16 @@ class PretrainConfig:
             raise ValueError(f"workers and checkpoint_every must be >= 0, got {self.workers}, {self.checkpoint_every}")
         if int(self.outer_every) < 1:
             raise ValueError(f"outer_every must be >= 1, got {self.outer_every}")
+        if int(self.ordinal_levels) < 1:
+            raise ValueError(f"ordinal_levels must be >= 1 (1: a raw score), got {self.ordinal_levels}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
+        if self.precision == "bf16" and self.dtype != "float32":
+            raise ValueError(f"precision 'bf16' autocasts float32 parameters; dtype is {self.dtype!r}")
+        if self.logger not in LOGGERS:
+            raise ValueError(f"logger must be one of {list(LOGGERS)}, got {self.logger!r}")
+        if self.compile and self.mode == "unroll":
+            raise ValueError(COMPILE_UNROLL_ERROR)
         if self.paired and int(self.batch_size) % 2:
             raise ValueError(f"batch_size {self.batch_size}: paired batches need an even batch size (or unpaired)")
         from bfdkern.data.faces import DETECTOR_NAMES
@@ -138,7 +189,7 @@ class PretrainConfig:
     def task_spec(self) -> TaskSpec:
         """The spec of the trained tasks: :func:`~bfdkern.tasks.blades_spec`, or its subset ``tasks``.
         Raises ValueError for unknown names or a subset without an outer task."""
-        spec = blades_spec(classes=self.vocabulary)
+        spec = blades_spec(ordinal_levels=int(self.ordinal_levels), classes=self.vocabulary)
         if self.tasks is None:
             return spec
         unknown = sorted(set(self.tasks) - set(spec.names))
@@ -169,12 +220,9 @@ class PretrainConfig:
 
     def save(self, run_dir: str | os.PathLike) -> Path:
         """Write ``RUN_DIR/config.json`` atomically. Returns its path."""
-        path = Path(run_dir) / CONFIG_NAME
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
-        return path
+        return atomic_write_text(
+            Path(run_dir) / CONFIG_NAME, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+        )
 
     @classmethod
     def load(cls, run_dir: str | os.PathLike) -> PretrainConfig:
@@ -188,17 +236,22 @@ class PretrainConfig:
             raise ValueError(f"{path}: not valid JSON ({exc})") from None
         if not isinstance(data, dict):
             raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+        data.setdefault("ordinal_levels", LEGACY_ORDINAL_LEVELS)
         return cls.from_dict(data, source=str(path))
 
     def resumed_with(self, overrides: dict) -> PretrainConfig:
-        """This run's configuration with ``overrides`` applied for a resumed run: execution fields may change;
-        a different value of any other field is an error (it would not continue the same run)."""
+        """This run's configuration with ``overrides`` applied for a resumed run: execution fields may change and
+        ``epochs`` may grow; a different value of any other field is an error (it would not continue the same
+        run)."""
         data = self.to_dict()
-        conflicts = [
-            f"{name} {value!r} (the run has {data[name]!r})"
-            for name, value in overrides.items()
-            if name not in EXECUTION_FIELDS and value != data.get(name)
-        ]
+        conflicts = []
+        for name, value in overrides.items():
+            if name in EXECUTION_FIELDS or value == data.get(name):
+                continue
+            if name in GROWING_FIELDS and value > data[name]:
+                continue
+            grow = "; a resumed run may lengthen it, not shorten it" if name in GROWING_FIELDS else ""
+            conflicts.append(f"{name} {value!r} (the run has {data[name]!r}{grow})")
         if conflicts:
             raise ValueError(
                 "a resumed run keeps its configuration; these options differ from it: " + ", ".join(conflicts)

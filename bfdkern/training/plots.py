@@ -8,19 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
+from bfdkern.figures import pyplot, save_figure
 from bfdkern.tasks import TaskSpec
 
 LAMBDA_PLOT = "lambda.png"
 LOSS_PLOT = "losses.png"
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def smooth(values: np.ndarray, window: int) -> np.ndarray:
@@ -38,7 +30,7 @@ def smooth(values: np.ndarray, window: int) -> np.ndarray:
 
 def plot_lambdas(log: dict[str, np.ndarray], spec: TaskSpec, path: str | os.PathLike) -> Path:
     """lambda_k against the step, one line per task (outer tasks drawn thicker)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     steps = log["step"]
     cmap = plt.get_cmap("tab20")
@@ -56,7 +48,7 @@ def plot_lambdas(log: dict[str, np.ndarray], spec: TaskSpec, path: str | os.Path
     ax.set_title("task weights lambda (bi-level)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2, loc="best")
-    return _save(fig, plt, path)
+    return save_figure(fig, path)
 
 
 def plot_losses(
@@ -64,7 +56,7 @@ def plot_losses(
 ) -> Path:
     """Per-task training loss against the step (raw and smoothed), one panel per task, with the task's chance
     level (the best constant prediction) as a dashed line when given."""
-    plt = _pyplot()
+    plt = pyplot()
     k = spec.num_tasks
     cols = min(4, k)
     rows = (k + cols - 1) // cols
@@ -86,14 +78,4 @@ def plot_losses(
         ax.axis("off")
     fig.suptitle("per-task training loss (B_tr, before each update)")
     fig.subplots_adjust(left=0.06, right=0.98, bottom=0.08, top=0.9, wspace=0.3, hspace=0.35)
-    return _save(fig, plt, path, tight=False)
-
-
-def _save(fig, plt, path, tight: bool = True) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if tight:  # slow with many panels: those set their margins themselves
-        fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, tight=False)

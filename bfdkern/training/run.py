@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import signal
 import sys
@@ -25,14 +26,30 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bfdkern.atomic import DiskFull, atomic_write_text, disk_full_named
+from bfdkern.devices import resolve_device
+from bfdkern.models.encoder import CHECKPOINT_NAME as ENCODER_NAME
 from bfdkern.tasks import TaskSpec
 from bfdkern.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint, set_random_states
 from bfdkern.training.config import CONFIG_NAME, PretrainConfig
-from bfdkern.training.log import LOG_NAME, StepLog, read_log
+from bfdkern.training.log import LOG_NAME, TENSORBOARD_DIR, WANDB_ID_NAME, StepLog, check_logger, open_sink, read_log
+from bfdkern.training.plots import LAMBDA_PLOT, LOSS_PLOT
+from bfdkern.training.rundir import RunLock, remove_files, remove_leftovers
 from bfdkern.training.streams import BatchStream
 
 CHANCE_NAME = "chance.json"
 SKIPPED_NAME = "skipped.csv"
+ATTEMPT_FILES = (
+    LOG_NAME,
+    CHANCE_NAME,
+    SKIPPED_NAME,
+    LAMBDA_PLOT,
+    LOSS_PLOT,
+    TENSORBOARD_DIR,
+    WANDB_ID_NAME,
+    ENCODER_NAME,
+)
+"""Files of an attempt that saved no checkpoint; a fresh start in its folder removes them."""
 CHANCE_BATCHES = 8
 """Training batches whose targets set each task's chance level."""
 
@@ -79,20 +96,26 @@ class PretrainResult:
     skipped: dict[str, int] = field(default_factory=dict)
 
 
-def resolve_device(device: str | None) -> torch.device:
-    """None -> CUDA when available, else CPU."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but this torch sees no CUDA GPU")
-    return dev
-
-
 def is_run_dir(path: str | os.PathLike) -> bool:
-    """Whether ``path`` already holds a pretraining run (a configuration or a checkpoint)."""
-    path = Path(path)
-    return (path / CONFIG_NAME).is_file() or (path / CHECKPOINT_NAME).is_file()
+    """Whether ``path`` holds a pretraining run that can be resumed (a checkpoint). A folder whose start saved
+    no checkpoint holds none: it is started again."""
+    return (Path(path) / CHECKPOINT_NAME).is_file()
+
+
+def stretch_cosine(scheduler, total_steps: int) -> float:
+    """Make ``scheduler`` (a CosineAnnealingLR stepped once a step, at step t) span ``total_steps`` from now on,
+    as if built with that length: the lr moves to the longer schedule's value at step t and follows it.
+    Returns the first group's new lr."""
+    t, total = int(scheduler.last_epoch), int(total_steps)
+    lrs = [
+        scheduler.eta_min + (base - scheduler.eta_min) * (1 + math.cos(math.pi * t / total)) / 2
+        for base in scheduler.base_lrs
+    ]
+    scheduler.T_max = total
+    for group, lr in zip(scheduler.optimizer.param_groups, lrs):
+        group["lr"] = lr
+    scheduler._last_lr = list(lrs)  # what get_last_lr() reports
+    return lrs[0]
 
 
 class InterruptGuard:
@@ -136,7 +159,7 @@ def _write_skipped(run_dir: Path, dataset) -> None:
     if not dataset.skipped_files:
         path.unlink(missing_ok=True)
         return
-    with open(path, "w", newline="") as f:
+    with disk_full_named(path), open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["path", "reason"])
         writer.writerows(dataset.skipped_files)
@@ -153,7 +176,14 @@ def _window_means(log: dict[str, np.ndarray], spec: TaskSpec) -> tuple[list[floa
 
 
 class Pretraining:
-    """One pretraining session over a run directory (see :func:`pretrain`)."""
+    """One pretraining session over a run directory (see :func:`pretrain`).
+
+    Building it checks everything that can be checked before anything is written (the options, the device,
+    the logger's package, the images, the model and its start weights, the checkpoint to resume from) while
+    holding the run directory's lock (:class:`~bfdkern.training.rundir.RunLock`); only then does it write the
+    run's files. A start that fails leaves the directory as it was (a folder it created is removed again).
+    The lock is held until :meth:`run` ends, or :meth:`close`.
+    """
 
     def __init__(
         self,
@@ -164,12 +194,9 @@ class Pretraining:
         spec: TaskSpec | None = None,
         echo: Callable[[str], None] | None = None,
     ):
-        from bfdkern.bilevel import BilevelTrainer
-        from bfdkern.bilevel.distributed import init_from_environment, is_main_process, rank_device
-        from bfdkern.data import FaceDataset, make_loaders
-        from bfdkern.models import BladesModel
+        from bfdkern.bilevel.distributed import init_from_environment, is_main_process
 
-        # Under torchrun: one process a rank; rank 0 alone logs, shows progress and writes files.
+        # Under torchrun: one process a rank; rank 0 alone logs, shows progress, holds the lock and writes files.
         self.sync = init_from_environment(config.device)
         self.main = is_main_process()
         self.rank, self.world_size = (self.sync.rank, self.sync.world_size) if self.sync else (0, 1)
@@ -185,15 +212,75 @@ class Pretraining:
                     f"data: the manifest's class labels name their own classes; the heads follow them: {config.vocabulary}"
                 )
         self.spec = spec or config.task_spec()
-        if resume and not (self.run_dir / CHECKPOINT_NAME).is_file():
-            raise FileNotFoundError(f"{self.run_dir / CHECKPOINT_NAME}: no checkpoint to resume from")
-        if not resume and is_run_dir(self.run_dir):
+        self.lock = RunLock(self.run_dir) if self.main else None
+        self._matmul_precision: str | None = None
+        try:
+            if self.lock is not None:
+                self.lock.acquire()
+            resume = self._check_run_dir(resume)
+            self._build(resume)
+            if self.sync is not None:  # every rank has checked everything before rank 0 writes
+                torch.distributed.barrier()
+            if self.main:
+                self._write_start_files(resume)
+        except BaseException:
+            self.close(failed=True)
+            raise
+
+    # --- the run directory ------------------------------------------------------------------------------
+    def _check_run_dir(self, resume: bool) -> bool:
+        """Whether this session resumes: a checkpoint is needed for that, and a new run needs a folder without
+        one. A folder whose earlier start saved no checkpoint is started again, with or without ``resume``."""
+        checkpoint = self.run_dir / CHECKPOINT_NAME
+        earlier = self._earlier_attempt = (self.run_dir / CONFIG_NAME).is_file()
+        if resume and not checkpoint.is_file():
+            if not earlier:
+                raise FileNotFoundError(f"{checkpoint}: no checkpoint to resume from (no run was started here)")
+            self.echo(
+                f"{self.run_dir}: holds no checkpoint (its first start ended before saving one): starting it again "
+                "from step 0 with its configuration"
+            )
+            return False
+        if not resume and checkpoint.is_file():
             raise ValueError(
                 f"{self.run_dir}: already holds a pretraining run; pass --resume to continue it, or choose another --out"
             )
+        if not resume and earlier:
+            self.echo(f"{self.run_dir}: an earlier start saved no checkpoint; starting again (its files are replaced)")
+        return resume
+
+    def _write_start_files(self, resume: bool) -> None:
+        """The run's files at its start: leftovers of killed writes removed, the files of an earlier attempt that
+        saved no checkpoint removed (a fresh start in a folder that held one), then config.json and skipped.csv.
+        Files that no bfdkern run wrote are left alone."""
+        removed = remove_leftovers(self.run_dir, (CHECKPOINT_NAME, CONFIG_NAME, *ATTEMPT_FILES))
+        if removed:
+            self.echo(f"removed {len(removed)} temporary file(s) of an interrupted write: {removed[0].name} ...")
+        if not resume and self._earlier_attempt:
+            remove_files(self.run_dir, ATTEMPT_FILES)
+        self.config.save(self.run_dir)
+        _write_skipped(self.run_dir, self.dataset)
+
+    def close(self, failed: bool = False) -> None:
+        """Release the run directory and the process-wide settings this session made (TF32). ``failed``: the
+        start did not happen, so a folder this session created is removed when empty."""
+        if self._matmul_precision is not None:
+            torch.set_float32_matmul_precision(self._matmul_precision)
+            self._matmul_precision = None
+        if self.lock is not None:
+            self.lock.release(failed=failed)
+
+    # --- building the session -----------------------------------------------------------------------------
+    def _build(self, resume: bool) -> None:
+        from bfdkern.bilevel import BilevelTrainer
+        from bfdkern.bilevel.distributed import rank_device
+        from bfdkern.data import FaceDataset, make_loaders
+        from bfdkern.models import BladesModel
+
+        config = self.config
         self.device = resolve_device(rank_device(config.device))
         self.dtype = getattr(torch, config.dtype)
-        # The data first: a start that fails on it writes nothing into the run directory.
+        check_logger(config.logger)
         self.dataset = FaceDataset(
             config.data,
             self.spec,
@@ -208,6 +295,8 @@ class Pretraining:
         self.echo(f"data: {self.dataset.summary()}")
         for report in self.dataset.face_reports:
             self.echo(f"data: {report}")
+        if self.dataset.skipped_files:
+            self.echo(f"data: the skipped files and why are listed in {self.run_dir / SKIPPED_NAME}")
         loaders = make_loaders(
             self.dataset,
             config.batch_size,
@@ -217,14 +306,6 @@ class Pretraining:
             paired=config.paired,
             pin_memory=self.device.type == "cuda",
         )
-        if self.sync is not None:  # every rank has checked the directory and the data before rank 0 writes
-            torch.distributed.barrier()
-        if self.main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            config.save(self.run_dir)
-            _write_skipped(self.run_dir, self.dataset)
-        if self.dataset.skipped_files:
-            self.echo(f"data: the skipped files and why are listed in {self.run_dir / SKIPPED_NAME}")
         share = {"rank": self.rank, "world_size": self.world_size}
         self.streams = {"tr": BatchStream(loaders[0], **share), "val": BatchStream(loaders[1], **share)}
         if self.sync is not None:
@@ -242,25 +323,46 @@ class Pretraining:
             feature_dim=config.feature_dim,
             backbone_weights=config.backbone_weights,
         ).to(self.device, self.dtype)
+        self._execution_settings()
         params = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.total_steps)
+        self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=self.total_steps)
         self.trainer = BilevelTrainer(
             self.model,
             self.spec,
-            optimizer,
-            scheduler,
+            self.optimizer,
+            self.scheduler,
             mode=config.mode,
             lambda_init=config.lambda_init,
             lambda_lr=config.lambda_lr,
             outer_every=0 if config.fixed_lambda else config.outer_every,  # 0: no outer update at all
+            amp_dtype=torch.bfloat16 if config.precision == "bf16" else None,
         )
         self.initial_lambdas = self.trainer.lambdas.tolist()
         self.chance: list[float] | None = None
         self._chance_targets: list[torch.Tensor] = []
+        self.checkpoint_step: int | None = None
         if resume:
             self._restore()
         self.positions = {name: s.position for name, s in self.streams.items()}
+
+    def _execution_settings(self) -> None:
+        """TF32, torch.compile and bf16: how the run executes (they may change on resume)."""
+        config, cuda = self.config, self.device.type == "cuda"
+        if config.tf32:
+            self._matmul_precision = torch.get_float32_matmul_precision()
+            torch.set_float32_matmul_precision("high")
+            torch.backends.cudnn.allow_tf32 = True
+            if not cuda:
+                self.echo("tf32: no effect on the CPU (TF32 tensor cores are a CUDA feature)")
+        if config.precision == "bf16":
+            self.echo(
+                "precision bf16: forwards under bfloat16 autocast; parameters, optimizer state and the fd "
+                "perturbation stay float32 (a warning says when theta+ and theta- still collapse in bfloat16)"
+            )
+        if config.compile:
+            self.model.compile()
+            self.echo("compile: the model's forward is compiled with torch.compile (the first steps take longer)")
 
     # --- checkpoints -----------------------------------------------------------------------------------
     def _identity(self) -> dict:
@@ -271,7 +373,7 @@ class Pretraining:
         ckpt = load_checkpoint(path, map_location="cpu")
         extra = ckpt.get("extra", {})
         saved, now = extra.get("identity", {}), self._identity()
-        if saved and saved != now:
+        if saved and (saved["images"], saved["steps_per_epoch"]) != (now["images"], now["steps_per_epoch"]):
             raise ValueError(
                 f"{path}: the run was made with {saved['images']} images ({saved['steps_per_epoch']} steps per epoch), "
                 f"the data now gives {now['images']} ({now['steps_per_epoch']}): the collection changed, so the run "
@@ -286,19 +388,45 @@ class Pretraining:
         self.initial_lambdas = list(extra.get("initial_lambdas", self.initial_lambdas))
         chance = extra.get("chance")
         self.chance = None if chance is None else [float(v) for v in chance]
+        self.checkpoint_step = self.trainer.steps
         self.echo(f"resumed {self.run_dir} at step {self.trainer.steps} (epoch {self.streams['tr'].epoch + 1})")
+        before = int(saved.get("total_steps", self.total_steps))
+        if before != self.total_steps:
+            lr = stretch_cosine(self.scheduler, self.total_steps)
+            self.echo(
+                f"schedule lengthened: the cosine schedule now spans {self.total_steps} steps ({self.config.epochs} "
+                f"epochs of {self.steps_per_epoch}), was {before}; lr at step {self.trainer.steps} is now {lr:.3g}"
+            )
 
     def save_checkpoint(self) -> Path:
-        """Write ``RUN_DIR/checkpoint.pt`` for the last completed step (rank 0 only: the replicas are identical)."""
+        """Write ``RUN_DIR/checkpoint.pt`` for the last completed step (rank 0 only: the replicas are identical).
+        On a full disk: :class:`~bfdkern.atomic.DiskFull` naming the file and the space it needs; the previous
+        checkpoint is kept."""
+        path = self.run_dir / CHECKPOINT_NAME
         if not self.main:
-            return self.run_dir / CHECKPOINT_NAME
+            return path
         extra = {
             "identity": self._identity(),
             "config": self.config.to_dict(),
             "initial_lambdas": self.initial_lambdas,
             "chance": self.chance,
         }
-        return save_checkpoint(self.run_dir / CHECKPOINT_NAME, self.trainer.state_dict(), self.positions, extra)
+        try:
+            save_checkpoint(path, self.trainer.state_dict(), self.positions, extra)
+        except DiskFull as exc:
+            kept = (
+                f"the checkpoint of step {self.checkpoint_step} is kept"
+                if self.checkpoint_step is not None
+                else "no checkpoint was saved yet"
+            )
+            raise DiskFull(
+                path,
+                exc.needed,
+                exc.free,
+                f"{kept}; free some space, then: bfdkern pretrain --out {self.run_dir} --resume",
+            ) from None
+        self.checkpoint_step = self.trainer.steps
+        return path
 
     # --- the loop -----------------------------------------------------------------------------------------
     def _batch(self, name: str):
@@ -316,8 +444,8 @@ class Pretraining:
             self.chance = chance_losses(self._chance_targets, self.spec).tolist()
             self._chance_targets = []
             if self.main:
-                (self.run_dir / CHANCE_NAME).write_text(
-                    json.dumps(dict(zip(self.spec.names, self.chance)), indent=2) + "\n"
+                atomic_write_text(
+                    self.run_dir / CHANCE_NAME, json.dumps(dict(zip(self.spec.names, self.chance)), indent=2) + "\n"
                 )
 
     def _stop_requested(self, guard: InterruptGuard) -> bool:
@@ -332,12 +460,29 @@ class Pretraining:
 
     def run(self, on_step: Callable | None = None, plots: bool = True) -> PretrainResult:
         """Train until ``max_steps`` or the schedule's end, or Ctrl-C. ``on_step(record)`` is called after each
-        step (for callers that watch the run); ``plots=False`` skips the PNG files (a second or two each)."""
+        step (for callers that watch the run); ``plots=False`` skips the PNG files (a second or two each). The
+        run directory's lock is released when it returns or raises."""
+        try:
+            return self._run(on_step, plots)
+        finally:
+            for stream in self.streams.values():
+                stream.close()
+            self.close()
+
+    def _run(self, on_step: Callable | None, plots: bool) -> PretrainResult:
         from tqdm import tqdm
 
         cfg, trainer = self.config, self.trainer
         stop = self.total_steps if cfg.max_steps is None else min(int(cfg.max_steps), self.total_steps)
-        log = StepLog(self.run_dir, self.spec, resume_step=trainer.steps) if self.main else None
+        log = None
+        if self.main:
+            sink = open_sink(cfg.logger, self.run_dir, cfg.to_dict(), resume_step=trainer.steps)
+            try:
+                log = StepLog(self.run_dir, self.spec, resume_step=trainer.steps, sink=sink)
+            except BaseException:
+                if sink is not None:
+                    sink.close()
+                raise
         step_s, data_s = [], []
         status, in_step = "finished", False
         bar = tqdm(
@@ -363,7 +508,7 @@ class Pretraining:
                                 break
                             raise
                         waited = time.perf_counter() - t0
-                        lr = float(trainer.optimizer.param_groups[0]["lr"])
+                        lr = float(self.optimizer.param_groups[0]["lr"])
                         in_step = True
                         record = trainer.step(batch_tr, batch_val)
                         in_step = False
@@ -400,7 +545,7 @@ class Pretraining:
                 log.close()
         wall = time.perf_counter() - start
         for stream in self.streams.values():
-            stream.close()
+            stream.close()  # its worker processes stop before the files are written
         if self.dataset.vanished.total:
             self.echo(
                 f"data: {self.dataset.vanished.total} images could not be read during training (deleted or changed "
@@ -416,7 +561,6 @@ class Pretraining:
         self.save_checkpoint()
         encoder = None
         if status == "finished" and self.main:
-            from bfdkern.models import CHECKPOINT_NAME as ENCODER_NAME
             from bfdkern.models import save_model
 
             encoder = save_model(
@@ -442,11 +586,13 @@ class Pretraining:
         log_path = self.run_dir / LOG_NAME
         log = read_log(log_path) if self.main and log_path.is_file() else {}
         if plots and len(log.get("step", [])):
-            from bfdkern.training.plots import LAMBDA_PLOT, LOSS_PLOT, plot_lambdas, plot_losses
+            from bfdkern.training.plots import plot_lambdas, plot_losses
 
             chance = None if self.chance is None else np.asarray(self.chance, dtype=np.float64)
-            pngs["lambda"] = plot_lambdas(log, self.spec, self.run_dir / LAMBDA_PLOT)
-            pngs["losses"] = plot_losses(log, self.spec, self.run_dir / LOSS_PLOT, chance)
+            with disk_full_named(self.run_dir / LAMBDA_PLOT):
+                pngs["lambda"] = plot_lambdas(log, self.spec, self.run_dir / LAMBDA_PLOT)
+            with disk_full_named(self.run_dir / LOSS_PLOT):
+                pngs["losses"] = plot_losses(log, self.spec, self.run_dir / LOSS_PLOT, chance)
         first, last, window = _window_means(log, self.spec)
         return PretrainResult(
             run_dir=self.run_dir,

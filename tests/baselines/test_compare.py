@@ -8,7 +8,7 @@ from torch import nn
 from bfdkern import cli
 from bfdkern.detect import list_images
 from bfdkern.detect.baselines import CNNDetector
-from bfdkern.detect.registry import fit_frozen
+from bfdkern.detect.fitting import fit_frozen
 
 NO_CACHE = {"cache_dir": None, "num_workers": 1, "progress": False, "device": "cpu"}
 

@@ -318,7 +318,7 @@ def test_bad_shapes_dtypes_devices(target):
     logits, targets, weights = (t.to(device) for t in random_inputs(spec, 4, dtype=torch.float32))
     c = spec.num_columns
     cases = [
-        ((logits[:, :-1], targets, weights), f"logits have {c - 1} columns but the spec needs {c} \\(iso:1"),
+        ((logits[:, :-1], targets, weights), f"logits have {c - 1} columns but the spec needs {c} \\(iso:"),
         ((logits, targets[:, :-1], weights), f"targets must be \\[B=4, J={spec.num_targets}\\]"),
         ((logits, targets, weights[:-1]), f"weights must be \\[K={spec.num_tasks}\\]"),
         ((logits.long(), targets, weights), "logits must be floating point"),

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bfdkern import cli
-from bfdkern.demo import MARKER, DemoSettings, prepare_folder, run_demo
+from bfdkern.recipes.demo import MARKER, DemoSettings, prepare_folder, run_demo
 
 TINY = DemoSettings(
     train_photos=48,
@@ -88,7 +88,7 @@ def test_full_demo_learns_the_tasks_and_detects_camera_less_faces(tmp_path):
 
 
 def test_report_says_which_unlearned_tasks_the_outer_objective_turned_down():
-    from bfdkern.demo import DemoResult, report
+    from bfdkern.recipes.demo import DemoResult, report
 
     result = DemoResult(
         out_dir=Path("demo"),

@@ -19,9 +19,8 @@ import torch
 from PIL import Image, ImageFilter
 from torch import nn
 
-from bfdkern.detect.registry import IMAGENET_MEAN, IMAGENET_STD
-
-ARCHES = ("resnet50", "resnet18")
+from bfdkern.detect.choices import ARCHES
+from bfdkern.detect.encoder import IMAGENET_MEAN, IMAGENET_STD, torchvision_encoder
 
 
 @dataclass(frozen=True)
@@ -93,8 +92,6 @@ class CNNDetector:
         torch.manual_seed(seed)
         self.net = self.build_network(arch)
         if backbone_weights is not None:
-            from bfdkern.detect.registry import torchvision_encoder
-
             # The trunk's weights; the head (and any extra blocks) keep their random initialisation.
             trunk = torchvision_encoder(arch, backbone_weights).state_dict()
             unexpected = self.net.load_state_dict(trunk, strict=False).unexpected_keys

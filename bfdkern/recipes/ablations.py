@@ -71,8 +71,9 @@ PRESETS: dict[str, Preset] = {
         Preset("lambda-every-10", "BLADES with lambda updated every 10 steps", {"outer_every": 10}),
         Preset(
             "zou25",
-            "Zou25: 4 ordinal EXIF rankings + manipulation, unweighted sum; 12-component GMM on unnormalised features",
-            {"tasks": _ORDINAL_AND_OUTER, "fixed_lambda": True},
+            "Zou25: 4 ordinal EXIF rankings (raw scores) + manipulation, unweighted sum; 12-component GMM on "
+            "unnormalised features",
+            {"tasks": _ORDINAL_AND_OUTER, "fixed_lambda": True, "ordinal_levels": 1},
             {"n_components": 12, "normalize": False},
         ),
     )
@@ -184,7 +185,7 @@ def write_comparison(
 
     import numpy as np
 
-    from bfdkern.detect.plots import _pyplot, _save
+    from bfdkern.figures import pyplot, save_figure
 
     if not rows:
         raise ValueError("no preset results to compare")
@@ -196,7 +197,7 @@ def write_comparison(
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(rows), 4))
     x = np.arange(len(rows))
     for offset, metric in ((-0.2, "auc"), (0.2, "ap")):
@@ -207,7 +208,7 @@ def write_comparison(
     ax.axhline(50, color="grey", lw=0.8, ls="--")
     ax.legend(loc="lower right")
     ax.set_title(title or f"detection by {label}")
-    return {"csv": csv_path, "png": _save(fig, plt, out / f"{stem}.png")}
+    return {"csv": csv_path, "png": save_figure(fig, out / f"{stem}.png")}
 
 
 def format_comparison(rows: list[dict]) -> str:

@@ -23,68 +23,21 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from bfdkern.tasks import TaskSpec, blades_spec
+from bfdkern.recipes.demo_settings import DemoSettings
+from bfdkern.tasks import TaskSpec
 from bfdkern.training.chance import LEARNED_MARGIN, is_learned
+
+if TYPE_CHECKING:
+    from bfdkern.training.run import PretrainResult
 
 MARKER = "demo.json"
 """Written into the demo folder; a folder holding it may be cleared by the next demo run."""
 DEMO_ITEMS = ("photos", "run", "plots", MARKER)
-
-
-@dataclass
-class DemoSettings:
-    """Sizes and hyper-parameters of the demo (defaults: about 70 s on an idle 2-core CPU).
-
-    24 epochs (768 steps): at 8 epochs the outer task l_1 and the region task stayed at chance;
-    at 24 both fall well below it (about 45% and 74% of chance) and lambda of l_1 grows about 4x."""
-
-    train_photos: int = 512
-    fit_photos: int = 192
-    test_photos: int = 128
-    fake_images: int = 192
-    image_size: int = 64
-    batch_size: int = 32
-    epochs: int = 24
-    lr: float = 2e-3
-    weight_decay: float = 1e-3
-    lambda_lr: float = 1e-2
-    feature_dim: int = 128
-    mode: str = "fd"
-    components: int = 2
-    jpeg_quality: int = 95
-    eval_samples: int = 256
-    workers: int = 2
-    threads: int = 1
-    seed: int = 0
-    max_steps: int | None = None
-
-    def pretrain_config(self, data, **overrides):
-        """The demo's pretraining run (small CNN on the CPU, no intermediate checkpoints) as a
-        :class:`~bfdkern.training.PretrainConfig`; ``overrides`` replace fields (benchmarks)."""
-        from bfdkern.training.config import PretrainConfig
-
-        fields = dict(
-            data=str(data),
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            weight_decay=self.weight_decay,
-            lambda_lr=self.lambda_lr,
-            mode=self.mode,
-            image_size=self.image_size,
-            backbone="small",
-            feature_dim=self.feature_dim,
-            seed=self.seed,
-            max_steps=self.max_steps,
-            device="cpu",
-            workers=self.workers,
-            checkpoint_every=0,
-        )
-        return PretrainConfig(**{**fields, **overrides})
 
 
 @dataclass
@@ -214,6 +167,126 @@ def loader_rate(loader, batches: int = 24) -> float:
     return rate
 
 
+@dataclass
+class _Images:
+    """Stage 1's files: the pretraining photos and the held-out sets (``fit``, ``test`` reals; ``fake_fit``,
+    ``fake_test`` camera-less faces)."""
+
+    train_dir: Path
+    held_out: dict[str, list]
+    fakes: int
+
+
+def _simulate(out: Path, s: DemoSettings, echo, progress: bool, seconds: dict) -> _Images:
+    """1. The camera photos for pretraining, the held-out photos and the camera-less faces."""
+    from bfdkern.data.simulator import simulate_collection, simulate_uncamera
+
+    t = time.perf_counter()
+    photos = out / "photos"
+    train = simulate_collection(photos / "train", s.train_photos, seed=s.seed, size=s.image_size, progress=progress)
+    held = simulate_collection(
+        photos / "heldout", s.fit_photos + s.test_photos, seed=s.seed + 1, size=s.image_size, progress=progress
+    )
+    fake = simulate_uncamera(photos / "no_camera", s.fake_images, seed=s.seed + 2, size=s.image_size, progress=progress)
+    half = len(fake) // 2
+    data = {
+        "fit": held[: s.fit_photos],
+        "test": held[s.fit_photos :],
+        "fake_fit": fake[:half],
+        "fake_test": fake[half:],
+    }
+    seconds["simulate"] = time.perf_counter() - t
+    total = s.train_photos + s.fit_photos + s.test_photos
+    echo(
+        f"1. simulated {total} camera photos (JPEG + EXIF, {s.image_size}x{s.image_size}) and {len(fake)} "
+        f"faces that skipped the camera (PNG) in {seconds['simulate']:.1f} s"
+    )
+    echo(
+        f"   pretraining uses {len(train)}; held out: {len(data['fit'])} real photos to fit the detectors "
+        f"(+ {half} camera-less faces for the binary one), {len(data['test'])} real + {len(fake) - half} "
+        "camera-less faces to test them"
+    )
+    return _Images(photos / "train", data, len(fake))
+
+
+@dataclass
+class _Pretrained:
+    """Stage 2's outcome: the encoder before and after, the held-out pretext losses and the run's rates."""
+
+    initial_model: torch.nn.Module
+    model: torch.nn.Module
+    result: PretrainResult
+    chance: list[float]
+    before: list[float]
+    after: list[float]
+    step_rate: float
+    wait_fraction: float
+    loader_rate: float
+
+
+def _pretrain(out: Path, images: _Images, spec: TaskSpec, s: DemoSettings, echo, progress: bool, seconds: dict):
+    """2. Pretraining (the same run loop as `bfdkern pretrain`) on the pretraining photos only, with the pretext
+    losses on held-out photos before and after."""
+    from bfdkern.training import Pretraining, chance_losses
+
+    t = time.perf_counter()
+    config = s.pretrain_config(images.train_dir, progress=progress)
+    session = Pretraining(config, out / "run", spec=spec, echo=echo)
+    initial_model = copy.deepcopy(session.model)
+    eval_batches = _eval_batches(images.held_out["fit"], spec, s)
+    chance = chance_losses([y for _, y in eval_batches], spec).tolist()
+    before = heldout_losses(session.model, eval_batches, spec)
+    seconds["prepare"] = time.perf_counter() - t
+    stop = session.total_steps if s.max_steps is None else min(s.max_steps, session.total_steps)
+    echo(
+        f"2. pretraining a small CNN ({s.feature_dim}-d features) for {stop} steps of batch {s.batch_size}, "
+        f"bi-level lambda ({s.mode}); AdamW lr {s.lr:g} (the paper's 1e-5 is for ResNet-50 on a large "
+        f"collection), lambda Adam lr {s.lambda_lr:g} (paper 3e-4: lambda must move within a few hundred "
+        "steps here), cosine schedule"
+    )
+    t = time.perf_counter()
+    result = session.run()
+    seconds["pretrain"] = time.perf_counter() - t
+    if result.status != "finished":
+        raise KeyboardInterrupt
+    rate = result.session_steps / max(result.wall_seconds, 1e-9)
+    wait = float(np.nansum(_log_column(out / "run", "data_s"))) / max(result.wall_seconds, 1e-9)
+    after = heldout_losses(session.model, eval_batches, spec)
+    t = time.perf_counter()
+    feed = loader_rate(session.streams["tr"].loader)
+    seconds["loader check"] = time.perf_counter() - t
+    return _Pretrained(initial_model, session.model, result, chance, before, after, rate, wait, feed)
+
+
+def _detect_both(out: Path, images: _Images, trained: _Pretrained, s: DemoSettings, seconds: dict):
+    """3. Both detectors on the random-init and the pretrained encoder, with the ROC and score plots.
+    Returns (random-init results, pretrained results, plots)."""
+    from bfdkern.detect.plots import plot_histograms, plot_roc
+
+    t = time.perf_counter()
+    before, after = _detect(trained.initial_model, images.held_out, s), _detect(trained.model, images.held_out, s)
+    plots = dict(trained.result.plots)
+    plots["roc"] = plot_roc(
+        {
+            "pretrained encoder": (after["labels"], after["scores"]),
+            "random-init encoder": (before["labels"], before["scores"]),
+        },
+        out / "plots" / "roc.png",
+        positive_class="real",
+        title="one-class detector: real vs camera-less faces",
+    )
+    plots["histogram"] = plot_histograms(
+        after["real"],
+        {"camera-less": after["fake"]},
+        out / "plots" / "scores.png",
+        threshold=after["oneclass"].threshold,
+        score_name="log-likelihood",
+        title="one-class scores (pretrained encoder)",
+    )
+    seconds["detect"] = time.perf_counter() - t
+    return before, after, plots
+
+
 def run_demo(
     out_dir: str | Path = "bfdkern-demo",
     settings: DemoSettings | None = None,
@@ -221,16 +294,12 @@ def run_demo(
     progress: bool = True,
 ) -> DemoResult:
     """Run the demo in ``out_dir`` (see the module docstring) and print its report through ``echo``."""
-    from bfdkern.data.simulator import simulate_collection, simulate_uncamera
-    from bfdkern.detect.plots import plot_histograms, plot_roc
-    from bfdkern.training import Pretraining
-
-    s = settings or DemoSettings()
-    spec = blades_spec()
-    t_start = time.perf_counter()
-    seconds: dict[str, float] = {}
     from threadpoolctl import threadpool_limits
 
+    s = settings or DemoSettings()
+    spec = s.spec()
+    t_start = time.perf_counter()
+    seconds: dict[str, float] = {}
     threads = torch.get_num_threads()
     torch.set_num_threads(s.threads)
     blas = threadpool_limits(s.threads)  # NumPy/scikit-learn too: spinning threads only slow a busy CPU
@@ -238,90 +307,10 @@ def run_demo(
         out = prepare_folder(out_dir)
         echo(f"bfdkern demo: BLADES on simulated camera photos, in {out.resolve()}")
         echo(f"  torch {torch.__version__} on the CPU, {s.threads} thread(s) for the model, {s.workers} data workers")
-
-        # 1. Data.
-        t = time.perf_counter()
-        photos = out / "photos"
-        train = simulate_collection(photos / "train", s.train_photos, seed=s.seed, size=s.image_size, progress=progress)
-        held = simulate_collection(
-            photos / "heldout", s.fit_photos + s.test_photos, seed=s.seed + 1, size=s.image_size, progress=progress
-        )
-        fake = simulate_uncamera(
-            photos / "no_camera", s.fake_images, seed=s.seed + 2, size=s.image_size, progress=progress
-        )
-        half = len(fake) // 2
-        data = {
-            "fit": held[: s.fit_photos],
-            "test": held[s.fit_photos :],
-            "fake_fit": fake[:half],
-            "fake_test": fake[half:],
-        }
-        seconds["simulate"] = time.perf_counter() - t
-        total = s.train_photos + s.fit_photos + s.test_photos
-        echo(
-            f"1. simulated {total} camera photos (JPEG + EXIF, {s.image_size}x{s.image_size}) and {len(fake)} "
-            f"faces that skipped the camera (PNG) in {seconds['simulate']:.1f} s"
-        )
-        echo(
-            f"   pretraining uses {len(train)}; held out: {len(data['fit'])} real photos to fit the detectors "
-            f"(+ {half} camera-less faces for the binary one), {len(data['test'])} real + {len(fake) - half} "
-            "camera-less faces to test them"
-        )
-
-        # 2. Pretraining (the same run loop as `bfdkern pretrain`), on the first photos only.
-        t = time.perf_counter()
-        config = s.pretrain_config(photos / "train", progress=progress)
-        session = Pretraining(config, out / "run", spec=spec, echo=echo)
-        initial_model = copy.deepcopy(session.model)
-        eval_batches = _eval_batches(data["fit"], spec, s)
-        from bfdkern.training import chance_losses
-
-        chance = chance_losses([y for _, y in eval_batches], spec).tolist()
-        before = heldout_losses(session.model, eval_batches, spec)
-        seconds["prepare"] = time.perf_counter() - t
-        stop = session.total_steps if s.max_steps is None else min(s.max_steps, session.total_steps)
-        echo(
-            f"2. pretraining a small CNN ({s.feature_dim}-d features) for {stop} steps of batch {s.batch_size}, "
-            f"bi-level lambda ({s.mode}); AdamW lr {s.lr:g} (the paper's 1e-5 is for ResNet-50 on a large "
-            f"collection), lambda Adam lr {s.lambda_lr:g} (paper 3e-4: lambda must move within a few hundred "
-            "steps here), cosine schedule"
-        )
-        t = time.perf_counter()
-        result = session.run()
-        seconds["pretrain"] = time.perf_counter() - t
-        if result.status != "finished":
-            raise KeyboardInterrupt
-        rate = result.session_steps / max(result.wall_seconds, 1e-9)
-        wait = float(np.nansum(_log_column(out / "run", "data_s"))) / max(result.wall_seconds, 1e-9)
-        after = heldout_losses(session.model, eval_batches, spec)
-        t = time.perf_counter()
-        feed = loader_rate(session.streams["tr"].loader)
-        seconds["loader check"] = time.perf_counter() - t
-
-        # 3. Detection.
-        t = time.perf_counter()
-        before_detect, after_detect = _detect(initial_model, data, s), _detect(session.model, data, s)
-        plots = dict(result.plots)
-        plots["roc"] = plot_roc(
-            {
-                "pretrained encoder": (after_detect["labels"], after_detect["scores"]),
-                "random-init encoder": (before_detect["labels"], before_detect["scores"]),
-            },
-            out / "plots" / "roc.png",
-            positive_class="real",
-            title="one-class detector: real vs camera-less faces",
-        )
-        plots["histogram"] = plot_histograms(
-            after_detect["real"],
-            {"camera-less": after_detect["fake"]},
-            out / "plots" / "scores.png",
-            threshold=after_detect["oneclass"].threshold,
-            score_name="log-likelihood",
-            title="one-class scores (pretrained encoder)",
-        )
-        seconds["detect"] = time.perf_counter() - t
+        images = _simulate(out, s, echo, progress, seconds)
+        trained = _pretrain(out, images, spec, s, echo, progress, seconds)
+        before_detect, after_detect, plots = _detect_both(out, images, trained, s, seconds)
         seconds["total"] = time.perf_counter() - t_start
-
         demo = DemoResult(
             out_dir=out,
             settings=s,
@@ -332,21 +321,21 @@ def run_demo(
             binary_auc_random_init=before_detect["binary_auc"],
             tasks=list(spec.names),
             outer_tasks=[spec.tasks[k].name for k in spec.outer_indices],
-            loss_before=before,
-            loss_after=after,
-            chance=chance,
-            lambda_before=result.initial_lambdas,
-            lambda_after=result.lambdas,
-            steps=result.steps,
-            step_rate=rate,
-            loader_rate=feed,
-            data_wait_fraction=wait,
-            data_wait_median=result.data_seconds,
-            step_median=result.step_seconds,
+            loss_before=trained.before,
+            loss_after=trained.after,
+            chance=trained.chance,
+            lambda_before=trained.result.initial_lambdas,
+            lambda_after=trained.result.lambdas,
+            steps=trained.result.steps,
+            step_rate=trained.step_rate,
+            loader_rate=trained.loader_rate,
+            data_wait_fraction=trained.wait_fraction,
+            data_wait_median=trained.result.data_seconds,
+            step_median=trained.result.step_seconds,
             seconds=seconds,
             plots=plots,
         )
-        for line in report(demo).splitlines():
+        for line in report(demo).splitlines():  # 4. the report
             echo(line)
         (out / MARKER).write_text(json.dumps(_jsonable(demo), indent=2) + "\n")
         return demo

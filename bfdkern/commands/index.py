@@ -12,6 +12,8 @@ HELP = "index the EXIF pretext labels of a photo folder into a SQLite manifest (
 
 
 def add_arguments(parser) -> None:
+    from bfdkern.data.choices import FACE_DETECTOR_NAMES
+
     parser.add_argument("photos_dir", metavar="PHOTOS_DIR", help="folder of photos, scanned recursively")
     parser.add_argument("-o", "--output", required=True, metavar="MANIFEST", help="SQLite manifest to create or update")
     parser.add_argument(
@@ -30,7 +32,7 @@ def add_arguments(parser) -> None:
     f.add_argument(
         "--faces",
         metavar="DETECTOR",
-        choices=["auto", "haar", "mediapipe"],
+        choices=FACE_DETECTOR_NAMES,
         help="find every photo's face with this detector in the workers (auto: mediapipe when installed, else haar)",
     )
     f.add_argument(

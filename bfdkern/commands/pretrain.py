@@ -48,6 +48,7 @@ def add_arguments(parser) -> None:
     """Declare the command's options (plain data only: no torch for ``--help``)."""
     from bfdkern.bilevel.choices import MODES
     from bfdkern.commands.options import DEVICE_HELP, add_config_argument
+    from bfdkern.data.choices import FACE_DETECTOR_NAMES
     from bfdkern.models.choices import BACKBONES
     from bfdkern.recipes.ablations import PRESETS
     from bfdkern.training.config import DTYPES, LOGGERS, PRECISIONS, PretrainConfig
@@ -149,7 +150,7 @@ def add_arguments(parser) -> None:
     )
     m.add_argument(
         "--face-detector",
-        choices=["auto", "haar", "mediapipe"],
+        choices=FACE_DETECTOR_NAMES,
         default=None,
         help="finds faces for --face-crop when the data has no boxes; found once and stored in the manifest "
         "(default auto: mediapipe when installed, else haar)",

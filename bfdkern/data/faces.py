@@ -21,6 +21,7 @@ from typing import Protocol
 
 import numpy as np
 
+from bfdkern.data.choices import FACE_DETECTOR_NAMES
 from bfdkern.data.transforms import Box
 
 # Where eyes and mouth sit inside a frontal face box, as fractions (x0, y0, x1, y1) of the box.
@@ -442,7 +443,8 @@ FACE_DETECTORS = {"haar": HaarFaceLocator, "mediapipe": MediaPipeFaceLocator}
 """Face detectors by the name ``--face-detector`` takes (besides ``auto``: MediaPipe when the mediapipe package
 is installed, else Haar, OpenCV's bundled cascades, which need nothing beyond opencv-python-headless)."""
 
-DETECTOR_NAMES = ("auto", *FACE_DETECTORS)
+DETECTOR_NAMES = FACE_DETECTOR_NAMES
+"""Every name :func:`face_detector` takes (``auto`` and :data:`FACE_DETECTORS`; a test keeps them in step)."""
 
 
 def face_detector(name: str = "auto") -> FaceLocator:

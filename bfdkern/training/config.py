@@ -18,6 +18,7 @@ from pathlib import Path
 
 from bfdkern.atomic import atomic_write_text
 from bfdkern.bilevel.choices import MODES
+from bfdkern.data.choices import FACE_DETECTOR_NAMES
 from bfdkern.models.choices import BACKBONES
 from bfdkern.tasks import ORDINAL_LEVELS, TaskSpec, blades_spec
 
@@ -178,10 +179,8 @@ class PretrainConfig:
             raise ValueError(COMPILE_UNROLL_ERROR)
         if self.paired and int(self.batch_size) % 2:
             raise ValueError(f"batch_size {self.batch_size}: paired batches need an even batch size (or unpaired)")
-        from bfdkern.data.faces import DETECTOR_NAMES
-
-        if self.face_detector not in DETECTOR_NAMES:
-            raise ValueError(f"face_detector must be one of {list(DETECTOR_NAMES)}, got {self.face_detector!r}")
+        if self.face_detector not in FACE_DETECTOR_NAMES:
+            raise ValueError(f"face_detector must be one of {list(FACE_DETECTOR_NAMES)}, got {self.face_detector!r}")
         if self.tasks is not None:
             self.tasks = list(self.tasks)
             self.task_spec()

@@ -119,3 +119,13 @@ def test_mediapipe_finds_the_faces_of_real_photos(shared_data):
             f, e, m = faces[0].face, faces[0].eyes, faces[0].mouth
             assert f[0] <= e[0] < e[2] <= f[2] + 2 and e[3] <= m[1] + 2 and m[3] <= f[3] + f[3] // 5
     assert found >= 10
+
+
+def test_the_command_line_names_every_detector():
+    from bfdkern.data.choices import FACE_DETECTOR_NAMES
+    from bfdkern.data.faces import FACE_DETECTORS, HaarFaceLocator, face_detector
+
+    assert set(FACE_DETECTOR_NAMES) == {"auto", *FACE_DETECTORS}
+    assert isinstance(face_detector("haar"), HaarFaceLocator)
+    with pytest.raises(ValueError, match="unknown face detector 'yolo'"):
+        face_detector("yolo")

@@ -260,12 +260,18 @@ ORDINAL_LEVELS = 3
 softmax (BLADES' ``L2R_Loss``); 1 is Zou25's raw score."""
 
 
-def blades_spec(sigma: float = 0.5, gamma: float = 2.0, ordinal_levels: int = ORDINAL_LEVELS) -> TaskSpec:
+def blades_spec(sigma: float = 0.5, gamma: float = 2.0, ordinal_levels: int = ORDINAL_LEVELS, classes=None) -> TaskSpec:
     """The BLADES default: 4 ordinal + 5 categorical EXIF tasks, the outer binary manipulation task l_1 and
     the multilabel region task (K = 11, J = 12; C = 47 with 3-level ordinal heads, 39 with ``ordinal_levels=1``).
-    Sources of each choice: docs/defaults.md."""
+    Sources of each choice: docs/defaults.md. ``classes``: categorical task -> class names replacing bfdkern's
+    vocabulary for that task's head (labels imported from the official BLADES JSON name its classes,
+    :data:`bfdkern.exif.vocab.BLADES_OFFICIAL_CLASSES`)."""
+    chosen = {**CATEGORICAL_TAGS, **{t: tuple(c) for t, c in (classes or {}).items()}}
+    unknown = sorted(set(chosen) - set(CATEGORICAL_TAGS))
+    if unknown:
+        raise ValueError(f"classes given for unknown categorical tasks {unknown}; known: {list(CATEGORICAL_TAGS)}")
     tasks = [Task(n, "ordinal", ordinal_levels) for n in ORDINAL_TAGS]
-    tasks += [Task(n, "categorical", len(c), c, gamma=gamma) for n, c in CATEGORICAL_TAGS.items()]
+    tasks += [Task(n, "categorical", len(c), c, gamma=gamma) for n, c in chosen.items()]
     tasks.append(Task("manipulated", "binary", 2, ("real", "manipulated"), outer=True))
     tasks.append(Task("region", "multilabel", len(REGION_CLASSES), REGION_CLASSES))
     return TaskSpec(tuple(tasks), sigma=sigma)

@@ -27,6 +27,12 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache_dir(tmp_path_factory):
+    """Folder manifests (cached faces and EXIF) go to a temporary cache, never the user's ~/.cache."""
+    os.environ["BFDKERN_CACHE_DIR"] = str(tmp_path_factory.mktemp("bfdkern-cache"))
+
+
 @pytest.fixture
 def shared_data():
     """Path of ../shared/data (or $BFDKERN_SHARED_DATA); skips the test when absent."""

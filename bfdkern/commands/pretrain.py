@@ -38,6 +38,7 @@ FIELDS = {
     "ordinal_levels": "ordinal_levels",
     "precision": "precision",
     "logger": "logger",
+    "face_detector": "face_detector",
 }
 SWITCHES = {"fixed_lambda": True, "face_crop": True, "unpaired": False, "tf32": True, "compile": True}
 """Switches (dest -> the value of their field when given); ``unpaired`` sets ``paired``."""
@@ -47,6 +48,7 @@ def add_arguments(parser) -> None:
     """Declare the command's options (plain data only: no torch for ``--help``)."""
     from bfdkern.bilevel.choices import MODES
     from bfdkern.commands.options import DEVICE_HELP, add_config_argument
+    from bfdkern.data.choices import FACE_DETECTOR_NAMES
     from bfdkern.models.choices import BACKBONES
     from bfdkern.recipes.ablations import PRESETS
     from bfdkern.training.config import DTYPES, LOGGERS, PRECISIONS, PretrainConfig
@@ -146,6 +148,20 @@ def add_arguments(parser) -> None:
         default=None,
         help="crop detected faces (OpenCV Haar; images without a face are skipped)",
     )
+    m.add_argument(
+        "--face-detector",
+        choices=FACE_DETECTOR_NAMES,
+        default=None,
+        help="finds faces for --face-crop when the data has no boxes; found once and stored in the manifest "
+        "(default auto: mediapipe when installed, else haar)",
+    )
+    m.add_argument(
+        "--boxes",
+        metavar="FILE",
+        default=None,
+        help="face boxes/landmarks for the crops and the mouth and eye manipulations: FDF's fdf_metainfo.json, "
+        "or a CSV (path, x0, y0, x1, y1) or JSON (file -> box or landmarks) in pixels",
+    )
     x = parser.add_argument_group("execution (may change on --resume)")
     x.add_argument("--device", default=None, help=DEVICE_HELP)
     x.add_argument(
@@ -218,6 +234,11 @@ def config_from_args(args):
         if not data.exists():
             raise FileNotFoundError(f"{data}: no such photo folder or manifest (--data)")
         given["data"] = str(data.resolve())
+    if args.boxes is not None:
+        boxes = Path(args.boxes)
+        if not boxes.is_file():
+            raise FileNotFoundError(f"{boxes}: no such boxes table (--boxes)")
+        given["boxes"] = str(boxes.resolve())
     if args.backbone_weights is not None:
         given["backbone_weights"] = str(Path(args.backbone_weights).resolve())
     if args.resume:

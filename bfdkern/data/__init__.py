@@ -1,30 +1,17 @@
 """Images in: one preprocessing path, face locators, on-the-fly face manipulations, the training dataset
-with its two batch streams, and a camera simulator for data-free runs."""
+with its two batch streams, and a camera simulator for data-free runs. Names load on first use
+(:mod:`bfdkern.lazy`): the command line reads :mod:`bfdkern.data.choices` without torch."""
 
-from bfdkern.data.dataset import FaceDataset, Sample, StreamSampler, endless, make_loaders
-from bfdkern.data.faces import FaceLocator, FaceParts, HaarFaceLocator, LandmarkLocator, TemplateLocator
-from bfdkern.data.manipulations import KINDS, MANIPULATIONS, manipulate, save_examples
-from bfdkern.data.simulator import simulate_collection, simulate_uncamera
-from bfdkern.data.transforms import UnreadableImage, load_image, to_tensor
+from bfdkern.lazy import lazy_exports
 
-__all__ = [
-    "KINDS",
-    "MANIPULATIONS",
-    "FaceDataset",
-    "FaceLocator",
-    "FaceParts",
-    "HaarFaceLocator",
-    "LandmarkLocator",
-    "Sample",
-    "StreamSampler",
-    "TemplateLocator",
-    "UnreadableImage",
-    "endless",
-    "load_image",
-    "make_loaders",
-    "manipulate",
-    "save_examples",
-    "simulate_collection",
-    "simulate_uncamera",
-    "to_tensor",
-]
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "choices": ("FACE_DETECTOR_NAMES",),
+        "dataset": ("FaceDataset", "Sample", "StreamSampler", "endless", "make_loaders"),
+        "faces": ("FaceLocator", "FaceParts", "HaarFaceLocator", "LandmarkLocator", "TemplateLocator"),
+        "manipulations": ("KINDS", "MANIPULATIONS", "manipulate", "save_examples"),
+        "simulator": ("simulate_collection", "simulate_uncamera"),
+        "transforms": ("UnreadableImage", "load_image", "to_tensor"),
+    },
+)

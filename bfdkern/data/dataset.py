@@ -15,6 +15,7 @@ the source photo's EXIF labels (kept for its manipulated versions too), ``manipu
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -28,9 +29,19 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from bfdkern.data import manipulations
-from bfdkern.data.faces import FaceLocator, FaceParts, HaarFaceLocator, TemplateLocator
+from bfdkern.data.faces import (
+    FACE_DETECTORS,
+    FaceLocator,
+    FaceParts,
+    TemplateLocator,
+    detector_id,
+    normalized_parts,
+    parts_in_pixels,
+)
+from bfdkern.data.faces import face_detector as face_detector_by_name
 from bfdkern.data.transforms import (
     IMAGE_SUFFIXES,
+    Box,
     UnreadableImage,
     array_to_tensor,
     center_box,
@@ -42,8 +53,49 @@ from bfdkern.tasks import TaskSpec
 
 DETECT_SIDE = 640
 """Images are decoded at (at least) this side for face detection when they are indexed."""
-MANIFEST_USABLE_REASONS = ("no_exif", "no_usable_tags")
-"""Manifest rows without labels that are still real photos (they serve the manipulation tasks)."""
+DETECTORS = tuple(FACE_DETECTORS.values())
+"""Locator classes whose faces the manifest stores (found once by the indexing workers)."""
+
+
+class VanishedImages:
+    """Counts images that could no longer be read when drawn (deleted or changed since the dataset was built),
+    across DataLoader worker processes, and warns on the first one and then once every :attr:`every`, with the
+    count so far and the last file, instead of once a sample (thousands of lines when a folder goes away)."""
+
+    every = 100
+
+    def __init__(self) -> None:
+        import multiprocessing
+
+        self._count = multiprocessing.Value("q", 0)  # shared with forked and spawned DataLoader workers
+
+    def __getstate__(self):
+        from multiprocessing.context import get_spawning_popen
+
+        # Shared only with processes being started (DataLoader workers); a plain copy keeps its count.
+        return {"count": self._count if get_spawning_popen() is not None else None, "total": self.total}
+
+    def __setstate__(self, state) -> None:
+        import multiprocessing
+
+        self._count = state["count"] if state["count"] is not None else multiprocessing.Value("q", state["total"])
+
+    @property
+    def total(self) -> int:
+        """Images that could not be read when drawn, in all processes."""
+        return int(self._count.value)
+
+    def record(self, exc: UnreadableImage) -> None:
+        """Count one unreadable image (``exc`` names it); warn on the first and every :attr:`every`-th."""
+        with self._count.get_lock():
+            self._count.value += 1
+            n = self._count.value
+        if n == 1 or n % self.every == 0:
+            warnings.warn(
+                f"{n} image{'s' if n > 1 else ''} could not be read since the dataset was built (the next image is "
+                f"served instead; warned again every {self.every}); last: {exc}",
+                stacklevel=3,
+            )
 
 
 @dataclass
@@ -55,13 +107,28 @@ class Sample:
     kind: str  # one of manipulations.KINDS
     index: int
     path: str
+    box: Box = (0, 0, 0, 0)  # the square cropped, in the pixels of the decoded image (image_size)
+    parts: FaceParts | None = None  # face, eyes and mouth in the output crop's pixels (where manipulated)
+    image_size: tuple[int, int] = (0, 0)  # (width, height) of the decoded image the box refers to
 
 
 @dataclass
 class _Item:
     path: str
     parts: FaceParts | None  # in the pixels of ref_size; None: the locator runs on the cropped image
-    ref_size: tuple[int, int]  # (width, height) of the decoded image the parts refer to
+    ref_size: tuple[int, int]  # (width, height) of the image the parts refer to
+
+
+def folder_manifest(folder: str | os.PathLike) -> Path:
+    """Where the manifest of a photo folder is cached (EXIF labels and faces found once for every run on
+    it): ``$BFDKERN_CACHE_DIR/manifests/<folder name>-<hash of its path>.sqlite``, the cache dir defaulting to
+    ``~/.cache/bfdkern``."""
+    import hashlib
+
+    folder = Path(folder).resolve()
+    cache = Path(os.environ.get("BFDKERN_CACHE_DIR") or Path.home() / ".cache" / "bfdkern")
+    digest = hashlib.sha1(str(folder).encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    return cache / "manifests" / f"{folder.name}-{digest}.sqlite"
 
 
 class FaceDataset(Dataset):
@@ -74,18 +141,29 @@ class FaceDataset(Dataset):
             (multilabel over ``mouth``/``eye``) from the manipulation, anything else stays missing.
         size: output side in pixels.
         seed: the dataset's randomness (see the module docstring).
-        locator: where the face parts are. Default: :class:`HaarFaceLocator` with ``face_crop``, else
-            :class:`TemplateLocator` (images are aligned face crops).
-        face_crop: crop the face box enlarged by ``face_scale`` (square) instead of the centred square.
+        locator: where the face parts are. Default: the ``face_detector`` with ``face_crop``, else
+            :class:`TemplateLocator` (images are aligned face crops). Face boxes stored in a manifest (found
+            when it was indexed, or imported from a table such as FDF's) take precedence.
+        face_crop: crop the face box enlarged by ``face_scale`` (square, clipped to the image) instead of the
+            centred square.
+        face_detector: the detector (``auto``: MediaPipe when installed, else Haar; ``haar``; ``mediapipe``)
+            that finds faces when they must be found (``face_crop`` on a folder, or on a manifest without boxes): found once, in
+            ``index_workers`` processes, stored in the manifest (a folder's is cached, see
+            :func:`folder_manifest`) and read back by every later dataset on the same photos.
+        boxes: a face-box table (FDF's ``fdf_metainfo.json``, a CSV or JSON of boxes or landmarks; see
+            :func:`bfdkern.data.face_index.import_boxes`) stored into the manifest first.
         manipulate: draw manipulations (False: every sample is its original, not resampled).
         probabilities: of :data:`manipulations.KINDS` (default: originals 1/2, each manipulation 1/8).
         bins: optional :class:`bfdkern.exif.QuantileBins` for the ordinal tasks.
         exif_backend: the EXIF reader for folders and path lists.
-        progress: progress bar while indexing.
+        progress: progress bars while indexing.
 
-    Every image is decoded once when the dataset is built (and faces located when a detector is used);
-    unreadable images and images without a face are skipped and counted in :attr:`skipped` (reason ->
-    count; :attr:`skipped_files` lists them). :meth:`summary` says what was kept.
+    A folder or a list of paths is checked when the dataset is built (every image decoded once); a manifest
+    is trusted (200k rows open in seconds): an image that cannot be read when drawn is replaced by the next
+    one and counted (:attr:`vanished`). Images without a face (with ``face_crop``) and unreadable ones are
+    skipped and counted in :attr:`skipped` (reason -> count; :attr:`skipped_files` lists them).
+    :attr:`detections` counts the faces detected while building (0 when the manifest knew them all).
+    Under torch.distributed, rank 0 alone writes the manifest; the other ranks wait for it and read.
     """
 
     def __init__(
@@ -98,6 +176,9 @@ class FaceDataset(Dataset):
         locator: FaceLocator | None = None,
         face_crop: bool = False,
         face_scale: float = 1.3,
+        face_detector: str = "auto",
+        boxes: str | os.PathLike | None = None,
+        index_workers: int = 2,
         manipulate: bool = True,
         probabilities: Sequence[float] = manipulations.KIND_PROBABILITIES,
         bins=None,
@@ -115,45 +196,112 @@ class FaceDataset(Dataset):
         self.spec, self.size, self.seed = spec, int(size), int(seed)
         self.face_crop, self.face_scale, self.manipulate = bool(face_crop), float(face_scale), bool(manipulate)
         self.probabilities = tuple(float(v) for v in p)
-        self.locator = locator if locator is not None else (HaarFaceLocator() if face_crop else TemplateLocator())
+        if locator is None:
+            locator = face_detector_by_name(face_detector) if face_crop else TemplateLocator()
+        self.locator = locator
         self.skipped: Counter = Counter()
         self.skipped_files: list[tuple[str, str]] = []
         self.exif_reasons: Counter = Counter()
+        self.vanished = VanishedImages()
+        self.detections = 0
+        self.face_reports: list = []
         self._columns = _label_columns(spec)
+        self.source = str(source) if not isinstance(source, (list, tuple)) else f"{len(source)} paths"
 
-        paths, labels = self._sources(source, exif_backend)
+        detects = isinstance(locator, DETECTORS)
+        path = None if isinstance(source, (list, tuple)) else Path(source)
+        if path is not None and not path.exists():
+            raise FileNotFoundError(f"{path}: no such manifest or folder")
+        if path is not None and path.is_dir() and ((face_crop and detects) or boxes is not None):
+            manifest = folder_manifest(path)
+            self._prepare(manifest, path, exif_backend, boxes, face_crop and detects, index_workers, progress)
+            self._from_manifest(manifest, bins)
+        elif path is not None and path.is_file():
+            self._prepare(path, None, exif_backend, boxes, face_crop and detects, index_workers, progress)
+            self._from_manifest(path, bins)
+        else:
+            self._from_files(source, exif_backend, bins, progress)
+        if not len(self.paths):
+            raise ValueError(f"{self.source}: no usable images ({self._skipped_text() or 'none found'})")
+
+    # --- building the index from a manifest ---------------------------------------------------------------
+    def _prepare(self, manifest: Path, folder, backend, boxes, detect: bool, workers: int, progress: bool) -> None:
+        """Bring ``manifest`` up to date (rank 0 alone under torch.distributed; the others wait): index the
+        folder's EXIF, import the boxes table, find the faces it lacks."""
+        from bfdkern.data import face_index
+
+        rank, world = _distributed_rank()
+        want = {"folder": None if folder is None else str(folder), "boxes": None if boxes is None else str(boxes)}
+        want["detector"] = detector_id(self.locator) if detect else None
+        want["token"] = _shared_token() if world > 1 else None  # this job's, not an earlier run's mark
+        if rank != 0:
+            face_index.wait_until_prepared(manifest, want)
+            return
+        if folder is not None:
+            from bfdkern.exif.manifest import build_manifest
+
+            manifest.parent.mkdir(parents=True, exist_ok=True)
+            build_manifest(folder, manifest, workers=workers, backend=backend, progress=progress)
+        if boxes is not None:
+            self.face_reports.append(face_index.import_boxes(manifest, boxes))
+        if detect:
+            report = face_index.find_faces(manifest, self.locator, workers=workers, progress=progress)
+            self.detections += report.detections
+            self.face_reports.append(report)
+        face_index.mark_prepared(manifest, want)
+
+    def _from_manifest(self, path: Path, bins) -> None:
+        from bfdkern.data.face_index import read_manifest_items
+
+        items = read_manifest_items(path, self.spec, bins)
+        keep = np.ones(len(items.paths), dtype=bool)
+        for i, reason in items.skip.items():
+            keep[i] = False
+            self._skip(items.paths[i], reason)
+        if self.face_crop:
+            for i in np.flatnonzero(keep & np.isnan(items.parts[:, 0])):
+                keep[i] = False
+                reason = items.face_reasons.get(int(i)) or "not looked for"
+                self._skip(items.paths[i], "no face found" if reason == "no_face" else f"no face ({reason})")
+        index = np.flatnonzero(keep)
+        self.paths = [items.paths[i] for i in index]
+        self.parts = items.parts[index]
+        self.ref_sizes = items.sizes[index]
+        self.exif_targets = items.targets[torch.from_numpy(index)] if len(index) else self.spec.empty_targets(0)
+        self.vocabulary = items.vocabulary
+
+    # --- building the index from files -----------------------------------------------------------------------
+    def _from_files(self, source, backend: str, bins, progress: bool) -> None:
+        paths, labels = self._sources(source, backend)
         from bfdkern.exif import targets as exif_targets
 
-        exif = exif_targets(labels, spec, bins=bins, dtype=torch.float32) if labels else spec.empty_targets(0)
-        self.items: list[_Item] = []
-        keep = []
+        exif = exif_targets(labels, self.spec, bins=bins, dtype=torch.float32) if labels else self.spec.empty_targets(0)
+        self.paths, parts, sizes, keep = [], [], [], []
         for i, path in enumerate(_progress(paths, progress, "checking images")):
             item = self._index(path)
             if item is not None:
-                self.items.append(item)
+                self.paths.append(item.path)
+                w, h = item.ref_size
+                parts.append(normalized_parts(item.parts, w, h) if item.parts is not None else (np.nan,) * 12)
+                sizes.append(item.ref_size)
                 keep.append(i)
-        self.exif_targets = exif[keep] if keep else spec.empty_targets(0)
-        self.source = str(source) if not isinstance(source, (list, tuple)) else f"{len(source)} paths"
-        if not self.items:
-            raise ValueError(f"{self.source}: no usable images ({self._skipped_text() or 'none found'})")
+        self.parts = np.asarray(parts, dtype=np.float64).reshape(-1, 12)
+        self.ref_sizes = np.asarray(sizes, dtype=np.int64).reshape(-1, 2)
+        self.exif_targets = exif[keep] if keep else self.spec.empty_targets(0)
+        self.vocabulary = None
 
-    # --- building the index -----------------------------------------------------------------------------
     def _sources(self, source, backend: str) -> tuple[list[str], list[dict]]:
         if isinstance(source, (list, tuple)):
             return self._read_exif([str(p) for p in source], backend)
         path = Path(source)
-        if path.is_dir():
-            files = sorted(
-                str(p)
-                for p in path.rglob("*")
-                if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.name.startswith(".")
-            )
-            if not files:
-                raise ValueError(f"{path}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
-            return self._read_exif(files, backend)
-        if path.is_file():
-            return self._read_manifest(path)
-        raise FileNotFoundError(f"{path}: no such manifest or folder")
+        files = sorted(
+            str(p)
+            for p in path.rglob("*")
+            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.name.startswith(".")
+        )
+        if not files:
+            raise ValueError(f"{path}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+        return self._read_exif(files, backend)
 
     def _read_exif(self, files: list[str], backend: str) -> tuple[list[str], list[dict]]:
         from bfdkern.exif import ExifReadError, get_backend, labels_of, read_exif
@@ -169,28 +317,13 @@ class FaceDataset(Dataset):
             except ExifReadError as exc:  # the image may still decode: it keeps its manipulation labels
                 lab = {}
                 self.exif_reasons[exc.reason] += 1
+            except Exception as exc:  # a reader or parser bug must not stop the run; name the file
+                warnings.warn(
+                    f"{f}: EXIF not read ({type(exc).__name__}: {exc}); its EXIF labels are missing", stacklevel=2
+                )
+                lab = {}
+                self.exif_reasons["parser_error"] += 1
             labels.append(lab)
-        return files, labels
-
-    def _read_manifest(self, path: Path) -> tuple[list[str], list[dict]]:
-        from contextlib import closing
-
-        from bfdkern.exif import TASKS
-        from bfdkern.exif.manifest import manifest_root, open_manifest
-
-        root = manifest_root(path)
-        columns = ", ".join(f"{t}_label" for t in TASKS)
-        with closing(open_manifest(path)) as db:
-            rows = db.execute(f"SELECT path, reason, {columns} FROM files ORDER BY path").fetchall()
-        files, labels = [], []
-        for row in rows:
-            if row["reason"] is not None and row["reason"] not in MANIFEST_USABLE_REASONS:
-                self._skip(str(root / row["path"]), f"manifest: {row['reason']}")
-                continue
-            files.append(str(root / row["path"]))
-            labels.append({t: row[f"{t}_label"] for t in TASKS})
-        if not rows:
-            raise ValueError(f"{path}: the manifest has no files")
         return files, labels
 
     def _index(self, path: str) -> _Item | None:
@@ -213,9 +346,18 @@ class FaceDataset(Dataset):
         self.skipped[reason] += 1
         self.skipped_files.append((path, reason))
 
+    @property
+    def items(self) -> list[_Item]:
+        """Each image with its face parts in the pixels of the size they were found at (built on access)."""
+        out = []
+        for path, fractions, (w, h) in zip(self.paths, self.parts, self.ref_sizes.tolist()):
+            known = not np.isnan(fractions[0]) and w > 0 and h > 0
+            out.append(_Item(path, parts_in_pixels(fractions, w, h) if known else None, (w, h)))
+        return out
+
     # --- samples ----------------------------------------------------------------------------------------
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.paths)
 
     def __getitem__(self, key) -> tuple[Tensor, Tensor]:
         sample = self.draw(key)
@@ -229,17 +371,16 @@ class FaceDataset(Dataset):
         if len(key) not in (3, 4) or (len(key) == 4 and key[3] not in (0, 1)):
             raise KeyError(f"sample key must be index, (index, stream, epoch) or (..., role 0/1), got {key}")
         index, stream, epoch = key[:3]
-        if not 0 <= index < len(self.items):
-            raise IndexError(f"sample index {index} out of range for {len(self.items)} images")
-        for _ in range(len(self.items)):
-            item = self.items[index]
+        if not 0 <= index < len(self.paths):
+            raise IndexError(f"sample index {index} out of range for {len(self.paths)} images")
+        for _ in range(len(self.paths)):
             try:
-                array, parts = self._load(item)
+                array, parts, box, image_size = self._load(index)
                 break
             except UnreadableImage as exc:  # changed on disk since indexing: serve the next image instead
-                warnings.warn(f"{exc}; using the next image instead", stacklevel=2)
-                self._skip(item.path, exc.reason)
-                index = (index + 1) % len(self.items)
+                self.vanished.record(exc)
+                self._skip(self.paths[index], exc.reason)
+                index = (index + 1) % len(self.paths)
         else:
             raise RuntimeError(f"{self.source}: no image can be read any more ({self._skipped_text()})")
         rng = np.random.default_rng([self.seed, index, stream, epoch, *key[3:]])
@@ -252,30 +393,33 @@ class FaceDataset(Dataset):
             array, _ = manipulations.manipulate(array, parts, rng, kind=kind)
         targets = self.exif_targets[index].clone()
         self._fill_manipulation(targets, kind)
-        return Sample(array_to_tensor(array), targets, kind, index, item.path)
+        return Sample(array_to_tensor(array), targets, kind, index, self.paths[index], box, parts, image_size)
 
-    def _load(self, item: _Item) -> tuple[np.ndarray, FaceParts]:
-        """The ``size x size`` uint8 crop of an item and its face parts in that crop."""
-        w0, h0 = item.ref_size
-        if item.parts is not None and self.face_crop:
-            box0 = square_box(item.parts.face, self.face_scale, w0, h0)
-        else:
-            box0 = center_box(w0, h0)
-        side0 = box0[2] - box0[0]
+    def _load(self, index: int) -> tuple[np.ndarray, FaceParts, Box, tuple[int, int]]:
+        """The ``size x size`` uint8 crop of an image, its face parts in that crop, the square cropped (pixels of
+        the decoded image) and the decoded image's (width, height)."""
+        path, fractions = self.paths[index], self.parts[index]
+        known = not np.isnan(fractions[0])
         # Large JPEGs are decoded at a reduced DCT scale that still leaves twice the resolution needed, so the
         # final resize (the one filter of the preprocessing path) dominates. Square request: the draft size
         # refers to the stored orientation, which EXIF may rotate.
-        need = max(1, round(2 * max(w0, h0) * self.size / side0))
-        image = load_image(item.path, draft=(need, need))
-        sx, sy = image.width / w0, image.height / h0
-        box = (round(box0[0] * sx), round(box0[1] * sy), round(box0[2] * sx), round(box0[3] * sy))
+        share = self.face_scale * max(fractions[2] - fractions[0], fractions[3] - fractions[1]) if known else 1.0
+        need = max(1, round(2 * self.size / min(1.0, max(share, 1e-3))))
+        image = load_image(path, draft=(need, need))
+        w, h = image.size
+        parts = parts_in_pixels(fractions, w, h) if known else None
+        box = (
+            square_box(parts.face, self.face_scale, w, h)
+            if (parts is not None and self.face_crop)
+            else center_box(w, h)
+        )
         array = fit_square(image, self.size, box)
-        if item.parts is None:
-            parts = self.locator.locate(array, source=item.path)[0]
+        if parts is None:
+            parts = self.locator.locate(array, source=path)[0]
         else:
-            scale = self.size / (box0[2] - box0[0])
-            parts = item.parts.transformed(scale, scale, box0[0], box0[1])
-        return array, parts
+            scale = self.size / (box[2] - box[0])
+            parts = parts.transformed(scale, scale, box[0], box[1])
+        return array, parts, box, (w, h)
 
     def _fill_manipulation(self, targets: Tensor, kind: str) -> None:
         manipulated, regions = self._columns
@@ -290,10 +434,30 @@ class FaceDataset(Dataset):
 
     def summary(self) -> str:
         """One line: images kept, and skipped by reason."""
-        text = f"{self.source}: {len(self.items)} images"
+        text = f"{self.source}: {len(self.paths)} images"
         if self.skipped:
             text += f", {sum(self.skipped.values())} skipped ({self._skipped_text()})"
         return text
+
+
+def _shared_token() -> str:
+    """A random token drawn by rank 0 and given to every rank (one small broadcast)."""
+    import uuid
+
+    import torch.distributed as dist
+
+    box = [uuid.uuid4().hex]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _distributed_rank() -> tuple[int, int]:
+    """(rank, world size) under an initialised torch.distributed, else (0, 1)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 def _label_columns(spec: TaskSpec) -> tuple[int | None, list[tuple[int, str]]]:

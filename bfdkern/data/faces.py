@@ -21,6 +21,7 @@ from typing import Protocol
 
 import numpy as np
 
+from bfdkern.data.choices import FACE_DETECTOR_NAMES
 from bfdkern.data.transforms import Box
 
 # Where eyes and mouth sit inside a frontal face box, as fractions (x0, y0, x1, y1) of the box.
@@ -301,3 +302,171 @@ def _bbox(points: np.ndarray, pad: float) -> tuple[float, float, float, float]:
 
 def _round(box) -> Box:
     return tuple(int(round(v)) for v in box)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Face parts as fractions of the image (what manifests store), keypoint layouts, and a second detector
+# ---------------------------------------------------------------------------------------------------------
+def normalized_parts(parts: FaceParts, width: int, height: int) -> tuple[float, ...]:
+    """The 12 coordinates of ``parts`` (face, eyes, mouth; pixels) as fractions of a ``width x height`` image."""
+    return tuple(float(v) / (width if i % 2 == 0 else height) for i, v in enumerate(parts.to_list()))
+
+
+def parts_in_pixels(fractions, width: int, height: int) -> FaceParts:
+    """Inverse of :func:`normalized_parts`: 12 fractions -> :class:`FaceParts` in pixels of a ``width x height``
+    image (rounded)."""
+    return FaceParts.from_list([f * (width if i % 2 == 0 else height) for i, f in enumerate(fractions)])
+
+
+def parts_from_eyes_and_mouth(face: Box, eye_a, eye_b, mouth_center) -> FaceParts:
+    """Eye band and mouth boxes from the two eye centres and the mouth centre (x, y; any one unit for x and y),
+    sized by the distance between the eyes (iod) as :func:`parts_from_landmarks` sizes the 5-point layout;
+    ``face`` is kept as given. Floats in, floats out (round with :func:`_round` for pixels)."""
+    a, b, m = (np.asarray(p, dtype=np.float64) for p in (eye_a, eye_b, mouth_center))
+    iod = float(np.linalg.norm(b - a))
+    if not iod > 0 or not np.isfinite([*a, *b, *m]).all():
+        raise ValueError("eye and mouth points must be finite and the two eyes distinct")
+    eyes = _bbox(np.stack([a, b]), 0.0)
+    eyes = (eyes[0] - 0.35 * iod, eyes[1] - 0.22 * iod, eyes[2] + 0.35 * iod, eyes[3] + 0.22 * iod)
+    half_w, half_h = 0.55 * iod, 0.3 * iod  # lips span ~0.83 iod (mouth corners), with a margin
+    mouth = (m[0] - half_w, m[1] - half_h, m[0] + half_w, m[1] + half_h)
+    return FaceParts(tuple(face), eyes, mouth)
+
+
+FDF_KEYPOINTS = ("nose", "r_eye", "l_eye", "r_ear", "l_ear", "r_shoulder", "l_shoulder")
+"""FDF's 7 keypoints, in the order of ``landmark`` in ``fdf_metainfo.json``."""
+
+
+def parts_from_fdf(box, keypoints=None) -> tuple[float, ...]:
+    """FDF face parts as fractions of the (square) image: ``box`` the normalised ``bounding_box`` (x0, y0, x1,
+    y1); ``keypoints`` the normalised ``landmark`` [7, 2] in :data:`FDF_KEYPOINTS` order. FDF has no mouth
+    point: the mouth centre is the nose tip mirrored away from the midpoint of the eyes (on frontal faces the
+    nose tip sits halfway between the eye line and the mouth). Without keypoints, eyes and mouth take the
+    fixed proportions of the box. Raises ValueError for a box without area or non-finite numbers."""
+    b = np.asarray(box, dtype=np.float64)
+    if b.shape != (4,) or not np.isfinite(b).all() or b[2] <= b[0] or b[3] <= b[1]:
+        raise ValueError(f"bounding_box {list(box)} is not a finite (x0, y0, x1, y1) with x0 < x1 and y0 < y1")
+    face = tuple(float(v) for v in b)
+    if keypoints is None:
+        return tuple(
+            v for part in (face, _sub_box_f(face, EYES_IN_FACE), _sub_box_f(face, MOUTH_IN_FACE)) for v in part
+        )
+    k = np.asarray(keypoints, dtype=np.float64).reshape(-1, 2)
+    if k.shape[0] < 3:
+        raise ValueError(f"FDF landmark needs at least nose, r_eye, l_eye; got {k.shape[0]} points")
+    nose, right, left = k[0], k[1], k[2]
+    mouth = nose + (nose - (right + left) / 2)
+    parts = parts_from_eyes_and_mouth(face, right, left, mouth)
+    return tuple(float(v) for box_ in (parts.face, parts.eyes, parts.mouth) for v in box_)
+
+
+def _sub_box_f(box, fractions) -> tuple[float, float, float, float]:
+    x0, y0, x1, y1 = box
+    w, h = x1 - x0, y1 - y0
+    return (x0 + fractions[0] * w, y0 + fractions[1] * h, x0 + fractions[2] * w, y0 + fractions[3] * h)
+
+
+class MediaPipeFaceLocator:
+    """Faces with MediaPipe's BlazeFace detectors (bundled in the ``mediapipe`` wheel, 0.10.x legacy
+    solutions API): the short-range model (faces within ~2 m, close-ups) first, the full-range model when it
+    finds none. Eyes and mouth come from its keypoints (eye centres, mouth centre), not from proportions.
+
+    On ``../shared/data/faces`` (53 uncropped real photos, every one with a face) it finds a face in 51
+    (Haar: 47) with fewer false boxes; see docs/data.md. Optional: ``pip install mediapipe``; note that its
+    wheel depends on ``opencv-contrib-python``, which replaces ``opencv-python-headless``'s ``cv2`` module
+    (the two cannot be installed side by side), so install it with ``--no-deps`` beside the headless OpenCV
+    and add ``absl-py flatbuffers "protobuf<5" attrs`` by hand.
+
+    Args:
+        min_confidence: the detectors' score threshold.
+        max_side: images are downscaled to this longer side before detection; boxes come back in the
+            original pixels.
+    """
+
+    def __init__(self, min_confidence: float = 0.5, max_side: int = 640):
+        self.min_confidence, self.max_side = float(min_confidence), int(max_side)
+        self._detectors = None
+
+    def __getstate__(self):  # detector graphs do not pickle; each process builds its own
+        return {**self.__dict__, "_detectors": None}
+
+    @staticmethod
+    def version() -> str:
+        import mediapipe
+
+        return f"mediapipe {mediapipe.__version__}"
+
+    def _models(self):
+        if self._detectors is None:
+            try:
+                import mediapipe as mp
+            except ImportError:
+                raise ImportError(
+                    "the mediapipe face detector needs the mediapipe package: pip install --no-deps mediapipe==0.10.14 "
+                    'absl-py flatbuffers "protobuf<5" attrs (see docs/data.md); or use the Haar detector'
+                ) from None
+            solution = mp.solutions.face_detection
+            self._detectors = [
+                solution.FaceDetection(model_selection=m, min_detection_confidence=self.min_confidence) for m in (0, 1)
+            ]
+        return self._detectors
+
+    def locate(self, image: np.ndarray, source: str | None = None) -> list[FaceParts]:
+        import cv2
+
+        rgb = np.ascontiguousarray(image[:, :, :3])
+        h, w = rgb.shape[:2]
+        scale = min(1.0, self.max_side / max(h, w))
+        if scale < 1:
+            rgb = cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+        for detector in self._models():
+            found = detector.process(rgb).detections or []
+            if found:
+                break
+        faces = []
+        for det in found:
+            box = det.location_data.relative_bounding_box
+            points = [(p.x * w, p.y * h) for p in det.location_data.relative_keypoints]
+            face = (box.xmin * w, box.ymin * h, (box.xmin + box.width) * w, (box.ymin + box.height) * h)
+            face = (max(0.0, face[0]), max(0.0, face[1]), min(float(w), face[2]), min(float(h), face[3]))
+            if face[2] <= face[0] or face[3] <= face[1] or len(points) < 4:
+                continue
+            try:
+                parts = parts_from_eyes_and_mouth(face, points[0], points[1], points[3])
+            except ValueError:
+                parts = parts_from_face_box(_round(face))
+            faces.append(FaceParts(_round(parts.face), _round(parts.eyes), _round(parts.mouth)))
+        return sorted(faces, key=lambda f: -(f.face[2] - f.face[0]) * (f.face[3] - f.face[1]))
+
+
+FACE_DETECTORS = {"haar": HaarFaceLocator, "mediapipe": MediaPipeFaceLocator}
+"""Face detectors by the name ``--face-detector`` takes (besides ``auto``: MediaPipe when the mediapipe package
+is installed, else Haar, OpenCV's bundled cascades, which need nothing beyond opencv-python-headless)."""
+
+DETECTOR_NAMES = FACE_DETECTOR_NAMES
+"""Every name :func:`face_detector` takes (``auto`` and :data:`FACE_DETECTORS`; a test keeps them in step)."""
+
+
+def face_detector(name: str = "auto") -> FaceLocator:
+    """A detector of :data:`FACE_DETECTORS` by name; ``auto``: MediaPipe where it is installed, else Haar."""
+    if name == "auto":
+        try:
+            import mediapipe  # noqa: F401
+        except ImportError:
+            return HaarFaceLocator()
+        return MediaPipeFaceLocator()
+    try:
+        return FACE_DETECTORS[name]()
+    except KeyError:
+        raise ValueError(f"unknown face detector {name!r}; expected one of {list(DETECTOR_NAMES)}") from None
+
+
+def detector_id(locator) -> str:
+    """What found a face, as the manifest records it: detector, library and version (``"haar opencv 4.10.0"``)."""
+    if isinstance(locator, HaarFaceLocator):
+        import cv2
+
+        return f"haar opencv {cv2.__version__} min_face={locator.min_face} eyes={locator.eyes}"
+    if isinstance(locator, MediaPipeFaceLocator):
+        return f"{locator.version()} blazeface short+full min_confidence={locator.min_confidence}"
+    return f"{type(locator).__module__}.{type(locator).__qualname__}"

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from bfdkern.exif.reader import NotARegularFileError, open_regular
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
 """File suffixes (lower case) treated as images when a folder is scanned."""
 
@@ -42,19 +44,30 @@ def load_image(path: str | os.PathLike, draft: tuple[int, int] | None = None) ->
             DCT scale that still covers it (much faster for large photos).
 
     Raises:
-        UnreadableImage: with ``reason`` one of ``missing``, ``empty file``, ``not an image``,
-            ``too large``, ``truncated or corrupt``.
+        UnreadableImage: with ``reason`` one of ``missing``, ``unreadable``, ``not a regular file`` (a FIFO,
+            device or socket: never opened for reading, it could block or never end), ``empty file``,
+            ``not an image``, ``too large``, ``truncated or corrupt``.
     """
     path = Path(path)
     try:
-        if path.stat().st_size == 0:
-            raise UnreadableImage(path, "empty file")
+        fh = open_regular(path)
+    except NotARegularFileError as exc:
+        raise UnreadableImage(path, "not a regular file", str(exc).split(": ", 1)[-1]) from None
     except FileNotFoundError:
         raise UnreadableImage(path, "missing") from None
+    except OSError as exc:
+        raise UnreadableImage(path, "unreadable", exc.strerror or str(exc)) from None
+    with fh:
+        if os.fstat(fh.fileno()).st_size == 0:
+            raise UnreadableImage(path, "empty file")
+        return _decode(fh, path, draft)
+
+
+def _decode(fh, path: Path, draft: tuple[int, int] | None) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with Image.open(fh) as im:
                 if im.width * im.height > MAX_PIXELS:
                     raise UnreadableImage(path, "too large", f"{im.width}x{im.height} pixels")
                 if draft is not None and im.format == "JPEG":
@@ -70,6 +83,27 @@ def load_image(path: str | os.PathLike, draft: tuple[int, int] | None = None) ->
         raise UnreadableImage(path, "not an image") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise UnreadableImage(path, "truncated or corrupt", str(exc).strip()[:120]) from None
+
+
+def load_image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) of the upright image (EXIF orientation applied) from its header, without decoding.
+    Raises :class:`UnreadableImage` as :func:`load_image` does."""
+    path = Path(path)
+    try:
+        fh = open_regular(path)
+    except NotARegularFileError as exc:
+        raise UnreadableImage(path, "not a regular file", str(exc).split(": ", 1)[-1]) from None
+    except OSError as exc:
+        raise UnreadableImage(path, "missing" if isinstance(exc, FileNotFoundError) else "unreadable") from None
+    try:
+        with fh, Image.open(fh) as im:
+            width, height = im.size
+            orientation = im.getexif().get(0x0112, 1)
+    except Image.UnidentifiedImageError:
+        raise UnreadableImage(path, "not an image") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise UnreadableImage(path, "truncated or corrupt", str(exc).strip()[:120]) from None
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
 def square_box(box: Box, factor: float, width: int, height: int) -> Box:

@@ -27,12 +27,14 @@ from typing import NamedTuple
 REASONS: dict[str, str] = {
     "absent": "the file has no such tag",
     "empty": "the tag holds only blanks or NUL bytes",
-    "malformed": "the tag is not a number (or not text, for Make)",
+    "malformed": "the tag is not a number (or not text, for Make), a number longer than 100 characters, "
+    "or an enumeration code beyond 32 bits",
     "zero_denominator": "a rational with denominator 0 (n/0)",
-    "sentinel": "0xFFFFFFFF (4294967295), a camera's 'no value' marker",
+    "sentinel": "0xFFFFFFFF (4294967295), a camera's 'no value' marker (or a table's 'Unknown', 'n/a', ...)",
     "non_positive": "zero or negative where the quantity must be positive",
     "out_of_range": "a positive value outside the plausible range (see PLAUSIBLE)",
     "nonstandard_code": "an enumeration code outside the EXIF standard, with no 'others' class to take it",
+    "unknown_name": "an enumeration written as a name (in a metadata table) that names no EXIF code",
     "undecodable": "a maker-note ISO value that encodes no ISO number ('Auto', 'n/a', not recorded, "
     "a code outside the documented table, a Nikon 'Hi' mode)",
 }
@@ -40,6 +42,9 @@ REASONS: dict[str, str] = {
 
 SENTINEL = 0xFFFFFFFF
 """The all-ones 32-bit value that cameras write for 'unknown'."""
+
+CODE_LIMIT = 2**32
+"""Enumeration codes (and maker-note integers) are 16- or 32-bit: a larger magnitude is ``malformed``."""
 
 PLAUSIBLE: dict[str, tuple[float, float]] = {
     "aperture": (0.5, 1024.0),  # f-number; f/0.7 is the fastest lens made, pinholes reach f/500
@@ -87,6 +92,11 @@ CATEGORICAL_SOURCES: dict[str, str] = {
 EXIF_TAGS: tuple[str, ...] = tuple(t for s in ORDINAL_SOURCES.values() for t in s) + tuple(CATEGORICAL_SOURCES.values())
 """Every EXIF tag the readers must return (standard EXIF names)."""
 
+MAX_TOKEN = 100
+"""Longest number token (characters) parsed: EXIF stores 32-bit numbers (at most 10 digits a part) and
+tables print at most ~20 significant digits; a longer token is ``malformed``. The bound keeps every
+value far inside the float range and Python's 4300-digit int-parsing limit."""
+
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 _DECIMAL = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)")
 
@@ -129,12 +139,17 @@ def clean_text(raw: str) -> str:
 def _first_value(raw: str) -> str:
     text = clean_text(raw)
     if not text:
-        raise ParseError("empty", f"{raw!r} is empty")
+        raise ParseError("empty", f"{_short(raw)} is empty")
     return text.split(" ", 1)[0]
 
 
 def _whole(token: str) -> bool:
     return token.isascii() and token.isdigit()
+
+
+def _short(raw: str) -> str:
+    """``raw`` quoted for a message, cut to its first 40 characters."""
+    return repr(raw) if len(raw) <= 40 else f"{raw[:40]!r}... ({len(raw)} characters)"
 
 
 def parse_number(raw: str) -> Fraction:
@@ -143,39 +158,44 @@ def parse_number(raw: str) -> Fraction:
     Raises ParseError with reason ``empty``, ``malformed``, ``zero_denominator`` or ``sentinel``.
     """
     first = _first_value(raw)
+    if len(first) > MAX_TOKEN:
+        raise ParseError("malformed", f"{_short(raw)} has more than {MAX_TOKEN} characters: not a stored number")
     num, slash, den = first.partition("/")
     if slash:
         if not (_INTEGER.fullmatch(num) and _INTEGER.fullmatch(den)):
-            raise ParseError("malformed", f"{raw!r} is not a number")
+            raise ParseError("malformed", f"{_short(raw)} is not a number")
         n, d = int(num), int(den)
         if abs(n) == SENTINEL or abs(d) == SENTINEL:
-            raise ParseError("sentinel", f"{raw!r} holds the 0xFFFFFFFF 'unknown' marker")
+            raise ParseError("sentinel", f"{_short(raw)} holds the 0xFFFFFFFF 'unknown' marker")
         if d == 0:
-            raise ParseError("zero_denominator", f"{raw!r} has a zero denominator")
+            raise ParseError("zero_denominator", f"{_short(raw)} has a zero denominator")
         return Fraction(n, d)
     if _whole(first):
         value = Fraction(int(first))
     elif _DECIMAL.fullmatch(first):
         value = Fraction(first)
     else:
-        raise ParseError("malformed", f"{raw!r} is not a number")
+        raise ParseError("malformed", f"{_short(raw)} is not a number")
     if value == SENTINEL:
-        raise ParseError("sentinel", f"{raw!r} holds the 0xFFFFFFFF 'unknown' marker")
+        raise ParseError("sentinel", f"{_short(raw)} holds the 0xFFFFFFFF 'unknown' marker")
     return value
 
 
 def parse_code(raw: str) -> int:
     """The first value of a raw EXIF SHORT enumeration (``"5"``) as an int; ParseError otherwise."""
     first = _first_value(raw)
-    if _whole(first):  # the common case, without a Fraction
+    if _whole(first) and len(first) <= MAX_TOKEN:  # the common case, without a Fraction
         code = int(first)
-        if code == SENTINEL:
-            raise ParseError("sentinel", f"{raw!r} holds the 0xFFFFFFFF 'unknown' marker")
-        return code
-    value = parse_number(raw)
-    if value.denominator != 1:
-        raise ParseError("malformed", f"{raw!r} is not an integer code")
-    return int(value)
+    else:
+        value = parse_number(raw)
+        if value.denominator != 1:
+            raise ParseError("malformed", f"{_short(raw)} is not an integer code")
+        code = int(value)
+    if code == SENTINEL:
+        raise ParseError("sentinel", f"{_short(raw)} holds the 0xFFFFFFFF 'unknown' marker")
+    if not -CODE_LIMIT < code < CODE_LIMIT:
+        raise ParseError("malformed", f"{_short(raw)} is not a 16- or 32-bit enumeration code")
+    return code
 
 
 def apex_to_f_number(av: Fraction) -> float:
@@ -198,14 +218,16 @@ def _integers(raw: str, tag: str) -> list[int]:
     """Every value of a raw maker-note integer tag (``"0 200"``); ParseError when one is not an integer."""
     text = clean_text(raw)
     if not text:
-        raise ParseError("empty", f"{tag} {raw!r} is empty")
+        raise ParseError("empty", f"{tag} {_short(raw)} is empty")
     values = []
     for token in text.split(" "):
-        if not _INTEGER.fullmatch(token):
-            raise ParseError("malformed", f"{tag} {raw!r} is not a list of integers")
+        if len(token) > MAX_TOKEN or not _INTEGER.fullmatch(token):
+            raise ParseError("malformed", f"{tag} {_short(raw)} is not a list of integers")
         value = int(token)
         if abs(value) == SENTINEL:
-            raise ParseError("sentinel", f"{tag} {raw!r} holds the 0xFFFFFFFF 'unknown' marker")
+            raise ParseError("sentinel", f"{tag} {_short(raw)} holds the 0xFFFFFFFF 'unknown' marker")
+        if not -CODE_LIMIT < value < CODE_LIMIT:
+            raise ParseError("malformed", f"{tag} {_short(raw)} holds a value outside the 32-bit range")
         values.append(value)
     return values
 
@@ -213,7 +235,7 @@ def _integers(raw: str, tag: str) -> list[int]:
 def _int16s(value: int, tag: str, raw: str) -> int:
     """A 16-bit value as signed (exiv2 shows Canon's int16s as unsigned: 65523 is -13)."""
     if not -0x8000 <= value <= 0xFFFF:
-        raise ParseError("malformed", f"{tag} {raw!r} is not a 16-bit value")
+        raise ParseError("malformed", f"{tag} {_short(raw)} is not a 16-bit value")
     return value - 0x10000 if value >= 0x8000 else value
 
 
@@ -221,7 +243,7 @@ def _pow2(exponent: float, tag: str, raw: str) -> float:
     """2^exponent for the logarithmic ISO encodings; an exponent no camera writes is ``out_of_range``
     (rather than a float overflow)."""
     if abs(exponent) > 1000:
-        raise ParseError("out_of_range", f"{tag} {raw!r} is not a plausible encoded ISO")
+        raise ParseError("out_of_range", f"{tag} {_short(raw)} is not a plausible encoded ISO")
     return 2.0**exponent
 
 
@@ -232,7 +254,7 @@ def nikon_iso(raw: str) -> Fraction:
     values = _integers(raw, "Nikon ISO")
     if len(values) != 2 or values[0] != 0:
         what = "a 'Hi' ISO mode" if len(values) == 2 and values[0] == 1 else "not the documented '0 ISO' pair"
-        raise ParseError("undecodable", f"Nikon ISO {raw!r} is {what}")
+        raise ParseError("undecodable", f"Nikon ISO {_short(raw)} is {what}")
     return Fraction(values[1])
 
 
@@ -258,7 +280,7 @@ def canon_camera_iso(raw: str) -> Fraction:
     if code in CANON_CAMERA_ISO:
         return Fraction(CANON_CAMERA_ISO[code])
     meaning = _CANON_NO_ISO.get(code, "not a documented code")
-    raise ParseError("undecodable", f"CanonCs.ISOSpeed {raw!r} names no ISO ({meaning})")
+    raise ParseError("undecodable", f"CanonCs.ISOSpeed {_short(raw)} names no ISO ({meaning})")
 
 
 def canon_shot_iso(base_raw: str, auto_raw: str | None) -> float:
@@ -268,7 +290,7 @@ def canon_shot_iso(base_raw: str, auto_raw: str | None) -> float:
     the ISO is unknown: both ``undecodable``."""
     base = _int16s(_integers(base_raw, "CanonSi.ISOSpeed")[0], "CanonSi.ISOSpeed", base_raw)
     if base == 0:
-        raise ParseError("undecodable", f"CanonSi.ISOSpeed {base_raw!r}: 0 means not recorded")
+        raise ParseError("undecodable", f"CanonSi.ISOSpeed {_short(base_raw)}: 0 means not recorded")
     if auto_raw is None:
         raise ParseError("undecodable", "CanonSi.ISOSpeed without CanonSi.AutoISO gives no ISO")
     auto = _int16s(_integers(auto_raw, "CanonSi.AutoISO")[0], "CanonSi.AutoISO", auto_raw)
@@ -284,7 +306,7 @@ def casio2_iso_code(raw: str) -> Fraction:
     code is ``undecodable``."""
     code = _integers(raw, "Casio2.ISOSpeed")[0]
     if code not in CASIO2_ISO_CODES:
-        raise ParseError("undecodable", f"Casio2.ISOSpeed {raw!r} is not a documented ISO code")
+        raise ParseError("undecodable", f"Casio2.ISOSpeed {_short(raw)} is not a documented ISO code")
     return Fraction(CASIO2_ISO_CODES[code])
 
 
@@ -300,32 +322,35 @@ _MAKER_DECODERS = {
 }
 
 
-def _ordinal_from(task: str, tag: str, raw: str) -> Fraction | float:
-    value = parse_number(raw)
+def _ordinal_from(task: str, tag: str, raw: str, text: bool = False, apex_converted: bool = False) -> Fraction | float:
+    value = parse_number(text_number(raw) if text else raw)
     approx = float(value)  # the checks compare floats: Fraction-to-float comparisons are slow
-    if tag in _APEX:
+    if tag in _APEX and not apex_converted:
         # APEX values may be negative (f/0.7, 4 s): only the converted value is range-checked.
         if abs(approx) > 1000:
-            raise ParseError("out_of_range", f"{tag} {raw!r} is not a plausible APEX value")
+            raise ParseError("out_of_range", f"{tag} {_short(raw)} is not a plausible APEX value")
         value = approx = _APEX[tag](value)
     return _checked(task, tag, raw, value, approx)
 
 
 def _checked(task: str, tag: str, raw: str, value: Fraction | float, approx: float) -> Fraction | float:
     low, high = PLAUSIBLE[task]
-    if approx <= 0:
-        raise ParseError("non_positive", f"{tag} {raw!r} must be positive")
+    if approx <= 0 and value <= 0:  # exact: a positive value may round to 0.0 (then out of range below)
+        raise ParseError("non_positive", f"{tag} {_short(raw)} must be positive")
     if not low <= approx <= high:
-        raise ParseError("out_of_range", f"{tag} {raw!r} is outside the plausible range [{low:g}, {high:g}]")
+        raise ParseError("out_of_range", f"{tag} {_short(raw)} is outside the plausible range [{low:g}, {high:g}]")
     return value
 
 
-def parse_ordinal(task: str, raw_tags: Mapping[str, str]) -> TagValue:
+def parse_ordinal(task: str, raw_tags: Mapping[str, str], text: bool = False, apex_converted: bool = False) -> TagValue:
     """One ordinal task (``aperture``, ``exposure_time``, ``focal_length``, ``iso``) from the raw tags.
 
     The first source tag that gives a usable value wins (for ``iso``, the maker-note sources of
     :data:`MAKER_ISO_SOURCES` follow the standard tag); when none does, the reason is the first
-    present tag's reason (``absent`` when none is present).
+    present tag's reason (``absent`` when none is present). ``text``: the values are written as people
+    and tools print them (``"F2.8"``, ``"1/60 sec"``, ``"50.0 mm"``; see :func:`text_number`);
+    ``apex_converted``: ApertureValue and ShutterSpeedValue already hold the f-number and the seconds
+    (ExifTool's and Flickr's ApertureValue, ShutterSpeedValue).
     """
     first: TagValue | None = None
     for tag in ORDINAL_SOURCES[task]:
@@ -333,7 +358,7 @@ def parse_ordinal(task: str, raw_tags: Mapping[str, str]) -> TagValue:
         if raw is None:
             continue
         try:
-            return TagValue(_ordinal_from(task, tag, raw), None, raw, tag)
+            return TagValue(_ordinal_from(task, tag, raw, text, apex_converted), None, raw, tag)
         except ParseError as exc:
             first = first or TagValue(None, exc.reason, raw, tag)
     if task == "iso":
@@ -350,8 +375,9 @@ def parse_ordinal(task: str, raw_tags: Mapping[str, str]) -> TagValue:
     return first or TagValue(None, "absent")
 
 
-def parse_categorical(task: str, raw_tags: Mapping[str, str]) -> TagValue:
-    """One categorical task from the raw tags: ``make`` as cleaned text, the others as int codes."""
+def parse_categorical(task: str, raw_tags: Mapping[str, str], text: bool = False) -> TagValue:
+    """One categorical task from the raw tags: ``make`` as cleaned text, the others as int codes (with
+    ``text``, also by name: ``"Center-weighted average"``, see :data:`CODE_NAMES`)."""
     tag = CATEGORICAL_SOURCES[task]
     raw = raw_tags.get(tag)
     if raw is None:
@@ -364,13 +390,111 @@ def parse_categorical(task: str, raw_tags: Mapping[str, str]) -> TagValue:
             return TagValue(None, "malformed", raw, tag)
         return TagValue(text, None, raw, tag)
     try:
-        return TagValue(parse_code(raw), None, raw, tag)
+        return TagValue(text_code(task, raw) if text else parse_code(raw), None, raw, tag)
     except ParseError as exc:
         return TagValue(None, exc.reason, raw, tag)
 
 
-def parse_tags(raw_tags: Mapping[str, str]) -> dict[str, TagValue]:
-    """All nine tasks from the raw tags of one file (EXIF tag name -> raw string), keyed by task name."""
-    out = {task: parse_ordinal(task, raw_tags) for task in ORDINAL_SOURCES}
-    out.update({task: parse_categorical(task, raw_tags) for task in CATEGORICAL_SOURCES})
+def parse_tags(raw_tags: Mapping[str, str], text: bool = False, apex_converted: bool = False) -> dict[str, TagValue]:
+    """All nine tasks from the raw tags of one file (EXIF tag name -> raw string), keyed by task name.
+    ``text`` and ``apex_converted``: values from a metadata table (see :func:`parse_ordinal`)."""
+    out = {task: parse_ordinal(task, raw_tags, text, apex_converted) for task in ORDINAL_SOURCES}
+    out.update({task: parse_categorical(task, raw_tags, text) for task in CATEGORICAL_SOURCES})
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Values as tables print them (ExifTool without -n, Flickr / YFCC100M, exif-as-language, CSV)
+# --------------------------------------------------------------------------------------------
+NO_VALUE_WORDS = frozenset({"unknown", "none", "null", "n/a", "na", "nan", "undefined", "inf", "-inf", "-"})
+"""Words tables write for a value they do not have (compared case-folded): reason ``sentinel``."""
+
+_TEXT_NUMBER = re.compile(
+    r"(?:f\s*/?\s*|ƒ\s*/?\s*|iso\s*)?"  # f-number and ISO prefixes: "F2.8", "f/2.8", "ISO 400"
+    r"([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:\s*/\s*[0-9]+)?)"  # the number: 2.8, 1/60, 10/1250
+    r"\s*(?:s|sec|secs|second|seconds|mm|\")?"  # a unit: "1/60 sec", "2 s", "50.0 mm", 2"
+    r"(?:\s*\(.*\))?",  # a remark: "5.4 mm (35 mm equivalent: 28.0 mm)"
+    re.IGNORECASE,
+)
+
+
+def text_number(text: str) -> str:
+    """A number as tables print it -> the parser's notation: ``"F2.8"``, ``"f/2.8"`` -> ``"2.8"``;
+    ``"1/60 sec"`` -> ``"1/60"``; ``"2 sec"``, ``"50.0 mm"``, ``"ISO 400"``, ``"100, 100"`` (the first value).
+    Raises ParseError ``empty``, ``sentinel`` (a :data:`NO_VALUE_WORDS` word) or ``malformed``."""
+    cleaned = clean_text(text).split(",", 1)[0].strip()
+    if not cleaned:
+        raise ParseError("empty", f"{_short(text)} is empty")
+    if cleaned.casefold() in NO_VALUE_WORDS:
+        raise ParseError("sentinel", f"{_short(text)} says the value is unknown")
+    if len(cleaned) > MAX_TOKEN:
+        raise ParseError("malformed", f"{_short(text)} has more than {MAX_TOKEN} characters: not a number")
+    match = _TEXT_NUMBER.fullmatch(cleaned)
+    if match is None:
+        raise ParseError("malformed", f"{_short(text)} is not a number")
+    return match.group(1).replace(" ", "")
+
+
+def _name_key(name: str) -> str:
+    return "".join(c for c in clean_text(name).casefold() if c.isalnum())
+
+
+CODE_NAMES: dict[str, dict[str, int]] = {
+    "metering_mode": {
+        **dict.fromkeys(("unknown",), 0),
+        **dict.fromkeys(("average",), 1),
+        **dict.fromkeys(("centerweightedaverage", "centreweightedaverage", "centerweighted", "centreweighted"), 2),
+        **dict.fromkeys(("spot",), 3),
+        **dict.fromkeys(("multispot",), 4),
+        **dict.fromkeys(("multisegment", "pattern", "evaluative", "matrix", "esp"), 5),
+        **dict.fromkeys(("partial",), 6),
+        **dict.fromkeys(("other",), 255),
+    },
+    "exposure_mode": {
+        **dict.fromkeys(("auto", "autoexposure"), 0),
+        **dict.fromkeys(("manual", "manualexposure"), 1),
+        **dict.fromkeys(("autobracket", "autobracketing"), 2),
+    },
+    "white_balance": {
+        **dict.fromkeys(("auto", "autowhitebalance"), 0),
+        **dict.fromkeys(("manual", "manualwhitebalance"), 1),
+    },
+    "exposure_program": {
+        **dict.fromkeys(("notdefined", "undefined"), 0),
+        **dict.fromkeys(("manual", "manualcontrol"), 1),
+        **dict.fromkeys(("programae", "normalprogram", "programnormal", "normal", "program", "auto"), 2),
+        **dict.fromkeys(("aperturepriorityae", "aperturepriority"), 3),
+        **dict.fromkeys(("shutterspeedpriorityae", "shutterpriority", "shutterspeedpriority"), 4),
+        **dict.fromkeys(("creativeslowspeed", "creativeprogram", "programcreativeslowprogram", "creative"), 5),
+        **dict.fromkeys(("actionhighspeed", "actionprogram", "programactionhighspeedprogram", "action"), 6),
+        **dict.fromkeys(("portrait", "portraitmode"), 7),
+        **dict.fromkeys(("landscape", "landscapemode"), 8),
+        **dict.fromkeys(("bulb",), 9),
+    },
+}
+"""Enumeration names as ExifTool, exiv2, metadata-extractor (Flickr, YFCC100M) and the EXIF standard
+print them, case, spaces and punctuation ignored -> the EXIF code (``"Center-weighted average"``,
+``"Center weighted average"`` -> 2; ``"Multi-segment"``, ``"Pattern"``, ``"Evaluative"`` -> 5)."""
+
+
+_UNDEFINED_CODE = re.compile(r"unknown\s*\(\s*([+-]?[0-9]{1,12})\s*\)", re.IGNORECASE)
+
+
+def text_code(task: str, text: str) -> int:
+    """An enumeration as a table prints it: a number (``"5"``) or a name of :data:`CODE_NAMES`.
+    Raises ParseError ``empty``, ``sentinel``, ``malformed`` or ``unknown_name``."""
+    cleaned = clean_text(text)
+    if not cleaned:
+        raise ParseError("empty", f"{_short(text)} is empty")
+    if cleaned[0].isdigit() or cleaned[0] in "+-":
+        return parse_code(cleaned)
+    undefined = _UNDEFINED_CODE.fullmatch(cleaned)
+    if undefined is not None:  # ExifTool prints a code it has no name for as "Unknown (7)"
+        return parse_code(undefined.group(1))
+    key = _name_key(cleaned)
+    code = CODE_NAMES[task].get(key)
+    if code is None:
+        if cleaned.casefold() in NO_VALUE_WORDS:
+            raise ParseError("sentinel", f"{_short(text)} says the value is unknown")
+        raise ParseError("unknown_name", f"{_short(text)} names no {task} code")
+    return code

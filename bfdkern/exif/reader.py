@@ -13,9 +13,12 @@ so the Pillow backend needs no GPL code at all.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
+import stat
 import warnings
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -26,6 +29,7 @@ MAX_PIXELS = 2 * 89_478_485
 
 READ_REASONS: dict[str, str] = {
     "unreadable": "the file could not be opened or read (permissions, vanished)",
+    "not_a_regular_file": "a FIFO, socket, device or folder (never read: it could block or never end)",
     "empty_file": "the file has 0 bytes",
     "unrecognised_format": "the backend does not recognise the format (not an image, or a format it cannot read)",
     "corrupt": "the backend failed inside the file's structure (truncated, broken offsets)",
@@ -246,11 +250,59 @@ def get_backend(backend: str | ExifBackend = "pyexiv2") -> ExifBackend:
         raise ValueError(f"unknown EXIF backend {backend!r}; expected one of {sorted(BACKENDS)}") from None
 
 
-def read_bytes(path: str | os.PathLike) -> bytes:
-    """The content of ``path``; ExifReadError ``unreadable`` naming the file when it cannot be read."""
+class NotARegularFileError(OSError):
+    """A path that names a FIFO, socket, device or folder where a file was expected."""
+
+
+_KINDS = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISDIR, "a folder"),
+)
+
+
+def file_kind(mode: int) -> str:
+    """What a stat mode names, in words (``"a FIFO (named pipe)"``, ``"a regular file"``, ...)."""
+    return next((kind for test, kind in _KINDS if test(mode)), "a regular file" if stat.S_ISREG(mode) else "special")
+
+
+def open_regular(path: str | os.PathLike) -> io.BufferedReader:
+    """``path`` opened for binary reading, only when it is a regular file once links are followed: a FIFO
+    would block the reader forever and a device (``/dev/zero``) never ends. Opens without blocking, then
+    checks what it opened (no race between a check and the open).
+
+    Raises:
+        NotARegularFileError: naming the path and what it is.
+        OSError: when it cannot be opened at all.
+    """
+    name = os.fspath(path)
     try:
-        with open(path, "rb") as fh:
+        fd = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except OSError as exc:
+        kind = None
+        if exc.errno == errno.ENXIO:  # a socket (or a device without a driver) cannot be opened at all
+            with suppress(OSError):
+                kind = file_kind(os.stat(name).st_mode)
+        if kind is None:
+            raise
+        raise NotARegularFileError(f"{name}: {kind}, not a regular file") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise NotARegularFileError(f"{name}: {file_kind(mode)}, not a regular file")
+    return os.fdopen(fd, "rb")
+
+
+def read_bytes(path: str | os.PathLike) -> bytes:
+    """The content of ``path``; ExifReadError ``unreadable`` (or ``not_a_regular_file``) naming the file
+    when it cannot be read."""
+    try:
+        with open_regular(path) as fh:
             return fh.read()
+    except NotARegularFileError as exc:
+        raise ExifReadError("not_a_regular_file", str(exc)) from None
     except OSError as exc:
         raise ExifReadError("unreadable", f"{os.fspath(path)}: cannot read the file: {exc.strerror or exc}") from None
 

@@ -53,6 +53,8 @@ class ManifestSummary:
     labelled: int
     file_reasons: Counter
     tags: list[TagSummary]
+    rejected: Counter = field(default_factory=Counter)
+    source: str = "files"
 
 
 def format_label(task: str, label) -> str:
@@ -95,7 +97,12 @@ def summarize(manifest: str | os.PathLike, examples: int = 4) -> ManifestSummary
             ):
                 s.missing[reason] = n
             tags.append(s)
-    return ManifestSummary(os.fspath(manifest), files, labelled, file_reasons, tags)
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        rejected = Counter()
+        if "rejects" in tables:
+            rejected.update(dict(db.execute("SELECT reason, COUNT(*) FROM rejects GROUP BY reason")))
+        source = dict(db.execute("SELECT key, value FROM meta")).get("labels", "files")
+    return ManifestSummary(os.fspath(manifest), files, labelled, file_reasons, tags, rejected, source)
 
 
 def format_table(summary: ManifestSummary) -> str:
@@ -120,6 +127,11 @@ def format_table(summary: ManifestSummary) -> str:
     if summary.file_reasons:
         lines.append("files without any label:")
         lines += [f"{n:8d}  {r}: {FILE_REASONS.get(r, '')}" for r, n in summary.file_reasons.most_common()]
+    if summary.rejected:
+        from bfdkern.exif.tables import ROW_REASONS
+
+        lines.append(f"table rows not used ({summary.source}; the rejects table lists each with its line):")
+        lines += [f"{n:8d}  {r}: {ROW_REASONS.get(r, '')}" for r, n in summary.rejected.most_common()]
     return "\n".join(lines)
 
 

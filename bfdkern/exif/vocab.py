@@ -48,6 +48,41 @@ EXPOSURE_PROGRAM_CLASSES = (
 )
 """EXIF ExposureProgram 1..8 in order, then others (0 not defined, non-standard codes)."""
 
+BLADES_OFFICIAL_CLASSES: dict[str, tuple[str, ...]] = {
+    "make": ("Nikon", "Apple", "FUJIFILM", "Canon", "Samsung", "Sony", "Panasonic", "Nokia", "Pentax", "others"),
+    "metering_mode": (
+        "average",
+        "centerweighted",
+        "others",
+        "partial",
+        "spot",
+        "multi-spot",
+        "multi-segment",
+        "evaluative",
+    ),
+    "exposure_mode": (
+        "auto",
+        "auto-bracketing",
+        "program",
+        "manual",
+        "aperture-priority",
+        "easy-shooting",
+        "shutter-priority",
+    ),
+    "white_balance": ("auto", "manual"),
+    "exposure_program": (
+        "landscape mode",
+        "manual control",
+        "normal program",
+        "portrait mode",
+        "shutter priority",
+        "aperture priority",
+    ),
+}
+"""The class lists the official BLADES code's categorical labels (``cls_label`` in its training JSON) index,
+in the order of its text prompts (``SSL_training.py``). A manifest imported from that JSON records them, and
+a run trained on it builds its heads from them (see :func:`bfdkern.tasks.blades_spec`)."""
+
 CATEGORICAL_TAGS = {
     "make": MAKE_CLASSES,
     "metering_mode": METERING_MODE_CLASSES,

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from bfdkern.atomic import atomic_write_text
 from bfdkern.bilevel.choices import MODES
+from bfdkern.data.choices import FACE_DETECTOR_NAMES
 from bfdkern.models.choices import BACKBONES
 from bfdkern.tasks import ORDINAL_LEVELS, TaskSpec, blades_spec
 
@@ -94,6 +95,12 @@ class PretrainConfig:
         compile: ``torch.compile`` the model's forward (not with ``mode="unroll"``).
         logger: ``csv`` (``log.csv`` only), ``tensorboard`` (also ``RUN_DIR/tensorboard``) or ``wandb`` (also
             Weights & Biases, when the ``wandb`` package is installed).
+        face_detector: what finds faces for ``face_crop`` when the data has no boxes (found once and stored
+            in the manifest): ``auto`` (MediaPipe when installed, else Haar), ``haar`` or ``mediapipe``.
+        boxes: a face-box table (FDF's ``fdf_metainfo.json``, a CSV or JSON of boxes or landmarks) stored into
+            the manifest and used for the crops and the mouth and eye manipulations.
+        vocabulary: categorical task -> class names of its head, when the labels name another vocabulary
+            than bfdkern's (a manifest imported from the official BLADES JSON; set from the manifest).
     """
 
     data: str = ""
@@ -126,6 +133,9 @@ class PretrainConfig:
     tf32: bool = False
     compile: bool = False
     logger: str = "csv"
+    face_detector: str = "auto"
+    boxes: str | None = None
+    vocabulary: dict[str, list[str]] | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -167,6 +177,10 @@ class PretrainConfig:
             raise ValueError(f"logger must be one of {list(LOGGERS)}, got {self.logger!r}")
         if self.compile and self.mode == "unroll":
             raise ValueError(COMPILE_UNROLL_ERROR)
+        if self.paired and int(self.batch_size) % 2:
+            raise ValueError(f"batch_size {self.batch_size}: paired batches need an even batch size (or unpaired)")
+        if self.face_detector not in FACE_DETECTOR_NAMES:
+            raise ValueError(f"face_detector must be one of {list(FACE_DETECTOR_NAMES)}, got {self.face_detector!r}")
         if self.tasks is not None:
             self.tasks = list(self.tasks)
             self.task_spec()
@@ -174,7 +188,7 @@ class PretrainConfig:
     def task_spec(self) -> TaskSpec:
         """The spec of the trained tasks: :func:`~bfdkern.tasks.blades_spec`, or its subset ``tasks``.
         Raises ValueError for unknown names or a subset without an outer task."""
-        spec = blades_spec(ordinal_levels=int(self.ordinal_levels))
+        spec = blades_spec(ordinal_levels=int(self.ordinal_levels), classes=self.vocabulary)
         if self.tasks is None:
             return spec
         unknown = sorted(set(self.tasks) - set(spec.names))

@@ -203,6 +203,14 @@ class Pretraining:
         self.config, self.run_dir, self.echo = config, Path(run_dir), echo or _echo
         if not self.main:
             self.echo = lambda message: None
+        if config.vocabulary is None and Path(config.data).is_file() and spec is None:
+            from bfdkern.data.face_index import manifest_vocabulary
+
+            config.vocabulary = manifest_vocabulary(config.data)
+            if config.vocabulary is not None:  # labels imported from the official BLADES JSON
+                self.echo(
+                    f"data: the manifest's class labels name their own classes; the heads follow them: {config.vocabulary}"
+                )
         self.spec = spec or config.task_spec()
         self.lock = RunLock(self.run_dir) if self.main else None
         self._matmul_precision: str | None = None
@@ -279,9 +287,14 @@ class Pretraining:
             size=config.image_size,
             seed=config.seed,
             face_crop=config.face_crop,
+            face_detector=config.face_detector,
+            boxes=config.boxes,
+            index_workers=config.workers,
             progress=config.progress and self.main,
         )
         self.echo(f"data: {self.dataset.summary()}")
+        for report in self.dataset.face_reports:
+            self.echo(f"data: {report}")
         if self.dataset.skipped_files:
             self.echo(f"data: the skipped files and why are listed in {self.run_dir / SKIPPED_NAME}")
         loaders = make_loaders(
@@ -534,6 +547,11 @@ class Pretraining:
         wall = time.perf_counter() - start
         for stream in self.streams.values():
             stream.close()  # its worker processes stop before the files are written
+        if self.dataset.vanished.total:
+            self.echo(
+                f"data: {self.dataset.vanished.total} images could not be read during training (deleted or changed "
+                "since the start); the next image was served in their place"
+            )
         if status == "aborted":
             self.echo(
                 f"aborted during step {trainer.steps + 1}: the model is mid-update and is not saved; the last "

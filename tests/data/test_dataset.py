@@ -2,6 +2,8 @@
 versions), sampling ratios, determinism under a seed (with and without workers), unreadable images
 skipped with a counted reason, manifests and real photos."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -227,3 +229,42 @@ def test_face_crop_from_known_boxes(tmp_path):
         crop = square_box(boxes[path.name], 1.3, 96, 96)
         expected = array_to_tensor(fit_square(load_image(path), 40, crop))
         assert torch.equal(ds[i][0], expected)
+
+
+def test_hostile_exif_values_never_stop_the_dataset(tmp_path):
+    """Long ASCII numbers in categorical and rational tags: the file keeps its usable labels, the rest are
+    missing with a reason; nothing raises."""
+    from tests.exif.test_hostile import _hostile_jpeg
+
+    simulate_collection(tmp_path, 3, seed=2, size=32)
+    (tmp_path / "hostile.jpg").write_bytes(_hostile_jpeg())
+    ds = FaceDataset(tmp_path, SPEC, size=16)
+    assert len(ds) == 4 and ds.exif_reasons["malformed"] >= 7
+    hostile = [i for i, item in enumerate(ds.items) if item.path.endswith("hostile.jpg")][0]
+    make = ds.exif_targets[hostile, SPEC.target_columns("make")].item()
+    assert make == CATEGORICAL_TAGS["make"].index("Canon")
+    assert torch.isnan(ds.exif_targets[hostile, SPEC.target_columns("metering_mode")]).all()
+
+
+def test_vanishing_photos_warn_once_per_hundred_with_a_total(tmp_path):
+    import warnings
+
+    simulate_collection(tmp_path, 8, seed=4, size=32)
+    ds = FaceDataset(tmp_path, SPEC, size=16)
+    for item in ds.items[:6]:
+        Path(item.path).unlink()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for epoch in range(40):
+            for index in range(8):
+                ds.draw((index, 0, epoch))
+    lines = [str(w.message) for w in caught]
+    total = ds.vanished.total
+    assert total == 40 * (6 + 5 + 4 + 3 + 2 + 1)  # each failed read: a deleted photo's draw tries the next one
+    assert len(lines) == 1 + total // 100 and lines[0].startswith("1 image could not be read")
+    assert "100 images could not be read" in lines[1] and "cam_" in lines[1]  # the last file is named
+    tr, _ = make_loaders(ds, batch_size=4, num_workers=2, paired=False)  # counted across worker processes
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _batches(tr, 2)
+    assert ds.vanished.total > total

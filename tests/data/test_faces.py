@@ -97,3 +97,35 @@ def test_haar_locator_pickles_for_worker_processes():
     locator.locate(np.zeros((64, 64, 3), np.uint8))  # loads the cascades
     clone = pickle.loads(pickle.dumps(locator))
     assert clone.locate(np.zeros((64, 64, 3), np.uint8)) == []
+
+
+def test_mediapipe_finds_the_faces_of_real_photos(shared_data):
+    """MediaPipe's bundled BlazeFace (optional package): a face box and eye/mouth boxes inside it, on real
+    photos; 'auto' picks it when it is installed."""
+    pytest.importorskip("mediapipe")
+    from bfdkern.data.faces import MediaPipeFaceLocator, detector_id, face_detector
+    from bfdkern.data.transforms import load_image
+
+    assert isinstance(face_detector("auto"), MediaPipeFaceLocator)
+    locator = MediaPipeFaceLocator()
+    assert detector_id(locator).startswith("mediapipe 0.")
+    files = sorted((shared_data / "faces" / "faces_with_exif").glob("*.jpg"))[:12]
+    found = 0
+    for path in files:
+        image = np.asarray(load_image(path, draft=(640, 640)))
+        faces = locator.locate(image)
+        if faces:
+            found += 1
+            f, e, m = faces[0].face, faces[0].eyes, faces[0].mouth
+            assert f[0] <= e[0] < e[2] <= f[2] + 2 and e[3] <= m[1] + 2 and m[3] <= f[3] + f[3] // 5
+    assert found >= 10
+
+
+def test_the_command_line_names_every_detector():
+    from bfdkern.data.choices import FACE_DETECTOR_NAMES
+    from bfdkern.data.faces import FACE_DETECTORS, HaarFaceLocator, face_detector
+
+    assert set(FACE_DETECTOR_NAMES) == {"auto", *FACE_DETECTORS}
+    assert isinstance(face_detector("haar"), HaarFaceLocator)
+    with pytest.raises(ValueError, match="unknown face detector 'yolo'"):
+        face_detector("yolo")

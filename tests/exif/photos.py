@@ -132,3 +132,40 @@ def app1_end(jpeg: bytes) -> int:
     """Offset just past the APP1 (EXIF) segment of ``jpeg``."""
     at = jpeg.index(b"\xff\xe1")
     return at + 2 + struct.unpack(">H", jpeg[at + 2 : at + 4])[0]
+
+
+TYPE_SIZES = {1: 1, ASCII: 1, SHORT: 2, LONG: 4, RATIONAL: 8, 7: 1}
+
+
+def exif_jpeg(exif_entries: list[tuple[int, int, bytes]], ifd0_entries: list[tuple[int, int, bytes]] = ()) -> bytes:
+    """A small JPEG whose EXIF holds exactly the given entries, each ``(tag, type, value bytes)``
+    (little-endian; the count follows from the type's size): any type for any tag, any length.
+    ``ifd0_entries`` go to IFD0, ``exif_entries`` to the Exif IFD (pointed to from IFD0)."""
+    ifd0 = sorted(ifd0_entries) + [(0x8769, LONG, b"")]  # the Exif-IFD pointer, filled below
+    exif = sorted(exif_entries)
+    ifd0_at = 8
+    exif_at = ifd0_at + 2 + 12 * len(ifd0) + 4
+    data_at = exif_at + 2 + 12 * len(exif) + 4
+    data = bytearray()
+
+    def entries(items):
+        out = []
+        for tag, typ, value in items:
+            if tag == 0x8769:
+                out.append(_entry(tag, LONG, 1, struct.pack("<I", exif_at)))
+                continue
+            count = max(1, len(value) // TYPE_SIZES[typ])
+            if len(value) <= 4:
+                out.append(_entry(tag, typ, count, value))
+            else:
+                out.append(_entry(tag, typ, count, struct.pack("<I", data_at + len(data))))
+                data.extend(value + (b"\0" if len(value) % 2 else b""))
+        return out
+
+    tiff = b"II*\0" + struct.pack("<I", ifd0_at) + _ifd(entries(ifd0), 0) + _ifd(entries(exif), 0)
+    return with_app1(tiff + bytes(data))
+
+
+def ascii_value(text: str) -> bytes:
+    """An EXIF ASCII value: the text and its terminating NUL."""
+    return text.encode("latin-1") + b"\0"

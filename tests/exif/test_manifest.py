@@ -210,8 +210,9 @@ def test_scan_and_columns(tmp_path):
     photos.write_photo(tmp_path / "a" / "b.JPEG")
     (tmp_path / "c.txt").write_text("x")
     os.symlink(tmp_path, tmp_path / "a" / "loop")  # a link back up must not recurse forever
-    items, others, problems = scan(tmp_path)
+    items, others, problems, special = scan(tmp_path)
     assert [i[0] for i in items] == ["a/b.JPEG"] and others == 1 and problems == []
+    assert special == {"link to a folder": 1}
     # A name with bytes that are not UTF-8 cannot go into SQLite text: reported, not lost silently.
     os.rename(tmp_path / "a" / "b.JPEG", os.path.join(os.fsencode(tmp_path), b"a", b"\xff.jpg"))
     photos.write_photo(tmp_path / "ok.jpg")

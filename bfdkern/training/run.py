@@ -167,7 +167,7 @@ class Pretraining:
         from bfdkern.bilevel import BilevelTrainer
         from bfdkern.bilevel.distributed import init_from_environment, is_main_process, rank_device
         from bfdkern.data import FaceDataset, make_loaders
-        from bfdkern.models import BladesModel
+        from bfdkern.models import build_model
 
         # Under torchrun: one process a rank; rank 0 alone logs, shows progress and writes files.
         self.sync = init_from_environment(config.device)
@@ -224,11 +224,12 @@ class Pretraining:
         self.total_steps = config.epochs * self.steps_per_epoch
 
         torch.manual_seed(config.seed)
-        self.model = BladesModel(
+        self.model = build_model(
             self.spec,
             backbone=config.backbone,
             feature_dim=config.feature_dim,
-            backbone_weights=config.backbone_weights,
+            init=config.backbone_weights or "random",
+            input_size=config.image_size,
         ).to(self.device, self.dtype)
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)

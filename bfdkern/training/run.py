@@ -228,9 +228,11 @@ class Pretraining:
             self.spec,
             backbone=config.backbone,
             feature_dim=config.feature_dim,
-            init=config.backbone_weights or "random",
+            init="random" if resume else config.init,  # a resumed run's weights come from its checkpoint
             input_size=config.image_size,
         ).to(self.device, self.dtype)
+        if not resume:
+            self.echo(f"init: {self.model.init_report}")
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.total_steps)

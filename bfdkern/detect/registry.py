@@ -8,8 +8,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from bfdkern.detect.baselines import CNNDetector, CornealHighlightDetector, GramNetDetector
 from bfdkern.detect.encoder import load_detector_with_any_encoder
 
@@ -126,10 +124,10 @@ def load_scorer(item: str, encoder: str | None = None, feature_options: dict | N
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such detector file (or training-free detector {list(TRAINING_FREE)})")
     if path.suffix == ".pt":
-        try:
-            kind = torch.load(path, map_location="cpu", weights_only=True).get("kind")
-        except Exception as exc:
-            raise ValueError(f"{path}: not a readable CNND or GramNet detector file ({type(exc).__name__})") from None
+        from bfdkern.models.files import torch_load
+
+        data = torch_load(path, "cpu", "CNND or GramNet detector")
+        kind = data.get("kind") if isinstance(data, dict) else None
         classes = {c.kind: c for c in (CNNDetector, GramNetDetector)}
         if kind not in classes:
             raise ValueError(f"{path}: not a CNND or GramNet detector file")

@@ -35,7 +35,7 @@ from bfdkern.models.files import (
     with_checksum,
 )
 from bfdkern.models.normalization import IMAGENET_MEAN, IMAGENET_STD, checked_statistics
-from bfdkern.models.pretrained import read_pretrained, write_pretrained
+from bfdkern.models.pretrained import WEIGHTS_FILE, read_pretrained, write_pretrained
 from bfdkern.tasks import TaskSpec
 
 CHECKPOINT_FORMAT = "bfdkern.model/2"
@@ -274,16 +274,26 @@ def _model_from_config(config: dict, state: dict, path: Path) -> BladesModel:
     return model
 
 
-def load_model(path_or_run_dir: str | os.PathLike, map_location="cpu") -> BladesModel:
-    """Rebuild the model of an encoder file (:func:`save_model`), a run directory holding ``encoder.pt``, or an
-    exported folder (``config.json`` + ``model.safetensors``)."""
-    path = Path(path_or_run_dir)
-    if path.is_dir() and not (path / CHECKPOINT_NAME).exists() and (path / "model.safetensors").exists():
-        return BladesModel.from_pretrained(path, map_location)
-    payload = read_checkpoint(path, map_location)
+def is_exported_folder(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a folder from :meth:`BladesModel.save_pretrained` / ``bfdkern export`` (and not a run)."""
+    path = Path(path)
+    return path.is_dir() and not (path / CHECKPOINT_NAME).exists() and (path / WEIGHTS_FILE).exists()
+
+
+def model_from_checkpoint(payload: dict) -> BladesModel:
+    """The model of a checkpoint dict from :func:`read_checkpoint` (on the CPU)."""
     path, config = Path(payload["path"]), payload["config"]
     model = _model_from_config(config, payload["state_dict"], path)
     load_fitting(model, payload["state_dict"], path, f"BladesModel(backbone={config['backbone']!r})")
+    return model
+
+
+def load_model(path_or_run_dir: str | os.PathLike, map_location="cpu") -> BladesModel:
+    """Rebuild the model of an encoder file (:func:`save_model`), a run directory holding ``encoder.pt``, or an
+    exported folder (``config.json`` + ``model.safetensors``)."""
+    if is_exported_folder(path_or_run_dir):
+        return BladesModel.from_pretrained(path_or_run_dir, map_location)
+    model = model_from_checkpoint(read_checkpoint(path_or_run_dir, "cpu"))
     return model.to(map_location) if isinstance(map_location, (str, torch.device)) else model
 
 

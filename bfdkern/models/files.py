@@ -260,5 +260,16 @@ def torch_load(
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # zip errors, pickle errors, refused globals: torch raises many types
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise error(f"{path}: cannot be read as a weights-only torch {what}: {first}") from None
+        raise error(f"{path}: cannot be read as a weights-only torch {what}: {_load_failure(exc)}") from None
+
+
+def _load_failure(exc: Exception) -> str:
+    """One line saying why torch.load failed (torch's weights-only message is many lines of advice, some of it to
+    turn the protection off: only its reason is kept)."""
+    text = str(exc).strip()
+    if "WeightsUnpickler error:" in text:
+        reason = " ".join(text.split("WeightsUnpickler error:", 1)[1].split())
+        reason = reason.split(". Please use")[0].split(" Check the documentation")[0].rstrip(".")
+        return f"{reason} (a damaged file, or one holding more than tensors and plain values: never unpickled)"
+    first = (text.splitlines() or [type(exc).__name__])[0]
+    return first.split(". ")[0].rstrip(".")  # torch's zip errors go on with advice

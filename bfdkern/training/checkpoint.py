@@ -1,5 +1,7 @@
 """Run checkpoints: the trainer's state, the batch streams' positions and the random streams, written
-atomically (a crash never leaves a half-written checkpoint) and read with ``weights_only=True``."""
+atomically (a crash never leaves a half-written checkpoint) with a checksum of the whole payload, and read
+with ``weights_only=True`` and validated (structure, types, finite weights and lambda, the checksum), so a
+damaged checkpoint is one line naming the file and the field, never a traceback mid-resume."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import numpy as np
 import torch
 
 from bfdkern.atomic import atomic_torch_save
+from bfdkern.models.files import Fields, SavedFileError, check_tensors, torch_load, verify_checksum, with_checksum
 
 CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT = "bfdkern.pretrain-checkpoint/1"
@@ -56,21 +59,75 @@ def save_checkpoint(path: str | os.PathLike, trainer_state: dict, streams: dict,
         "random": random_states(),
         "extra": dict(extra or {}),
     }
-    return atomic_torch_save(payload, path)
+    return atomic_torch_save(with_checksum(payload), path)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
-    """Read a checkpoint written by :func:`save_checkpoint` (``weights_only=True``); ValueError naming the file
-    when it is not one."""
+    """Read a checkpoint written by :func:`save_checkpoint` (``weights_only=True``), validated: its checksum (when
+    it has one: older checkpoints do not), the fields a resume reads, their types and shapes, and finite weights,
+    optimiser state and lambda. Raises FileNotFoundError, or ValueError
+    (:class:`~bfdkern.models.files.SavedFileError`) with one line naming the file and the field."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint (nothing to resume)")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # truncated zip, pickle errors, foreign globals
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ValueError(f"{path}: cannot be read as a checkpoint: {first}") from None
+    payload = torch_load(path, map_location, "checkpoint")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise ValueError(f"{path}: not a bfdkern pretraining checkpoint (format {found!r}, expected {FORMAT!r})")
+        raise SavedFileError(f"{path}: not a bfdkern pretraining checkpoint (format {found!r}, expected {FORMAT!r})")
+    verify_checksum(payload, path)
+    check_payload(Fields(path, payload))
     return payload
+
+
+def check_payload(fields: Fields) -> None:
+    """Validate a loaded checkpoint payload's fields (see :func:`load_checkpoint`)."""
+    fields.dict("trainer")
+    fields.integer("trainer.steps", minimum=0)
+    for name in ("model", "optimizer", "lambda_optimizer", "spec"):
+        fields.dict(f"trainer.{name}")
+    for key, value in fields.get("trainer.model").items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            fields.fail("trainer.model", f"expected parameter name -> tensor, got {key!r}")
+    check_tensors(fields, "trainer.model", fields.get("trainer.model"))
+    fields.dict("trainer.optimizer.state")
+    if not isinstance(fields.get("trainer.optimizer.param_groups"), list):
+        fields.fail("trainer.optimizer.param_groups", "expected a list")
+    check_tensors(fields, "trainer.optimizer", fields.get("trainer.optimizer"))
+    fields.dict("trainer.scheduler", optional=True)
+    fields.tensor("trainer.lambda_raw", ndim=1)
+    check_tensors(fields, "trainer.lambda_optimizer", fields.get("trainer.lambda_optimizer"))
+    tasks = fields.get("trainer.spec.tasks")
+    if not isinstance(tasks, list) or not all(isinstance(t, dict) and isinstance(t.get("name"), str) for t in tasks):
+        fields.fail("trainer.spec.tasks", "expected a list of tasks with names")
+    if len(tasks) != fields.get("trainer.lambda_raw").shape[0]:
+        fields.fail("trainer.lambda_raw", f"{fields.get('trainer.lambda_raw').shape[0]} weights for {len(tasks)} tasks")
+    for name in ("rng_cpu", "rng_cuda"):
+        rng = fields.get(f"trainer.{name}", None)
+        if rng is not None and (not isinstance(rng, torch.Tensor) or rng.dtype != torch.uint8):
+            fields.fail(f"trainer.{name}", "expected a uint8 random-state tensor")
+    streams = fields.dict("streams")
+    for name, position in streams.items():
+        if not (
+            isinstance(position, (list, tuple))
+            and len(position) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in position)
+        ):
+            fields.fail(f"streams.{name}", f"expected [epoch, batch] (two integers >= 0), got {position!r}")
+    fields.integer("random.python.version")
+    state = fields.get("random.python.state")
+    if not isinstance(state, list) or not all(isinstance(v, int) for v in state):
+        fields.fail("random.python.state", "expected a list of integers")
+    fields.string("random.numpy.kind")
+    fields.tensor("random.numpy.keys", ndim=1)
+    fields.integer("random.numpy.pos", minimum=0)
+    fields.integer("random.numpy.has_gauss", minimum=0)
+    fields.number("random.numpy.cached")
+    extra = fields.dict("extra")
+    for name in ("initial_lambdas", "chance"):
+        if extra.get(name) is not None:
+            values = fields.get(f"extra.{name}")
+            if not isinstance(values, list):
+                fields.fail(f"extra.{name}", "expected a list of numbers")
+            if name == "initial_lambdas":
+                fields.numbers(f"extra.{name}", length=len(tasks))
+    fields.dict("extra.identity", optional=True)

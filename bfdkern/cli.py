@@ -22,6 +22,7 @@ COMMANDS = {
     "detect": "detect",
     "evaluate": "evaluate",
     "ablate": "ablate",
+    "import-weights": "import_weights",
     "bench": "bench",
 }
 

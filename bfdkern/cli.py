@@ -23,6 +23,7 @@ COMMANDS = {
     "evaluate": "evaluate",
     "ablate": "ablate",
     "import-weights": "import_weights",
+    "export": "export",
     "bench": "bench",
 }
 

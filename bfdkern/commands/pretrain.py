@@ -176,7 +176,11 @@ def config_from_args(args):
         return PretrainConfig.load(args.out).resumed_with(given)
     if "data" not in given:
         raise ValueError("--data is required for a new run (a folder of photos or a manifest)")
-    return PretrainConfig(**given)
+    config = PretrainConfig(**given)
+    from bfdkern.models.weights import ensure_available
+
+    ensure_available(config.init, config.backbone)  # a missing start fails before the run folder is written
+    return config
 
 
 def run(args) -> int:

@@ -91,19 +91,38 @@ def _without_fc(state: dict) -> dict:
     return {k: v for k, v in state.items() if not k.startswith("fc.")}
 
 
+def ensure_available(init: str, backbone: str) -> None:
+    """Make sure ``init`` can start ``backbone`` before a run writes anything: a file exists; ImageNet weights
+    are in the torch hub cache (downloaded now when absent). Raises what :func:`build_model` would."""
+    check_init(init, backbone)
+    if init == RANDOM:
+        return
+    if is_file_init(init):
+        if not Path(init).exists():
+            raise FileNotFoundError(f"{init}: no such weights file (--init)")
+        return
+    name = init.partition(":")[2] or IMAGENET_WEIGHTS[backbone][0]
+    _imagenet_file(backbone, name)
+
+
 # --- ImageNet through torchvision's weights API ------------------------------------------------------------
+def _imagenet_file(arch: str, name: str) -> Path:
+    """The cached file of torchvision's ``arch`` weights ``name``, downloaded first when absent."""
+    import torchvision
+
+    url = torchvision.models.get_model_weights(arch)[name].url
+    path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+    if not path.is_file():
+        _download(url, path, f"ImageNet weights {arch} {name}")
+    return path
+
+
 def imagenet_state_dict(arch: str, name: str) -> tuple[dict, Path]:
     """(state dict, file) of torchvision's ``arch`` weights ``name`` (e.g. ``IMAGENET1K_V1``): read from the torch
     hub cache (``$TORCH_HOME/hub/checkpoints``), downloaded there first when absent (never re-downloaded). Read
     with ``weights_only=True``. Raises FileNotFoundError saying which file to place where when it is absent and
     cannot be downloaded."""
-    import torchvision
-
-    weights = torchvision.models.get_model_weights(arch)[name]
-    url = weights.url
-    path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
-    if not path.is_file():
-        _download(url, path, f"ImageNet weights {arch} {name}")
+    path = _imagenet_file(arch, name)
     state = torch_load(path, "cpu", f"{arch} {name} weights")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise SavedFileError(f"{path}: not a state dict of tensors (expected torchvision {arch} {name} weights)")

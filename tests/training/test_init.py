@@ -55,3 +55,20 @@ def test_bad_init_options_are_one_line(photos, tmp_path, capsys):
     assert "nowhere.pt: no such weights file (--init)" in capsys.readouterr().err
     assert cli.main(["pretrain", "--data", str(photos), "--out", out, "--init", "imagenet", *SMALL, *QUIET]) == 2
     assert "the small backbone has no ImageNet weights" in capsys.readouterr().err
+
+
+def test_offline_imagenet_start_fails_before_the_run_folder_exists(photos, tmp_path, monkeypatch, capsys):
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise OSError("network blocked by the test")
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    out = tmp_path / "run"
+    argv = ["pretrain", "--data", str(photos), "--out", str(out), "--backbone", "resnet18", *SMALL[:6], *QUIET]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "place resnet18-f37072fd.pth" in err and "--init random" in err and err.count("\n") == 1
+    assert not out.exists()

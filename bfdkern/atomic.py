@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
-import torch
 
-
-def atomic_torch_save(payload, path: str | os.PathLike) -> Path:
-    """torch.save ``payload`` to ``path`` through a temporary file in the same folder, fsync'd and
-    renamed into place (os.replace is atomic on POSIX and Windows)."""
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
+    """Call ``write(f)`` on a temporary file in ``path``'s folder, fsync it and rename it to ``path``
+    (os.replace is atomic on POSIX and Windows); on any failure the temporary file is removed and ``path``
+    keeps its previous content. Returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -25,3 +26,10 @@ def atomic_torch_save(payload, path: str | os.PathLike) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_torch_save(payload, path: str | os.PathLike) -> Path:
+    """torch.save ``payload`` to ``path`` atomically (see :func:`atomic_write`)."""
+    import torch
+
+    return atomic_write(path, lambda f: torch.save(payload, f))

@@ -13,12 +13,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from bfdkern.atomic import atomic_write
 from bfdkern.detect.binary import BinaryDetector
 from bfdkern.detect.oneclass import COVARIANCE_TYPES, OneClassDetector
 from bfdkern.detect.preprocess import Preprocessing
@@ -77,15 +77,7 @@ def save_detector(path: str | os.PathLike, detector: Detector, *, encoder: dict,
     header = json.loads(json.dumps(header, sort_keys=True))  # as it will be read back (tuples become lists)
     header[CHECKSUM_KEY] = content_checksum(header, payload)
     payload[META_KEY] = np.array(json.dumps(header, sort_keys=True))
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **payload)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda f: np.savez(f, **payload))
 
 
 def load_detector(path: str | os.PathLike) -> tuple[Detector, dict]:

@@ -10,30 +10,17 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 
+from bfdkern.atomic import atomic_write
 from bfdkern.models.architecture import check_model_config
 from bfdkern.models.files import Fields, SavedFileError, payload_checksum, state_dict_field
 
 FORMAT = "bfdkern.pretrained/1"
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_pretrained(
@@ -52,8 +39,10 @@ def write_pretrained(
         if key in config:
             raise ValueError(f"extra_config may not replace {key!r}")
         config[key] = value
-    _atomic_write(folder / WEIGHTS_FILE, save(tensors, metadata={"format": FORMAT}))
-    _atomic_write(folder / CONFIG_FILE, (json.dumps(config, indent=2, sort_keys=True) + "\n").encode())
+    weights = save(tensors, metadata={"format": FORMAT})
+    atomic_write(folder / WEIGHTS_FILE, lambda f: f.write(weights))
+    text = (json.dumps(config, indent=2, sort_keys=True) + "\n").encode()
+    atomic_write(folder / CONFIG_FILE, lambda f: f.write(text))
     return folder
 
 

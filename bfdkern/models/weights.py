@@ -23,7 +23,14 @@ from pathlib import Path
 import torch
 
 from bfdkern.models.authors import AuthorsWeights, read_authors_checkpoint, visual_prefix
-from bfdkern.models.encoder import CHECKPOINT_NAME, BladesModel, load_fitting, load_model, read_checkpoint
+from bfdkern.models.encoder import (
+    CHECKPOINT_NAME,
+    BladesModel,
+    load_fitting,
+    load_model,
+    model_from_checkpoint,
+    read_checkpoint,
+)
 from bfdkern.models.files import SavedFileError, torch_load
 from bfdkern.models.normalization import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
 from bfdkern.models.pretrained import WEIGHTS_FILE
@@ -155,8 +162,7 @@ def load_init_file(model: BladesModel, init: str | os.PathLike) -> str:
         raise FileNotFoundError(f"{path}: a folder without {CHECKPOINT_NAME} or {WEIGHTS_FILE} (--init)")
     payload = torch_load(path, "cpu", "weights", mmap=True)
     if isinstance(payload, dict) and str(payload.get("format", "")).startswith("bfdkern.model/"):
-        read_checkpoint(path)  # validates the file (fields, checksum) before anything is taken from it
-        return _from_encoder(model, load_model(path), path)
+        return _from_encoder(model, model_from_checkpoint(read_checkpoint(path)), path)  # validated first
     if isinstance(payload, dict) and str(payload.get("format", "")).startswith("bfdkern."):
         raise SavedFileError(f"{path}: a {payload['format']} file, not weights (give RUN/{CHECKPOINT_NAME})")
     inner = payload.get("model", payload.get("state_dict", payload)) if isinstance(payload, dict) else payload

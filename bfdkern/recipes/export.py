@@ -115,7 +115,8 @@ def export_run(
         overwrite: write into a folder that already holds files (else refused).
 
     Raises FileNotFoundError (no finished run) or ValueError (a damaged file, a non-empty folder)."""
-    from bfdkern.models import CHECKPOINT_NAME, load_model, read_checkpoint
+    from bfdkern.models import CHECKPOINT_NAME, read_checkpoint
+    from bfdkern.models.encoder import model_from_checkpoint
     from bfdkern.models.pretrained import CONFIG_FILE, WEIGHTS_FILE
 
     run_dir, out = Path(run_dir), Path(out_dir)
@@ -126,7 +127,7 @@ def export_run(
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ValueError(f"{out}: the folder is not empty; choose another -o, or pass --overwrite")
     payload = read_checkpoint(run_dir)
-    model = load_model(run_dir)
+    model = model_from_checkpoint(payload)
     summary = _training_summary(run_dir, payload.get("extra") or {})
     result_files = find_results(run_dir, results)
     evaluations = [_read_result(p) for p in result_files]

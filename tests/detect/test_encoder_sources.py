@@ -40,6 +40,8 @@ def test_source_strings():
     assert relative_source("embedding:/a/b/encoder.pt", "/a/c") == "embedding:../b/encoder.pt"
     found = candidate_sources({"source": "/x/run/encoder.pt", "relative_source": "run/encoder.pt"}, "/y/d/det.npz")
     assert found == ["/y/d/run/encoder.pt", "/x/run/encoder.pt", "/y/d/encoder.pt"]
+    crafted = {"source": "/x/run/encoder.pt", "relative_source": "torchscript:code.pt"}
+    assert candidate_sources(crafted, "/y/d/det.npz") == ["/x/run/encoder.pt", "/y/d/encoder.pt"]
 
 
 def test_a_moved_folder_finds_its_encoder_and_detect_runs(tmp_path, capsys):

@@ -127,7 +127,7 @@ def load_scorer(item: str, encoder: str | None = None, feature_options: dict | N
         from bfdkern.models.files import torch_load
 
         data = torch_load(path, "cpu", "CNND or GramNet detector")
-        kind = data.get("kind") if isinstance(data, dict) else None
+        kind = data.get("kind") if isinstance(data, dict) and isinstance(data.get("kind"), str) else None
         classes = {c.kind: c for c in (CNNDetector, GramNetDetector)}
         if kind not in classes:
             raise ValueError(f"{path}: not a CNND or GramNet detector file")

@@ -118,7 +118,7 @@ def load_detector(path: str | os.PathLike) -> tuple[Detector, dict]:
                 "intact copy or refit the detector"
             )
     kind = header.get("kind")
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         raise DetectorFileError(f"{path}: unknown detector kind {kind!r}, expected one of {list(KINDS)}")
     _check_header(fields)
     _ARRAY_CHECKS[kind](fields, arrays)

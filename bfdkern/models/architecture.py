@@ -14,6 +14,7 @@ NORMALIZATION_BUFFERS = ("mean", "std")
 def check_model_config(fields: Fields, name: str) -> dict:
     """Validate a model config field (backbone, feature_dim, spec, mean, std, input_size); returns it."""
     config = fields.dict(name)
+    _plain_values(fields, name, config)
     fields.string(f"{name}.backbone", BACKBONES)
     fields.integer(f"{name}.feature_dim", minimum=1)
     spec = fields.get(f"{name}.spec", None)
@@ -31,3 +32,17 @@ def check_model_config(fields: Fields, name: str) -> dict:
         fields.fail(f"{name}.std", f"must be > 0, got {config['std']}")
     fields.integer(f"{name}.input_size", minimum=8, optional=True)
     return config
+
+
+def _plain_values(fields: Fields, name: str, value) -> None:
+    """A config holds JSON values only (strings, numbers, booleans, None, lists, dicts with string keys)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                fields.fail(name, f"expected string keys, got {key!r}")
+            _plain_values(fields, f"{name}.{key}", item)
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _plain_values(fields, f"{name}.{i}", item)
+    elif value is not None and not isinstance(value, (str, int, float, bool)):
+        fields.fail(name, f"expected a plain value (text, number, list), got {type(value).__name__}")

@@ -64,3 +64,11 @@ def test_a_flipped_byte_in_the_weights_is_detected(cnnd_file):
     cnnd_file.write_bytes(bytes(data))
     with pytest.raises(SavedFileError, match=rf"^{cnnd_file}: checksum mismatch"):
         CNNDetector.load(cnnd_file)
+
+
+def test_evaluate_names_a_pt_file_of_another_kind(tmp_path):
+    from bfdkern.detect.registry import load_scorer
+
+    torch.save({"kind": ["cnnd"]}, tmp_path / "odd.pt")
+    with pytest.raises(ValueError, match=r"odd\.pt: not a CNND or GramNet detector file"):
+        load_scorer(str(tmp_path / "odd.pt"))

@@ -109,6 +109,7 @@ def _nan_at_first(a):
         ("binary", _header("params.hidden", 9), r"field params.hidden: 9, but the first layer has 8 units"),
         ("binary", _header("threshold", 0.9), r"field threshold: the binary detector decides at P\(fake\) > 0.5"),
         ("binary", _header("kind", "ternary"), r"unknown detector kind 'ternary'"),
+        ("binary", _header("kind", ["binary"]), r"unknown detector kind \['binary'\]"),
     ],
 )
 def test_damaged_fields_are_named(kind, change, message, files, tmp_path):

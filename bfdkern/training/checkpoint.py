@@ -115,19 +115,23 @@ def check_payload(fields: Fields) -> None:
             fields.fail(f"streams.{name}", f"expected [epoch, batch] (two integers >= 0), got {position!r}")
     fields.integer("random.python.version")
     state = fields.get("random.python.state")
-    if not isinstance(state, list) or not all(isinstance(v, int) for v in state):
-        fields.fail("random.python.state", "expected a list of integers")
-    fields.string("random.numpy.kind")
-    fields.tensor("random.numpy.keys", ndim=1)
+    if not isinstance(state, list) or len(state) != 625 or not all(isinstance(v, int) for v in state):
+        fields.fail("random.python.state", "expected Python's Mersenne Twister state (625 integers)")
+    fields.string("random.numpy.kind", ("MT19937",))
+    fields.tensor("random.numpy.keys", shape=(624,))
     fields.integer("random.numpy.pos", minimum=0)
     fields.integer("random.numpy.has_gauss", minimum=0)
     fields.number("random.numpy.cached")
     extra = fields.dict("extra")
-    for name in ("initial_lambdas", "chance"):
-        if extra.get(name) is not None:
-            values = fields.get(f"extra.{name}")
-            if not isinstance(values, list):
-                fields.fail(f"extra.{name}", "expected a list of numbers")
-            if name == "initial_lambdas":
-                fields.numbers(f"extra.{name}", length=len(tasks))
-    fields.dict("extra.identity", optional=True)
+    if extra.get("initial_lambdas") is not None:
+        fields.numbers("extra.initial_lambdas", length=len(tasks))
+    chance = extra.get("chance")
+    if chance is not None and not (
+        isinstance(chance, list)
+        and len(chance) == len(tasks)
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in chance)
+    ):
+        fields.fail("extra.chance", f"expected {len(tasks)} numbers (NaN where unknown) or None")
+    if fields.dict("extra.identity", optional=True):
+        for key in ("images", "steps_per_epoch", "total_steps"):
+            fields.integer(f"extra.identity.{key}", minimum=0)

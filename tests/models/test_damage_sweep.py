@@ -74,7 +74,11 @@ def test_encoder_files(tmp_path):
 
 
 def test_run_checkpoints(tmp_path):
-    extra = {"initial_lambdas": [1.0] * 4, "chance": [0.5] * 4, "identity": {"images": 3}}
+    extra = {
+        "initial_lambdas": [1.0] * 4,
+        "chance": [0.5] * 4,
+        "identity": {"images": 3, "steps_per_epoch": 1, "total_steps": 1},
+    }
     clean = torch.load(save_checkpoint(tmp_path / "c.pt", trainer_state(1), {"tr": (0, 1)}, extra), weights_only=True)
     path = tmp_path / "checkpoint.pt"
     write = lambda payload: torch.save(with_checksum(payload), path)

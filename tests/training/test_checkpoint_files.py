@@ -18,7 +18,11 @@ def state():
 
 @pytest.fixture
 def checkpoint(state, tmp_path):
-    extra = {"initial_lambdas": [1.0] * 4, "chance": [0.5] * 4, "identity": {"images": 8}}
+    extra = {
+        "initial_lambdas": [1.0] * 4,
+        "chance": [0.5, float("nan"), 0.5, 0.5],
+        "identity": {"images": 8, "steps_per_epoch": 1, "total_steps": 2},
+    }
     return save_checkpoint(tmp_path / "checkpoint.pt", state, {"tr": (0, 2), "val": (0, 2)}, extra)
 
 
@@ -58,9 +62,16 @@ def _nan(tensor_path):
         (lambda p: p["streams"].update(tr={"a": 1}), r"field streams.tr: expected \[epoch, batch\]"),
         (lambda p: p["random"]["numpy"].update(keys=5), r"field random.numpy.keys: expected a tensor"),
         (lambda p: p["random"].pop("python"), r"field random.python.version: missing"),
+        (lambda p: p["random"]["python"].update(state=[1, 2]), r"field random.python.state: expected Python's"),
+        (
+            lambda p: p["random"]["numpy"].update(keys=torch.zeros(3)),
+            r"field random.numpy.keys: expected shape \(624,\)",
+        ),
         (lambda p: p["extra"].update(initial_lambdas=[1.0, float("nan"), 1.0, 1.0]), r"field extra.initial_lambdas: 1"),
         (lambda p: p["extra"].update(initial_lambdas=[1.0]), r"field extra.initial_lambdas: expected 4 numbers"),
         (lambda p: p.update(extra=None), r"field extra: expected a dict, got NoneType"),
+        (lambda p: p["extra"].update(chance=["high"] * 4), r"field extra.chance: expected 4 numbers"),
+        (lambda p: p["extra"]["identity"].pop("images"), r"field extra.identity.images: missing"),
     ],
 )
 def test_damaged_fields_are_named(checkpoint, change, message):

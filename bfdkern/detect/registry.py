@@ -68,6 +68,30 @@ def catalogue(variants: Iterable[DetectorEntry] = ()) -> dict[str, DetectorEntry
             user_weights=True,
         ),
         DetectorEntry(
+            "blades-authors-oc",
+            "oneclass",
+            "the authors' released BLADES encoder (OC.pth) + the same Gaussian mixture",
+            "bfdkern import-weights OC.pth --format blades -o enc.pt; bfdkern fit-oneclass --encoder enc.pt; "
+            "bfdkern evaluate (docs/weights.md)",
+            user_weights=True,
+        ),
+        DetectorEntry(
+            "blades-authors-bc",
+            "binary",
+            "the authors' released BLADES binary detector (BC.pth: encoder + MLP), nothing fitted",
+            "bfdkern import-weights BC.pth --format blades -o enc.pt --detector bc.npz; bfdkern evaluate "
+            "--detector bc.npz",
+            user_weights=True,
+        ),
+        DetectorEntry(
+            "zou25-authors",
+            "oneclass",
+            "the authors' released Zou25 encoder + a 12-component mixture on its un-normalised embedding",
+            "bfdkern import-weights FILE --format zou25 -o z.pt; bfdkern fit-oneclass --encoder embedding:z.pt "
+            "--no-normalize --components 12; bfdkern evaluate",
+            user_weights=True,
+        ),
+        DetectorEntry(
             "cnnd",
             "binary",
             "supervised ResNet-50 with blur + JPEG augmentation (p = 0.5 each)",

@@ -78,10 +78,12 @@ def disk_full_named(path: str | os.PathLike, needed: int | None = None) -> Itera
         raise
 
 
-def _atomic_write(path: Path, write: Callable[[IO[bytes]], None], needed: int | None) -> Path:
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None], needed: int | None = None) -> Path:
     """Write through ``write(file)`` into a temporary file beside ``path`` (fsync'd), then rename it into place
-    (os.replace is atomic on POSIX and Windows). Space is checked first when ``needed`` is known; a write
-    that fails while the file system is full raises :class:`DiskFull`, whatever the writer's own error."""
+    (os.replace is atomic on POSIX and Windows); on any failure the temporary file is removed and ``path``
+    keeps its previous content. Space is checked first when ``needed`` (bytes) is known; a write that fails
+    while the file system is full raises :class:`DiskFull`, whatever the writer's own error. Returns the path."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     free = free_bytes(path.parent)
     if needed is not None and free is not None and free < needed:
@@ -138,13 +140,13 @@ def atomic_torch_save(payload, path: str | os.PathLike) -> Path:
     clearly short) names the file and the space it needs, and the previous file stays intact."""
     import torch
 
-    return _atomic_write(Path(path), lambda f: torch.save(payload, f), payload_bytes(payload) + SLACK)
+    return atomic_write(Path(path), lambda f: torch.save(payload, f), payload_bytes(payload) + SLACK)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically, with :class:`DiskFull` for a full file system."""
     data = text.encode("utf-8")
-    return _atomic_write(Path(path), lambda f: f.write(data), len(data) + 4096)
+    return atomic_write(Path(path), lambda f: f.write(data), len(data) + 4096)
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")

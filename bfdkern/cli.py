@@ -26,6 +26,8 @@ COMMANDS = {
     "detect": "detect",
     "evaluate": "evaluate",
     "ablate": "ablate",
+    "import-weights": "import_weights",
+    "export": "export",
     "bench": "bench",
 }
 

@@ -78,3 +78,30 @@ def one_thread():
             yield
     finally:
         torch.set_num_threads(before)
+
+
+def flip_each_byte_check(path, load, intact, n: int = 150, seed: int = 0) -> int:
+    """Flip one random bit of the file ``path`` at ``n`` random offsets (one at a time, from its clean bytes) and
+    load it with ``load(path)``: each try either fails with a one-line ValueError / FileNotFoundError naming the
+    file, or loads content that ``intact(loaded)`` accepts (a byte the reader never uses, e.g. a zip timestamp).
+    Returns how many failed; the file is left clean."""
+    import numpy as np
+
+    clean = Path(path).read_bytes()
+    rng = np.random.default_rng(seed)
+    errors = 0
+    try:
+        for at in rng.choice(len(clean), n, replace=False):
+            data = bytearray(clean)
+            data[at] ^= 1 << int(rng.integers(8))
+            Path(path).write_bytes(bytes(data))
+            try:
+                loaded = load(path)
+            except (ValueError, FileNotFoundError) as exc:
+                assert str(exc).startswith(f"{path}: ") and "\n" not in str(exc), str(exc)
+                errors += 1
+                continue
+            assert intact(loaded), f"a bit flipped at offset {at} changed the content without an error"
+    finally:
+        Path(path).write_bytes(clean)
+    return errors

@@ -24,7 +24,7 @@ FIELDS = {
     "image_size": "image_size",
     "backbone": "backbone",
     "feature_dim": "feature_dim",
-    "backbone_weights": "backbone_weights",
+    "init": "init",
     "mode": "mode",
     "val_fraction": "val_fraction",
     "seed": "seed",
@@ -131,10 +131,12 @@ def add_arguments(parser) -> None:
         f"score as in Zou25 (default {d.ordinal_levels}, as in BLADES)",
     )
     m.add_argument(
-        "--backbone-weights",
-        metavar="FILE",
+        "--init",
+        metavar="WHAT",
         default=None,
-        help="torchvision state dict to start the backbone from (default: random init)",
+        help="where the weights start: imagenet (torchvision's, downloaded once into $TORCH_HOME; "
+        "imagenet:IMAGENET1K_V2 for V2), random, or a file: a torchvision state dict, an encoder file, a BLADES, "
+        "Zou25 or EAL checkpoint (default: imagenet for the ResNets, random for small)",
     )
     m.add_argument(
         "--unpaired",
@@ -239,13 +241,23 @@ def config_from_args(args):
         if not boxes.is_file():
             raise FileNotFoundError(f"{boxes}: no such boxes table (--boxes)")
         given["boxes"] = str(boxes.resolve())
-    if args.backbone_weights is not None:
-        given["backbone_weights"] = str(Path(args.backbone_weights).resolve())
+    if args.init is not None:
+        from bfdkern.models.weights import is_file_init
+
+        if is_file_init(args.init):
+            init = Path(args.init)
+            if not init.exists():
+                raise FileNotFoundError(f"{init}: no such weights file (--init)")
+            given["init"] = str(init.resolve())
     if args.resume:
         return PretrainConfig.load(args.out).resumed_with(given)
     if "data" not in given:
         raise ValueError("--data is required for a new run (a folder of photos or a manifest)")
-    return PretrainConfig(**given)
+    config = PretrainConfig(**given)
+    from bfdkern.models.weights import ensure_available
+
+    ensure_available(config.init, config.backbone)  # a missing start fails before the run folder is written
+    return config
 
 
 def run(args) -> int:

@@ -1,18 +1,22 @@
 """The frozen encoder as the detectors see it: a feature extractor with an identity, and every way to load one.
 
-:class:`FrozenEncoder` pairs a module that has ``features(x) -> [B, D]`` with its identity (checkpoint
-fingerprint, where it was loaded from, its architecture), which detector files record so that a
-detector is never applied to another encoder's features.
+:class:`FrozenEncoder` pairs a module that has ``features(x) -> [B, D]`` with its identity (content hash of
+its weights, where it was loaded from, its architecture and input statistics), which detector files record so
+that a detector is never applied to another encoder's features.
 
-An encoder *source* is one string, recorded in detector files so that ``evaluate`` reloads the same encoder
-(:func:`load_frozen_encoder`):
+An encoder *source* is one string (:mod:`bfdkern.detect.sources`), recorded in detector files so that
+``detect`` and ``evaluate`` reload the same encoder (:func:`load_frozen_encoder`):
 
-* ``RUN_DIR`` or ``FILE.pt``: a BLADES run or checkpoint (:func:`load_encoder`), features L2-normalised;
+* ``RUN_DIR``, ``FILE.pt`` or ``EXPORT_DIR``: a BLADES run, encoder file (also one made by
+  ``bfdkern import-weights``) or exported folder (:func:`load_encoder`), features L2-normalised;
 * ``embedding:RUN_DIR`` or ``embedding:FILE.pt``: the same encoder's un-normalised embedding (Zou25's
   detector is fitted on it, with ``fit-oneclass --no-normalize``);
 * ``torchscript:FILE``: a TorchScript module mapping normalised images [B, 3, H, W] to features [B, D];
 * ``torchvision:ARCH:FILE``: ``torchvision.models.get_model(ARCH)`` with the state dict in FILE, its
   classification head removed (features = the penultimate layer). Nothing is downloaded.
+
+The last two are torchvision-style networks: their images are normalised with ImageNet's statistics (recorded
+in their identity); a BLADES encoder carries its own.
 """
 
 from __future__ import annotations
@@ -29,10 +33,10 @@ from torch import nn
 
 from bfdkern.detect.features import encoder_fingerprint, extract_features
 from bfdkern.detect.preprocess import Preprocessing
-from bfdkern.detect.serialization import check_encoder, load_detector
+from bfdkern.detect.serialization import DetectorFileError, check_encoder, load_detector
+from bfdkern.detect.sources import absolute_source, candidate_sources, source_exists, split_source
+from bfdkern.models.normalization import IMAGENET_MEAN, IMAGENET_STD
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 HEAD_NAMES = ("fc", "classifier", "heads", "head")
 """Attributes that hold a torchvision model's classification head, in the order they are looked for."""
 
@@ -58,6 +62,22 @@ class FrozenEncoder:
     def fingerprint(self) -> str:
         """sha256 hex of the encoder's weights (see :func:`bfdkern.detect.features.encoder_fingerprint`)."""
         return self.identity["fingerprint"]
+
+    def matches(self, fingerprint: str) -> bool:
+        """Whether ``fingerprint`` (recorded in a detector file) is this encoder's. Detector files written before
+        the input statistics were saved with the weights hold the fingerprint without them; those encoders
+        could only have ImageNet's, so that fingerprint matches an encoder with ImageNet statistics."""
+        if fingerprint == self.fingerprint:
+            return True
+        stats = [(n, b) for n, b in self.module.state_dict().items() if n.rsplit(".", 1)[-1] in ("mean", "std")]
+        buffers = {n: b for n, b in stats if tuple(b.shape) == (1, 3, 1, 1)}
+        imagenet = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+        if not buffers or not all(
+            torch.allclose(b.double().flatten(), torch.tensor(imagenet[n.rsplit(".", 1)[-1]], dtype=torch.float64))
+            for n, b in buffers.items()
+        ):
+            return False
+        return fingerprint == encoder_fingerprint(self.module, skip=tuple(buffers))
 
     def features(
         self,
@@ -100,34 +120,46 @@ class EmbeddingFeatures(nn.Module):
 
 
 def load_encoder(run_or_checkpoint: str | os.PathLike, *, embedding: bool = False) -> FrozenEncoder:
-    """Load a pretrained encoder from a run directory (``RUN/encoder.pt``) or a checkpoint file; with
-    ``embedding`` its features are the un-normalised embedding (:class:`EmbeddingFeatures`).
+    """Load a pretrained encoder from a run directory (``RUN/encoder.pt``), an encoder file or an exported folder;
+    with ``embedding`` its features are the un-normalised embedding (:class:`EmbeddingFeatures`).
 
-    Raises FileNotFoundError / ValueError naming the path when it holds no usable checkpoint."""
-    from bfdkern.models import CHECKPOINT_NAME, load_model, read_checkpoint
+    Raises FileNotFoundError / ValueError naming the path when it holds no usable encoder."""
+    import json
+
+    from bfdkern.models import load_model, read_checkpoint
+    from bfdkern.models.encoder import is_exported_folder, model_from_checkpoint
+    from bfdkern.models.pretrained import CONFIG_FILE
 
     path = Path(run_or_checkpoint)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such encoder run directory or checkpoint")
-    model = load_model(path, map_location="cpu")
-    source = path / CHECKPOINT_NAME if path.is_dir() else path
+        raise FileNotFoundError(f"{path}: no such encoder run directory, checkpoint or exported folder")
+    if is_exported_folder(path):
+        model, source = load_model(path), path
+        extra = json.loads((path / CONFIG_FILE).read_text())
+    else:
+        payload = read_checkpoint(path)
+        model, source = model_from_checkpoint(payload), Path(payload["path"])
+        extra = payload.get("extra") or {}
     if embedding:
         frozen = FrozenEncoder.from_module(EmbeddingFeatures(model), source=f"embedding:{source.resolve()}")
     else:
         frozen = FrozenEncoder.from_module(model, source=str(source.resolve()))
     # How the encoder saw images in pretraining: the detectors' preprocessing defaults follow it.
-    extra = read_checkpoint(source).get("extra") or {}
     pretrain = extra.get("pretrain_config") if isinstance(extra.get("pretrain_config"), dict) else {}
+    config = frozen.identity["config"]
+    if model.input_size is not None:
+        config["image_size"] = model.input_size
     for key in ("image_size", "face_crop"):
         if key in pretrain:
-            frozen.identity["config"][key] = pretrain[key]
+            config[key] = pretrain[key]
     return frozen
 
 
 # --- the frozen-feature slot: user encoders ------------------------------------------------------------
 class UserEncoder(nn.Module):
     """A user network as a frozen feature extractor: images [B, 3, H, W] in [0, 1] are normalised with
-    ``mean``/``std``, passed through ``net``, flattened and L2-normalised -> [B, D]."""
+    ``mean``/``std`` (ImageNet's: torchvision-style networks expect them; recorded in :attr:`config`), passed
+    through ``net``, flattened and L2-normalised -> [B, D]."""
 
     def __init__(self, net: nn.Module, source: str, mean=IMAGENET_MEAN, std=IMAGENET_STD):
         super().__init__()
@@ -135,7 +167,7 @@ class UserEncoder(nn.Module):
         self.source = source
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
-        self.config = {"encoder_source": source}
+        self.config = {"encoder_source": source, "mean": list(mean), "std": list(std)}
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """[B, 3, H, W] RGB in [0, 1] -> L2-normalised features [B, D]."""
@@ -215,26 +247,48 @@ def load_frozen_encoder(source: str | os.PathLike) -> FrozenEncoder:
 
 def source_of(text: str) -> str:
     """A source string with its file made absolute (so a detector file finds it from any folder)."""
-    if text.startswith("torchscript:"):
-        return "torchscript:" + str(Path(text.removeprefix("torchscript:")).resolve())
-    if text.startswith("torchvision:"):
-        arch, _, path = text.removeprefix("torchvision:").partition(":")
-        return f"torchvision:{arch}:{Path(path).resolve()}"
-    if text.startswith("embedding:"):
-        return "embedding:" + str(Path(text.removeprefix("embedding:")).resolve())
-    return str(Path(text).resolve())
+    return absolute_source(text)
+
+
+def find_detector_encoder(detector_path: str | os.PathLike, recorded: dict) -> FrozenEncoder:
+    """The encoder a detector file records (``recorded``: its header's ``encoder``), found by content hash: tried
+    at its path relative to the detector file, at its recorded absolute path, then beside the detector file. The
+    first that exists and is the very encoder (same fingerprint) wins.
+
+    Raises FileNotFoundError when none exists, :class:`DetectorFileError` when those that exist are other
+    encoders (a different encoder under the same name)."""
+    expected = recorded["fingerprint"]
+    candidates = candidate_sources(recorded, detector_path)
+    present = [c for c in candidates if source_exists(c)]
+    if not present:
+        tried = ", ".join(split_source(c)[1] for c in candidates) or "no path recorded"
+        raise FileNotFoundError(
+            f"{detector_path}: its encoder was not found (looked for {tried}); pass --encoder with the encoder it "
+            "was fitted on"
+        )
+    seen = []
+    for source in present:
+        frozen = load_frozen_encoder(source)
+        if frozen.matches(expected):
+            return frozen
+        seen.append(f"{split_source(source)[1]} is {frozen.fingerprint[:12]}")
+    raise DetectorFileError(
+        f"{detector_path}: fitted on features of encoder {expected[:12]}, but {'; '.join(seen)} (a different "
+        "encoder under the same name); use the detector's own encoder or refit the detector"
+    )
 
 
 def load_detector_with_any_encoder(detector_path: str | os.PathLike, encoder: str | None = None):
     """(detector, header, FrozenEncoder): the detector file and its encoder (``encoder``: any source string,
-    default the one recorded in the file), checked to be the very encoder the detector was fitted on.
+    default the one recorded in the file, found by :func:`find_detector_encoder`), checked to be the very encoder
+    the detector was fitted on.
 
     Raises :class:`~bfdkern.detect.serialization.DetectorFileError` naming the detector file when the encoder
     differs."""
     det, header = load_detector(detector_path)
-    source = encoder or det.encoder.get("source")
-    if not source:
-        raise ValueError(f"{detector_path}: no encoder recorded; pass --encoder")
-    frozen = load_frozen_encoder(source)
-    check_encoder(detector_path, det, frozen.fingerprint, source)
+    if encoder is None:
+        return det, header, find_detector_encoder(detector_path, det.encoder)
+    frozen = load_frozen_encoder(encoder)
+    if not frozen.matches(det.encoder["fingerprint"]):
+        check_encoder(detector_path, det, frozen.fingerprint, encoder)
     return det, header, frozen

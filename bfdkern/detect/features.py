@@ -26,11 +26,14 @@ from bfdkern.data.transforms import to_tensor
 from bfdkern.detect.preprocess import Preprocessing, read_bytes
 
 
-def encoder_fingerprint(model: nn.Module) -> str:
+def encoder_fingerprint(model: nn.Module, skip: Sequence[str] = ()) -> str:
     """The encoder's identity: sha256 (hex, 64 chars) of its state dict (names, dtypes, shapes and
-    bytes, in name order). Equal for the same checkpoint however it was loaded, on any device."""
+    bytes, in name order), leaving out the entries named in ``skip``. Equal for the same checkpoint however it
+    was loaded, on any device."""
     h = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
+        if name in skip:
+            continue
         t = tensor.detach().to("cpu").contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")

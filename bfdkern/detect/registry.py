@@ -8,8 +8,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from bfdkern.detect.baselines import CNNDetector, CornealHighlightDetector, GramNetDetector
 from bfdkern.detect.encoder import load_detector_with_any_encoder
 
@@ -70,6 +68,30 @@ def catalogue(variants: Iterable[DetectorEntry] = ()) -> dict[str, DetectorEntry
             user_weights=True,
         ),
         DetectorEntry(
+            "blades-authors-oc",
+            "oneclass",
+            "the authors' released BLADES encoder (OC.pth) + the same Gaussian mixture",
+            "bfdkern import-weights OC.pth --format blades -o enc.pt; bfdkern fit-oneclass --encoder enc.pt; "
+            "bfdkern evaluate (docs/weights.md)",
+            user_weights=True,
+        ),
+        DetectorEntry(
+            "blades-authors-bc",
+            "binary",
+            "the authors' released BLADES binary detector (BC.pth: encoder + MLP), nothing fitted",
+            "bfdkern import-weights BC.pth --format blades -o enc.pt --detector bc.npz; bfdkern evaluate "
+            "--detector bc.npz",
+            user_weights=True,
+        ),
+        DetectorEntry(
+            "zou25-authors",
+            "oneclass",
+            "the authors' released Zou25 encoder + a 12-component mixture on its un-normalised embedding",
+            "bfdkern import-weights FILE --format zou25 -o z.pt; bfdkern fit-oneclass --encoder embedding:z.pt "
+            "--no-normalize --components 12; bfdkern evaluate",
+            user_weights=True,
+        ),
+        DetectorEntry(
             "cnnd",
             "binary",
             "supervised ResNet-50 with blur + JPEG augmentation (p = 0.5 each)",
@@ -126,10 +148,10 @@ def load_scorer(item: str, encoder: str | None = None, feature_options: dict | N
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such detector file (or training-free detector {list(TRAINING_FREE)})")
     if path.suffix == ".pt":
-        try:
-            kind = torch.load(path, map_location="cpu", weights_only=True).get("kind")
-        except Exception as exc:
-            raise ValueError(f"{path}: not a readable CNND or GramNet detector file ({type(exc).__name__})") from None
+        from bfdkern.models.files import torch_load
+
+        data = torch_load(path, "cpu", "CNND or GramNet detector")
+        kind = data.get("kind") if isinstance(data, dict) and isinstance(data.get("kind"), str) else None
         classes = {c.kind: c for c in (CNNDetector, GramNetDetector)}
         if kind not in classes:
             raise ValueError(f"{path}: not a CNND or GramNet detector file")

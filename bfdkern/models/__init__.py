@@ -1,4 +1,5 @@
-"""The encoder with packed task heads, and its checkpoints. Names load on first use
+"""The encoder with packed task heads, where its weights start (random, ImageNet, a file, the authors'
+checkpoints), its files (encoder files, exported folders) and their validation. Names load on first use
 (:mod:`bfdkern.lazy`): the command line reads :mod:`bfdkern.models.choices` without torch."""
 
 from bfdkern.lazy import lazy_exports
@@ -7,13 +8,9 @@ __getattr__, __dir__, __all__ = lazy_exports(
     __name__,
     {
         "choices": ("BACKBONES",),
-        "encoder": (
-            "CHECKPOINT_NAME",
-            "BladesModel",
-            "load_backbone_weights",
-            "load_model",
-            "read_checkpoint",
-            "save_model",
-        ),
+        "encoder": ("CHECKPOINT_NAME", "BladesModel", "load_model", "read_checkpoint", "save_model"),
+        "files": ("SavedFileError",),
+        "normalization": ("CLIP_MEAN", "CLIP_STD", "IMAGENET_MEAN", "IMAGENET_STD"),
+        "weights": ("build_model", "default_init", "import_authors_encoder"),
     },
 )

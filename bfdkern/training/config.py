@@ -68,7 +68,10 @@ class PretrainConfig:
         image_size: side of the square model input, pixels.
         backbone: ``resnet50`` | ``resnet18`` | ``small``.
         feature_dim: embedding size.
-        backbone_weights: optional torchvision state-dict file to start the backbone from.
+        init: where the weights start: ``random``, ``imagenet`` (torchvision's ImageNet weights; also
+            ``imagenet:IMAGENET1K_V2``) or a file (a torchvision state dict, a bfdkern encoder, a BLADES, Zou25 or
+            EAL checkpoint); see :mod:`bfdkern.models.weights`. None: the paper's, ``imagenet`` for the ResNets
+            (``random`` for the small backbone).
         face_crop: crop detected faces (OpenCV Haar cascade, box enlarged 1.3x) instead of the centred square.
         val_fraction: fraction of the images held out for B_val only (0: both streams draw from all images,
             in different orders and with different manipulations).
@@ -114,7 +117,7 @@ class PretrainConfig:
     image_size: int = 224
     backbone: str = "resnet50"
     feature_dim: int = 768
-    backbone_weights: str | None = None
+    init: str | None = None
     face_crop: bool = False
     val_fraction: float = 0.0
     paired: bool = True
@@ -157,6 +160,11 @@ class PretrainConfig:
             raise ValueError(f"mode must be one of {list(MODES)}, got {self.mode!r}")
         if self.backbone not in BACKBONES:
             raise ValueError(f"backbone must be one of {list(BACKBONES)}, got {self.backbone!r}")
+        from bfdkern.models.weights import check_init, default_init
+
+        if self.init is None:
+            self.init = default_init(self.backbone)
+        check_init(self.init, self.backbone)
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {list(DTYPES)}, got {self.dtype!r}")
         if not 0.0 <= float(self.val_fraction) < 1.0:
@@ -208,6 +216,10 @@ class PretrainConfig:
     @classmethod
     def from_dict(cls, data: dict, source: str = "config") -> PretrainConfig:
         """Inverse of :meth:`to_dict`; unknown keys are an error naming ``source``."""
+        if "backbone_weights" in data:  # a run made before ``init``: its backbone file, else random weights
+            data = dict(data)
+            weights = data.pop("backbone_weights")
+            data.setdefault("init", weights or "random")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -275,7 +275,7 @@ class Pretraining:
         from bfdkern.bilevel import BilevelTrainer
         from bfdkern.bilevel.distributed import rank_device
         from bfdkern.data import FaceDataset, make_loaders
-        from bfdkern.models import BladesModel
+        from bfdkern.models import build_model
 
         config = self.config
         self.device = resolve_device(rank_device(config.device))
@@ -317,13 +317,16 @@ class Pretraining:
         self.total_steps = config.epochs * self.steps_per_epoch
 
         torch.manual_seed(config.seed)
-        self.model = BladesModel(
+        self.model = build_model(
             self.spec,
             backbone=config.backbone,
             feature_dim=config.feature_dim,
-            backbone_weights=config.backbone_weights,
+            init="random" if resume else config.init,  # a resumed run's weights come from its checkpoint
+            input_size=config.image_size,
         ).to(self.device, self.dtype)
         self._execution_settings()
+        if not resume:
+            self.echo(f"init: {self.model.init_report}")
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=self.total_steps)

@@ -11,6 +11,7 @@ from bfdkern import cli
 from bfdkern.detect import evaluate_scores, list_images
 from bfdkern.detect.baselines import GramNetDetector
 from bfdkern.detect.baselines.cnnd import Augmentation, BlurJpeg, CNNDetector
+from bfdkern.models import IMAGENET_MEAN, IMAGENET_STD
 
 
 def test_augmentation_probabilities():
@@ -52,7 +53,7 @@ def test_trains_scores_and_round_trips(eval_sets, tmp_path):
     assert loaded.params == det.params
     np.testing.assert_array_equal(loaded.score_files(test_real + test_fake), scores)
     (tmp_path / "junk.pt").write_bytes(b"junk")
-    with pytest.raises(ValueError, match="junk.pt: not a readable cnnd detector file"):
+    with pytest.raises(ValueError, match="junk.pt: cannot be read as a weights-only torch cnnd detector"):
         CNNDetector.load(tmp_path / "junk.pt")
 
 
@@ -81,7 +82,13 @@ def test_fit_baseline_command_trains_and_evaluate_scores_it(eval_sets, tmp_path,
     common += ["--size", "32", "--epochs", "1", "--batch-size", "8", "--device", "cpu", "--quiet"]
     assert cli.main(["fit-baseline", "gramnet", *common, "-o", str(out)]) == 0
     assert "gramnet: resnet18 trained 1 epochs on 16 real and 12 fake images" in capsys.readouterr().out
-    assert GramNetDetector.load(out).params == {"arch": "resnet18", "size": 32, "seed": 0}
+    assert GramNetDetector.load(out).params == {
+        "arch": "resnet18",
+        "size": 32,
+        "seed": 0,
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+    }
     result = tmp_path / "eval"
     argv = ["evaluate", "--detector", f"gramnet={out}", "--real", str(eval_sets / "real")]
     assert cli.main([*argv, "--fake", f"nocam={eval_sets / 'fake'}", "--out", str(result), "--quiet"]) == 0

@@ -1,6 +1,7 @@
 """Detector files: exact round trips, no pickle, clear errors (wrong file, wrong encoder)."""
 
 import json
+import os
 import zipfile
 
 import numpy as np
@@ -43,7 +44,8 @@ def test_round_trip_gives_identical_scores(name, request, tmp_path):
     np.testing.assert_array_equal(loaded.score(x), det.score(x))
     np.testing.assert_array_equal(loaded.predict(x), det.predict(x))
     assert loaded.threshold == det.threshold and loaded.report == det.report
-    assert loaded.encoder == ENCODER and loaded.preprocessing == PREP
+    relative = os.path.relpath("/runs/a/encoder.pt", tmp_path.resolve())
+    assert loaded.encoder == {**ENCODER, "relative_source": relative} and loaded.preprocessing == PREP
     assert header["positive_class"] == det.positive_class
     # Nothing in the file needs pickle.
     with np.load(path, allow_pickle=False) as npz:

@@ -3,9 +3,9 @@ refuse what does not fit with an error naming the file."""
 
 import pytest
 import torch
-import torchvision
 
 from bfdkern.models import BladesModel, load_model, read_checkpoint, save_model
+from bfdkern.models.files import with_checksum
 from bfdkern.ops.reference import per_task_losses
 from bfdkern.tasks import Task, TaskSpec, blades_spec
 from tests.helpers import random_targets
@@ -83,7 +83,7 @@ def test_checkpoint_that_does_not_fit_names_the_file(tmp_path):
     payload = torch.load(path, weights_only=True)
     small_spec = blades_spec().subset(["iso", "make", "manipulated"])
     payload["config"]["spec"] = small_spec.to_dict()
-    torch.save(payload, tmp_path / "other.pt")
+    torch.save(with_checksum(payload), tmp_path / "other.pt")
     c_file, c_model = blades_spec().num_columns, small_spec.num_columns
     with pytest.raises(
         ValueError,
@@ -94,7 +94,7 @@ def test_checkpoint_that_does_not_fit_names_the_file(tmp_path):
     with pytest.raises(ValueError, match=r"junk\.pt: cannot be read as a weights-only torch checkpoint"):
         load_model(tmp_path / "junk.pt")
     torch.save({"weights": torch.zeros(2)}, tmp_path / "plain.pt")
-    with pytest.raises(ValueError, match=r"plain\.pt: not a bfdkern model checkpoint"):
+    with pytest.raises(ValueError, match=r"plain\.pt: not a bfdkern model checkpoint .*bfdkern import-weights"):
         load_model(tmp_path / "plain.pt")
     with pytest.raises(FileNotFoundError, match=r"nowhere\.pt: no such checkpoint file"):
         load_model(tmp_path / "nowhere.pt")
@@ -105,17 +105,26 @@ class _Arbitrary:
 
 
 def test_arbitrary_pickles_are_refused(tmp_path):
-    torch.save({"format": "bfdkern.model/1", "obj": _Arbitrary()}, tmp_path / "evil.pt")
+    torch.save({"format": "bfdkern.model/2", "obj": _Arbitrary()}, tmp_path / "evil.pt")
     with pytest.raises(ValueError, match=r"evil\.pt: cannot be read as a weights-only"):
         load_model(tmp_path / "evil.pt")
 
 
-def test_backbone_weights_from_a_torchvision_state_dict(tmp_path):
-    reference = torchvision.models.resnet18(weights=None)
-    torch.save(reference.state_dict(), tmp_path / "resnet18.pth")
-    model = BladesModel(blades_spec(), backbone="resnet18", backbone_weights=tmp_path / "resnet18.pth")
-    for name, value in reference.state_dict().items():
-        if not name.startswith("fc."):
-            assert torch.equal(model.backbone.state_dict()[name], value), name
-    with pytest.raises(ValueError, match=r"resnet18\.pth: checkpoint does not fit the resnet50 backbone"):
-        BladesModel(blades_spec(), backbone="resnet50", backbone_weights=tmp_path / "resnet18.pth")
+def test_an_encoder_without_heads_gives_features_only(tmp_path):
+    model = BladesModel(None, backbone="small", feature_dim=8, input_size=64).eval()
+    loaded = load_model(save_model(tmp_path / "features.pt", model)).eval()
+    assert loaded.heads is None and loaded.config == model.config and loaded.input_size == 64
+    x = _images()
+    torch.testing.assert_close(loaded.features(x), model.features(x), rtol=0, atol=0)
+    with pytest.raises(RuntimeError, match="no task heads"):
+        loaded(x)
+
+
+def test_the_input_statistics_are_part_of_the_weights():
+    model = BladesModel(blades_spec(), backbone="small", feature_dim=8, mean=(0.5, 0.5, 0.5), std=(0.25, 0.5, 1.0))
+    assert {"mean", "std"} <= set(model.state_dict())
+    x = _images()
+    expected = model.embed(model.backbone((x - 0.5) / torch.tensor([0.25, 0.5, 1.0]).view(1, 3, 1, 1)))
+    torch.testing.assert_close(model.embedding(x), expected)
+    with pytest.raises(ValueError, match=r"std must be > 0"):
+        BladesModel(None, backbone="small", std=(1.0, 0.0, 1.0))

@@ -20,7 +20,8 @@ from PIL import Image, ImageFilter
 from torch import nn
 
 from bfdkern.detect.choices import ARCHES
-from bfdkern.detect.encoder import IMAGENET_MEAN, IMAGENET_STD, torchvision_encoder
+from bfdkern.detect.encoder import torchvision_encoder
+from bfdkern.models.normalization import IMAGENET_MEAN, IMAGENET_STD
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ class CNNDetector:
         backbone_weights: optional torchvision state dict to start from (the original starts from ImageNet
             weights; nothing is downloaded, so give the file).
         seed: initialisation, augmentation draws and batch order.
+        mean, std: the input statistics (ImageNet's, as the torchvision classifier it is; stored in its file).
     """
 
     kind = "cnnd"
@@ -87,8 +89,19 @@ class CNNDetector:
     score_name = "P(fake)"
     threshold = 0.5
 
-    def __init__(self, arch: str = "resnet50", size: int = 224, backbone_weights=None, seed: int = 0):
-        self.params = {"arch": arch, "size": int(size), "seed": int(seed)}
+    def __init__(
+        self,
+        arch: str = "resnet50",
+        size: int = 224,
+        backbone_weights=None,
+        seed: int = 0,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+    ):
+        from bfdkern.models.normalization import checked_statistics
+
+        mean, std = checked_statistics(mean, std, self.kind)
+        self.params = {"arch": arch, "size": int(size), "seed": int(seed), "mean": list(mean), "std": list(std)}
         torch.manual_seed(seed)
         self.net = self.build_network(arch)
         if backbone_weights is not None:
@@ -114,8 +127,8 @@ class CNNDetector:
         from bfdkern.data.transforms import to_tensor
 
         x = torch.stack([to_tensor(im, size=self.params["size"]) for im in images]).to(device)
-        mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-        return (x - mean) / torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+        mean = torch.tensor(self.params["mean"], device=device).view(1, 3, 1, 1)
+        return (x - mean) / torch.tensor(self.params["std"], device=device).view(1, 3, 1, 1)
 
     def fit(
         self,
@@ -209,22 +222,33 @@ class CNNDetector:
         return (np.asarray(scores) > self.threshold).astype(np.int64)
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the weights and parameters to ``path`` (a torch file readable with ``weights_only``)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"kind": self.kind, "params": json.dumps(self.params), "state": self.net.state_dict()}, path)
-        return path
+        """Write the weights and parameters (input statistics included) to ``path`` atomically: a torch file
+        readable with ``weights_only``, with a checksum of its payload."""
+        from bfdkern.atomic import atomic_torch_save
+        from bfdkern.models.files import with_checksum
+
+        payload = {"kind": self.kind, "params": json.dumps(self.params), "state": self.net.state_dict()}
+        return atomic_torch_save(with_checksum(payload), path)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> CNNDetector:
-        """Inverse of :meth:`save`; a file that is not a CNND detector is a ValueError naming it."""
-        try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise ValueError(f"{path}: not a readable {cls.kind} detector file ({type(exc).__name__})") from None
+        """Inverse of :meth:`save`, validated (fields, finite weights, the checksum when the file has one); a file
+        that is not a detector of this kind is a ValueError naming it (and the field)."""
+        from bfdkern.models.files import Fields, SavedFileError, state_dict_field, torch_load, verify_checksum
+
+        data = torch_load(path, "cpu", f"{cls.kind} detector")
         if not isinstance(data, dict) or data.get("kind") != cls.kind:
-            raise ValueError(f"{path}: not a {cls.kind} detector file (it holds {data.get('kind')!r})")
-        det = cls(**json.loads(data["params"]))
-        det.net.load_state_dict(data["state"])
+            found = data.get("kind") if isinstance(data, dict) else type(data).__name__
+            raise SavedFileError(f"{path}: not a {cls.kind} detector file (it holds {found!r})")
+        verify_checksum(data, path)
+        fields = Fields(path, data)
+        text = fields.string("params")
+        try:
+            det = cls(**json.loads(text))
+        except (ValueError, TypeError) as exc:
+            fields.fail("params", f"cannot build a {cls.kind} detector ({exc})")
+        from bfdkern.models.encoder import load_fitting
+
+        load_fitting(det.net, state_dict_field(fields, "state"), path, f"the {cls.kind} network")
         det.net.eval()
         return det

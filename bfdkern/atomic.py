@@ -164,8 +164,13 @@ def describe_load_error(exc: BaseException) -> str:
             f"it holds a pickled {found.group(1)} object (a whole model?), which weights-only loading does not "
             "run; save its state_dict() instead"
         )
+    if "WeightsUnpickler error:" in text:  # the reason follows the marker, on its line or the next ones
+        after = text.split("WeightsUnpickler error:", 1)[1]
+        reason = next((line.strip() for line in after.splitlines() if line.strip()), "")
+        reason = reason.split(". Please use")[0].split(" Check the documentation")[0].rstrip(".")
+        if reason:
+            return f"{reason} (a damaged file, or one holding more than tensors and plain values: never unpickled)"
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    for line in lines:
-        if line.startswith("WeightsUnpickler error:"):
-            return line.removeprefix("WeightsUnpickler error:").strip()
-    return lines[0] if lines else type(exc).__name__
+    if not lines:
+        return type(exc).__name__
+    return lines[0].split(". ")[0].rstrip(".")  # torch's zip errors go on with advice

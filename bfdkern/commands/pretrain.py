@@ -242,7 +242,7 @@ def config_from_args(args):
             raise FileNotFoundError(f"{boxes}: no such boxes table (--boxes)")
         given["boxes"] = str(boxes.resolve())
     if args.init is not None:
-        from bfdkern.models.weights import is_file_init
+        from bfdkern.models.choices import is_file_init
 
         if is_file_init(args.init):
             init = Path(args.init)

@@ -7,10 +7,10 @@ from bfdkern.lazy import lazy_exports
 __getattr__, __dir__, __all__ = lazy_exports(
     __name__,
     {
-        "choices": ("BACKBONES",),
+        "choices": ("BACKBONES", "default_init"),
         "encoder": ("CHECKPOINT_NAME", "BladesModel", "load_model", "read_checkpoint", "save_model"),
         "files": ("SavedFileError",),
         "normalization": ("CLIP_MEAN", "CLIP_STD", "IMAGENET_MEAN", "IMAGENET_STD"),
-        "weights": ("build_model", "default_init", "import_authors_encoder"),
+        "weights": ("build_model", "import_authors_encoder"),
     },
 )

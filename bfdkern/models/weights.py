@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from bfdkern.models.authors import AuthorsWeights, read_authors_checkpoint, visual_prefix
+from bfdkern.models.choices import IMAGENET_WEIGHTS, RANDOM, check_init, is_file_init
 from bfdkern.models.encoder import (
     CHECKPOINT_NAME,
     BladesModel,
@@ -36,37 +37,7 @@ from bfdkern.models.normalization import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMA
 from bfdkern.models.pretrained import WEIGHTS_FILE
 from bfdkern.tasks import TaskSpec
 
-RANDOM = "random"
-IMAGENET = "imagenet"
-IMAGENET_WEIGHTS = {"resnet50": ("IMAGENET1K_V1", "IMAGENET1K_V2"), "resnet18": ("IMAGENET1K_V1",)}
-"""torchvision's ImageNet weights per backbone; the first is what ``imagenet`` means."""
 AUTHORS_INPUT_SIZE = 224
-
-
-def default_init(backbone: str) -> str:
-    """The paper's start for ``backbone``: ImageNet weights for the ResNets, random for the small CPU backbone."""
-    return IMAGENET if backbone in IMAGENET_WEIGHTS else RANDOM
-
-
-def check_init(init: str, backbone: str) -> None:
-    """Raise ValueError when ``init`` cannot start ``backbone`` (an ImageNet start of the small backbone, an
-    unknown ImageNet weights name). Files are checked when loaded."""
-    if not isinstance(init, str) or not init:
-        raise ValueError(f"init must be 'random', 'imagenet[:WEIGHTS]' or a file, got {init!r}")
-    if init == RANDOM or not init.startswith(IMAGENET):
-        return
-    name = init.partition(":")[2]
-    if backbone not in IMAGENET_WEIGHTS:
-        raise ValueError(f"init {init!r}: the {backbone} backbone has no ImageNet weights; use init 'random'")
-    if name and name not in IMAGENET_WEIGHTS[backbone]:
-        raise ValueError(f"init {init!r}: {backbone} has ImageNet weights {list(IMAGENET_WEIGHTS[backbone])}")
-    if init != IMAGENET and not name:
-        raise ValueError(f"init {init!r}: expected 'imagenet' or 'imagenet:WEIGHTS'")
-
-
-def is_file_init(init: str) -> bool:
-    """Whether ``init`` names a file (not ``random`` or ``imagenet[:WEIGHTS]``)."""
-    return init != RANDOM and init != IMAGENET and not init.startswith(IMAGENET + ":")
 
 
 def build_model(
@@ -160,7 +131,7 @@ def load_init_file(model: BladesModel, init: str | os.PathLike) -> str:
         if (path / CHECKPOINT_NAME).is_file() or (path / WEIGHTS_FILE).is_file():
             return _from_encoder(model, load_model(path), path)
         raise FileNotFoundError(f"{path}: a folder without {CHECKPOINT_NAME} or {WEIGHTS_FILE} (--init)")
-    payload = torch_load(path, "cpu", "weights", mmap=True)
+    payload = torch_load(path, "cpu", "weights file", mmap=True)
     if isinstance(payload, dict) and str(payload.get("format", "")).startswith("bfdkern.model/"):
         return _from_encoder(model, model_from_checkpoint(read_checkpoint(path)), path)  # validated first
     if isinstance(payload, dict) and str(payload.get("format", "")).startswith("bfdkern."):

@@ -96,16 +96,19 @@ def check_payload(fields: Fields) -> None:
     fields.dict("trainer.scheduler", optional=True)
     fields.tensor("trainer.lambda_raw", ndim=1)
     check_tensors(fields, "trainer.lambda_optimizer", fields.get("trainer.lambda_optimizer"))
-    tasks = fields.get("trainer.tasks", None)  # the trainer's task names (older checkpoints: its spec only)
-    if tasks is None:
-        fields.dict("trainer.spec")
+    # The task names: the trainer's list, or its task spec's (a pretraining run has both; older checkpoints
+    # the spec only); a spec present is checked either way.
+    spec = fields.dict("trainer.spec", optional="tasks" in fields.get("trainer"))
+    if spec is not None:
         tasks = fields.get("trainer.spec.tasks")
         if not isinstance(tasks, list) or not all(
             isinstance(t, dict) and isinstance(t.get("name"), str) for t in tasks
         ):
             fields.fail("trainer.spec.tasks", "expected a list of tasks with names")
-    elif not isinstance(tasks, list) or not all(isinstance(name, str) for name in tasks):
-        fields.fail("trainer.tasks", "expected a list of task names")
+    if "tasks" in fields.get("trainer"):
+        tasks = fields.get("trainer.tasks")
+        if not isinstance(tasks, list) or not all(isinstance(name, str) for name in tasks):
+            fields.fail("trainer.tasks", "expected a list of task names")
     if len(tasks) != fields.get("trainer.lambda_raw").shape[0]:
         fields.fail("trainer.lambda_raw", f"{fields.get('trainer.lambda_raw').shape[0]} weights for {len(tasks)} tasks")
     for name in ("rng_cpu", "rng_cuda"):

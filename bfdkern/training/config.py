@@ -19,7 +19,7 @@ from pathlib import Path
 from bfdkern.atomic import atomic_write_text
 from bfdkern.bilevel.choices import MODES
 from bfdkern.data.choices import FACE_DETECTOR_NAMES
-from bfdkern.models.choices import BACKBONES
+from bfdkern.models.choices import BACKBONES, check_init, default_init
 from bfdkern.tasks import ORDINAL_LEVELS, TaskSpec, blades_spec
 
 CONFIG_NAME = "config.json"
@@ -160,8 +160,6 @@ class PretrainConfig:
             raise ValueError(f"mode must be one of {list(MODES)}, got {self.mode!r}")
         if self.backbone not in BACKBONES:
             raise ValueError(f"backbone must be one of {list(BACKBONES)}, got {self.backbone!r}")
-        from bfdkern.models.weights import check_init, default_init
-
         if self.init is None:
             self.init = default_init(self.backbone)
         check_init(self.init, self.backbone)

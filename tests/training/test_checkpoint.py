@@ -71,10 +71,10 @@ def test_a_pickled_model_is_one_line_that_says_what_to_save_instead(tmp_path):
     with pytest.raises(ValueError) as info:
         load_checkpoint(tmp_path / "model.pt")
     assert str(info.value) == (
-        f"{tmp_path / 'model.pt'}: cannot be read as a checkpoint: it holds a pickled torch.nn.modules.linear.Linear "
+        f"{tmp_path / 'model.pt'}: cannot be read as a weights-only torch checkpoint: it holds a pickled torch.nn.modules.linear.Linear "
         "object (a whole model?), which weights-only loading does not run; save its state_dict() instead"
     )
     (tmp_path / "junk.pt").write_bytes(b"PK\x03\x04 not really a zip")
-    with pytest.raises(ValueError, match="junk.pt: cannot be read as a checkpoint: ") as info:
+    with pytest.raises(ValueError, match="junk.pt: cannot be read as a weights-only torch checkpoint: ") as info:
         load_checkpoint(tmp_path / "junk.pt")
     assert "\n" not in str(info.value) and "\x1b" not in str(info.value)

@@ -76,17 +76,17 @@ def test_bad_options_are_clear_errors(photos, tmp_path, capsys):
     assert "fewer than one batch of 64" in capsys.readouterr().err
 
 
-def test_backbone_weights_that_are_a_pickled_model_are_one_line(photos, tmp_path, capsys):
+def test_init_weights_that_are_a_pickled_model_are_one_line(photos, tmp_path, capsys):
     torchvision = pytest.importorskip("torchvision")
     import torch
 
     torch.save(torchvision.models.resnet18(), tmp_path / "resnet18.pth")  # the model, not its state dict
     run = tmp_path / "run"
-    argv = ["--backbone-weights", str(tmp_path / "resnet18.pth"), "--backbone", "resnet18"]
+    argv = ["--init", str(tmp_path / "resnet18.pth"), "--backbone", "resnet18"]
     assert cli.main(["pretrain", "--data", str(photos), "--out", str(run), *SMALL, *argv]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1
-    assert "resnet18.pth: cannot be read as a weights-only torch checkpoint: it holds a pickled " in err
+    assert "resnet18.pth: cannot be read as a weights-only torch weights file: it holds a pickled " in err
     assert "torchvision.models.resnet.ResNet object (a whole model?)" in err and "save its state_dict() instead" in err
     assert not run.exists()
 

@@ -147,7 +147,7 @@ def _config(photos, **kw):
     "change, message",
     [
         (dict(batch_size=64), "fewer than one batch of 64"),
-        (dict(backbone="resnet18", backbone_weights="MISSING"), "no such checkpoint file"),
+        (dict(backbone="resnet18", init="MISSING"), "no such"),
         (dict(logger="wandb"), "needs the wandb package"),
         (dict(device="cuda"), "device 'cuda': "),
     ],
@@ -163,8 +163,8 @@ def test_a_start_that_cannot_begin_leaves_nothing(photos, tmp_path, change, mess
             pytest.skip("wandb is installed here")
         except ImportError:
             pass
-    if "backbone_weights" in change:
-        change = {**change, "backbone_weights": str(tmp_path / "missing.pth")}
+    if change.get("init") == "MISSING":
+        change = {**change, "init": str(tmp_path / "missing.pth")}
     with pytest.raises((ValueError, OSError), match=message):
         pretrain(_config(photos, **change), tmp_path / "new", echo=lambda m: None)
     assert not (tmp_path / "new").exists()

@@ -14,22 +14,9 @@ from bfdkern.ops import dispatch, reference
 from bfdkern.ops.validate import check_perturb_inputs, check_perturb_out
 
 
-def _backend_perturb(backend: str, theta: Tensor, v: Tensor, radius: float, out: Tensor | None = None):
-    if backend == "reference":
-        return reference.perturb_pair(theta, v, radius, out)
-    if backend == "triton":
-        from bfdkern.ops.kernels.triton import perturb as triton_perturb
-
-        return triton_perturb.perturb_pair(theta, v, radius, out)
-    if out is None:
-        return tuple(torch.ops.bfdkern_C.perturb_pair(theta, v, radius))
-    return (out, *torch.ops.bfdkern_C.perturb_pair_out(theta, v, radius, out))
-
-
 @torch.library.custom_op("bfdkern::perturb_pair", mutates_args=())
 def _perturb_pair_op(theta: Tensor, v: Tensor, radius: float, backend: str) -> tuple[Tensor, Tensor, Tensor]:
-    dispatch.select(theta.device, backend)  # loads the extension; says why a backend cannot serve
-    return _backend_perturb(backend, theta.contiguous(), v.contiguous(), radius)
+    return dispatch.ensure_loaded(backend, theta.device).perturb(theta.contiguous(), v.contiguous(), radius)
 
 
 @_perturb_pair_op.register_fake
@@ -65,7 +52,7 @@ def perturb_pair(
         check_perturb_out(theta, v, out)
     chosen = dispatch.select(theta.device, backend)
     if torch.compiler.is_compiling():
-        pair, eps, nonfinite = _perturb_pair_op(theta, v, float(radius), chosen)
+        pair, eps, nonfinite = _perturb_pair_op(theta, v, float(radius), chosen.name)
         return (pair if out is None else out.copy_(pair)), eps, nonfinite
     # Eager: call the kernel directly; the custom op's dispatcher round trip costs more than it.
-    return _backend_perturb(chosen, theta.contiguous(), v.contiguous(), float(radius), out)
+    return chosen.perturb(theta.contiguous(), v.contiguous(), float(radius), out)

@@ -5,16 +5,15 @@ module), and gives the loss forward, the loss backward and the paired perturbati
 (:mod:`bfdkern.ops.multitask_loss`, :mod:`bfdkern.ops.perturb`) call through the entry that
 :func:`bfdkern.ops.dispatch.select` returns, so a new backend is one more entry here.
 
-Every function takes contiguous tensors; the loss functions take the task layout as the flat
-lists of :meth:`bfdkern.tasks.TaskSpec.kernel_args` (in that order) and weights or upstream
-vectors already in the compute dtype (float64 for float64 logits, else float32).
+Every function takes contiguous tensors; the loss functions take the task layout as a
+:class:`bfdkern.tasks.KernelLayout` and weights or upstream vectors already in the compute dtype
+(float64 for float64 logits, else float32).
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.util
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,7 +21,8 @@ import torch
 from torch import Tensor
 
 from bfdkern.ops import extension, reference
-from bfdkern.tasks import TaskSpec
+from bfdkern.ops.kernels.triton import interpreting
+from bfdkern.tasks import KernelLayout, TaskSpec
 
 
 @dataclass(frozen=True)
@@ -52,12 +52,12 @@ class Backend:
 
 
 # ---- reference: plain PyTorch, every device ------------------------------------------------------
-def _reference_forward(logits, targets, weights, layout):
-    return reference.multitask_loss(logits, targets, weights, TaskSpec.from_kernel_args(*layout))
+def _reference_forward(logits, targets, weights, layout: KernelLayout):
+    return reference.multitask_loss(logits, targets, weights, TaskSpec.from_layout(layout))
 
 
-def _reference_backward(grad_per_task, logits, targets, layout):
-    spec = TaskSpec.from_kernel_args(*layout)
+def _reference_backward(grad_per_task, logits, targets, layout: KernelLayout):
+    spec = TaskSpec.from_layout(layout)
     # torch.func works inside an op implementation, where the autograd keys are excluded.
     per_task, vjp = torch.func.vjp(lambda x: reference.per_task_losses(x, targets, spec), logits)
     return vjp(grad_per_task.to(per_task.dtype))[0]
@@ -91,11 +91,6 @@ def _cuda_why_not(device: torch.device) -> str | None:
 
 
 # ---- triton: imported on first use (importing triton costs a second) -----------------------------
-def interpreting() -> bool:
-    """Triton runs under its CPU interpreter (``TRITON_INTERPRET=1``, read when triton is imported)."""
-    return os.environ.get("TRITON_INTERPRET") == "1"
-
-
 @functools.cache
 def _triton_missing() -> str | None:
     return "triton is not installed" if importlib.util.find_spec("triton") is None else None
@@ -110,19 +105,16 @@ def _triton_why_not(device: torch.device) -> str | None:
     return f"Triton runs on CUDA tensors (or CPU tensors under TRITON_INTERPRET=1), got {device}"
 
 
-_LAYOUT_FIELDS = ("kinds", "col_offsets", "col_counts", "target_offsets", "gammas", "sigma", "delta")
-
-
 def _triton_forward(logits, targets, weights, layout):
     from bfdkern.ops.kernels.triton import multitask_loss
 
-    return multitask_loss.forward(logits, targets, weights, **dict(zip(_LAYOUT_FIELDS, layout)))
+    return multitask_loss.forward(logits, targets, weights, layout)
 
 
 def _triton_backward(grad_per_task, logits, targets, layout):
     from bfdkern.ops.kernels.triton import multitask_loss
 
-    return multitask_loss.backward(grad_per_task, logits, targets, **dict(zip(_LAYOUT_FIELDS, layout)))
+    return multitask_loss.backward(grad_per_task, logits, targets, layout)
 
 
 def _triton_perturb(theta, v, radius, out=None):

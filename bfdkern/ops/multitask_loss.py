@@ -19,15 +19,13 @@ registered op is defined with the low-level API and its Autograd kernel applies 
 
 from __future__ import annotations
 
-import functools
-
 import torch
 from torch import Tensor
 
 from bfdkern.ops import backends, dispatch, forward_mode, reference
 from bfdkern.ops.backends import Backend
 from bfdkern.ops.validate import check_loss_inputs
-from bfdkern.tasks import TaskSpec
+from bfdkern.tasks import KernelLayout, TaskSpec
 
 
 def _forward_impl(logits, targets, weights, layout, backend: Backend):
@@ -66,7 +64,7 @@ _LIB.define(
 def _multitask_loss_kernel(
     logits, targets, weights, kinds, col_offsets, col_counts, target_offsets, gammas, sigma, delta, backend
 ):
-    layout = (kinds, col_offsets, col_counts, target_offsets, gammas, sigma, delta)
+    layout = KernelLayout.of(kinds, col_offsets, col_counts, target_offsets, gammas, sigma, delta)
     return _forward_impl(logits, targets, weights, layout, dispatch.ensure_loaded(backend, logits.device))
 
 
@@ -93,7 +91,7 @@ def _multitask_loss_backward_op(
     delta: float,
     backend: str,
 ) -> Tensor:
-    layout = (kinds, col_offsets, col_counts, target_offsets, gammas, sigma, delta)
+    layout = KernelLayout.of(kinds, col_offsets, col_counts, target_offsets, gammas, sigma, delta)
     return _backward_impl(grad_per_task, logits, targets, layout, dispatch.ensure_loaded(backend, logits.device))
 
 
@@ -130,7 +128,7 @@ def _backward(ctx, grad_per_task, grad_total):
         if torch.is_grad_enabled():
             # create_graph=True: differentiate the reference so the result is differentiable again
             # (torch.func.vjp: also under an outer torch.func transform, e.g. torch.func.hessian).
-            spec = TaskSpec.from_kernel_args(*ctx.layout)
+            spec = TaskSpec.from_layout(ctx.layout)
             ref, vjp = torch.func.vjp(lambda x: reference.per_task_losses(x, targets, spec), logits)
             (grad_logits,) = vjp(g.to(ref.dtype))
         else:
@@ -147,18 +145,17 @@ def _per_task_tangent(logits, targets, logits_t, layout, backend: Backend, backw
     which composes with every transform."""
     forward_mode.check_single_forward_level()
     dtype = reference.compute_dtype(logits.dtype)
-    col_counts = layout[2]
     plain = None if backend.name == "reference" else forward_mode.kernel_operands(logits, targets, logits_t)
     if plain is not None:
         logits, targets, logits_t = plain
         with forward_mode.outside_transforms():
-            ones = torch.ones(len(col_counts), dtype=dtype, device=logits.device)
+            ones = torch.ones(len(layout.kinds), dtype=dtype, device=logits.device)
             grad = backward_kernel(ones, logits, targets, layout, backend)
-            return forward_mode.segmented_tangent(grad, logits_t, col_counts, dtype)
-    spec = TaskSpec.from_kernel_args(*layout)
+            return forward_mode.segmented_tangent(grad, logits_t, layout.col_counts, dtype)
+    spec = TaskSpec.from_layout(layout)
     per_task, vjp = torch.func.vjp(lambda x: reference.per_task_losses(x, targets, spec), logits)
     (grad,) = vjp(torch.ones_like(per_task))
-    return forward_mode.segmented_tangent(grad, logits_t, col_counts, dtype)
+    return forward_mode.segmented_tangent(grad, logits_t, layout.col_counts, dtype)
 
 
 def _jvp(ctx, logits_t, targets_t, weights_t, spec_t, backend_t):
@@ -199,7 +196,7 @@ def _multitask_loss_autograd(
 ):
     if forward_mode.differentiating_transform_active():
         raise RuntimeError(REGISTERED_OP_TRANSFORM_ERROR)
-    layout = (kinds, col_offsets, col_counts, target_offsets, gammas, sigma, delta)
+    layout = KernelLayout.of(kinds, col_offsets, col_counts, target_offsets, gammas, sigma, delta)
     return _RegisteredLoss.apply(logits, targets, weights, layout, backends.BY_NAME[backend])
 
 
@@ -236,13 +233,6 @@ class _EagerMultitaskLoss(torch.autograd.Function):
         return (torch.stack([r[0] for r in rows]), torch.stack([r[1] for r in rows])), (0, 0)
 
 
-@functools.cache
-def _spec_args(spec: TaskSpec) -> tuple:
-    """The op's flat spec arguments (a spec is frozen and hashable: built once per spec)."""
-    a = spec.kernel_args()
-    return (a["kinds"], a["col_offsets"], a["col_counts"], a["target_offsets"], a["gammas"], a["sigma"], a["delta"])
-
-
 def multitask_loss(
     logits: Tensor,
     targets: Tensor,
@@ -269,7 +259,6 @@ def multitask_loss(
         weights = torch.ones(spec.num_tasks, dtype=torch.float32, device=getattr(logits, "device", None))
     check_loss_inputs(logits, targets, weights, spec, labels=check_labels)
     chosen = dispatch.select(logits.device, backend)
-    spec_args = _spec_args(spec)
     if torch.compiler.is_compiling():
-        return _multitask_loss_op(logits, targets, weights, *spec_args, chosen.name)
-    return _EagerMultitaskLoss.apply(logits, targets, weights, spec_args, chosen)
+        return _multitask_loss_op(logits, targets, weights, *spec.layout, chosen.name)
+    return _EagerMultitaskLoss.apply(logits, targets, weights, spec.layout, chosen)

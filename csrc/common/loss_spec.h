@@ -1,4 +1,4 @@
-// The task layout the loss kernels receive (flat lists from TaskSpec.kernel_args()), checked
+// The task layout the loss kernels receive (the fields of TaskSpec.layout, a KernelLayout), checked
 // once on the host so that no kernel can read outside its tensors.
 #pragma once
 

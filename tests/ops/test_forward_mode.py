@@ -220,7 +220,7 @@ def test_registered_op_forward_mode():
     dev = require(backend, "cpu", "multitask_loss")
     spec = levels_spec()
     logits, targets, weights, logits_t, weights_t = hard_inputs(spec, 7, torch.float64, dev)
-    layout = loss_module._spec_args(spec)
+    layout = spec.layout
     want = reference_jvp(spec, logits, targets, weights, logits_t, weights_t)
     with fwAD.dual_level():
         outs = torch.ops.bfdkern.multitask_loss(

@@ -203,30 +203,17 @@ def test_opcheck_public_op(target):
     backend, device = target
     spec = levels_spec()
     logits, targets, weights = random_inputs(spec, 6, dtype=torch.float32, device=device)
-    a = spec.kernel_args()
-    args = (
-        logits.requires_grad_(True),
-        targets,
-        weights,
-        a["kinds"],
-        a["col_offsets"],
-        a["col_counts"],
-        a["target_offsets"],
-        a["gammas"],
-        a["sigma"],
-        a["delta"],
-        backend,
-    )
+    args = (logits.requires_grad_(True), targets, weights, *spec.layout, backend)
     torch.library.opcheck(torch.ops.bfdkern.multitask_loss.default, args)
 
 
 @pytest.mark.parametrize("device", [pytest.param("cpu"), pytest.param("cuda", marks=pytest.mark.cuda)])
 def test_opcheck_compiled_ops(device):
-    """The bfdkern_C schemas with their fake kernels (bfdkern/ops/compiled.py)."""
+    """The bfdkern_C schemas with their fake kernels (bfdkern/ops/fake_kernels.py)."""
     backend = "cpp" if device == "cpu" else "cuda"
     dev = require(backend, device, "multitask_loss")
     spec = levels_spec()
-    a = list(spec.kernel_args().values())
+    a = spec.layout
     for dtype in (torch.float32, torch.float64, torch.bfloat16):
         logits, targets, weights = random_inputs(spec, 7, dtype=dtype, device=dev)
         ct = reference.compute_dtype(dtype)
@@ -244,7 +231,7 @@ def test_compiled_ops_repeat_bitwise(device):
     spec = levels_spec()
     # Large enough that the CPU kernel splits the pair work over two threads.
     logits, targets, weights = random_inputs(spec, 700, dtype=torch.float32, device=dev)
-    a = list(spec.kernel_args().values())
+    a = spec.layout
     upstream = torch.rand(spec.num_tasks, device=dev)
 
     def run():
@@ -272,7 +259,7 @@ def test_compiled_op_invalid_labels_give_nan_not_a_crash():
     spec = blades_spec()
     logits, targets, weights = random_inputs(spec, 6, dtype=torch.float32, missing=0.0)
     targets[2, spec.target_columns("make")] = 1e6
-    a = list(spec.kernel_args().values())
+    a = spec.layout
     per_task, _ = torch.ops.bfdkern_C.multitask_loss_fwd(logits, targets, weights, *a)
     make = spec.index("make")
     assert torch.isnan(per_task[make])
@@ -283,14 +270,14 @@ def test_compiled_op_rejects_bad_layout():
     require("cpp", "cpu", "multitask_loss")
     spec = blades_spec()
     logits, targets, weights = random_inputs(spec, 4, dtype=torch.float32)
-    a = spec.kernel_args()
+    a = spec.layout
     with pytest.raises(ValueError, match="columns"):
-        torch.ops.bfdkern_C.multitask_loss_fwd(logits[:, :-1], targets, weights, *a.values())
-    bad = dict(a, col_offsets=[0] + a["col_offsets"][1:][::-1])
+        torch.ops.bfdkern_C.multitask_loss_fwd(logits[:, :-1], targets, weights, *a)
+    bad = a._replace(col_offsets=(0, *a.col_offsets[1:][::-1]))
     with pytest.raises(ValueError, match="packed contiguously"):
-        torch.ops.bfdkern_C.multitask_loss_fwd(logits, targets, weights, *bad.values())
+        torch.ops.bfdkern_C.multitask_loss_fwd(logits, targets, weights, *bad)
     with pytest.raises(ValueError, match=f"K={spec.num_tasks}"):
-        torch.ops.bfdkern_C.multitask_loss_bwd(weights[:3], logits, targets, *a.values())
+        torch.ops.bfdkern_C.multitask_loss_bwd(weights[:3], logits, targets, *a)
 
 
 @pytest.mark.parametrize(

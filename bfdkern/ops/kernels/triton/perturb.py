@@ -16,7 +16,6 @@ on an H100.)
 from __future__ import annotations
 
 import functools
-import os
 import struct
 
 import torch
@@ -24,15 +23,18 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from bfdkern.ops.kernels.triton import interpreting
+from bfdkern.ops.reference import compute_dtype
+
 
 @triton.jit
-def _sum_of_squares_kernel(v_ptr, partial_ptr, N, CT: tl.constexpr, BLOCK: tl.constexpr):
+def _sum_of_squares_kernel(v_ptr, partial_ptr, N, COMPUTE: tl.constexpr, BLOCK: tl.constexpr):
     pid = tl.program_id(0)
     programs = tl.num_programs(0)
-    acc = tl.zeros([BLOCK], CT)
+    acc = tl.zeros([BLOCK], COMPUTE)
     for chunk in range(pid, tl.cdiv(N, BLOCK), programs):
         offs = chunk * BLOCK + tl.arange(0, BLOCK)
-        v = tl.load(v_ptr + offs, mask=offs < N, other=0.0).to(CT)
+        v = tl.load(v_ptr + offs, mask=offs < N, other=0.0).to(COMPUTE)
         acc += v * v
     tl.store(partial_ptr + pid, tl.sum(acc, axis=0))
 
@@ -48,7 +50,7 @@ def _perturb_kernel(
     N,
     P,
     radius_bits,
-    CT: tl.constexpr,
+    COMPUTE: tl.constexpr,
     BLOCK: tl.constexpr,
     BLOCK_P: tl.constexpr,
 ):
@@ -58,7 +60,7 @@ def _perturb_kernel(
     norm = tl.sqrt(tl.sum(tl.load(partial_ptr + ps, mask=ps < P, other=0.0), axis=0))
     finite = norm < float("inf")  # False for inf and NaN
     ok = finite & (norm > 0.0)
-    radius = radius_bits.to(tl.float64, bitcast=True).to(CT)  # the exact float64 radius
+    radius = radius_bits.to(tl.float64, bitcast=True).to(COMPUTE)  # the exact float64 radius
     eps = tl.where(ok, radius / tl.where(ok, norm, 1.0), 0.0)
     if pid == 0:
         tl.store(eps_ptr, eps)
@@ -66,8 +68,8 @@ def _perturb_kernel(
     for chunk in range(pid, tl.cdiv(N, BLOCK), programs):
         offs = chunk * BLOCK + tl.arange(0, BLOCK)
         mask = offs < N
-        t = tl.load(theta_ptr + offs, mask=mask, other=0.0).to(CT)
-        v = tl.load(v_ptr + offs, mask=mask, other=0.0).to(CT)
+        t = tl.load(theta_ptr + offs, mask=mask, other=0.0).to(COMPUTE)
+        v = tl.load(v_ptr + offs, mask=mask, other=0.0).to(COMPUTE)
         step = eps * tl.where(ok, v, 0.0)  # eps = 0 and a NaN or inf in v: step 0, not NaN
         tl.store(out_ptr + offs, (t + step).to(out_ptr.dtype.element_ty), mask=mask)
         tl.store(out_ptr + N + offs, (t - step).to(out_ptr.dtype.element_ty), mask=mask)
@@ -81,7 +83,7 @@ def _multiprocessors(index: int) -> int:
 def _launch_shape(n: int, device: torch.device) -> tuple[int, int, int]:
     """(elements per chunk, programs, warps). A GPU gets a few programs per SM looping over
     chunks; the interpreter, which pays per program, gets few."""
-    if os.environ.get("TRITON_INTERPRET") == "1" or device.type != "cuda":
+    if interpreting() or device.type != "cuda":
         block = 1024
         return block, max(1, min(triton.cdiv(n, block), 4)), 4
     block = 4096
@@ -104,8 +106,8 @@ def perturb_pair(theta: Tensor, v: Tensor, radius: float, out: Tensor | None = N
     """
     theta = theta.contiguous()
     v = v.contiguous()
-    dtype = torch.float64 if theta.dtype == torch.float64 else torch.float32
-    ct = tl.float64 if dtype == torch.float64 else tl.float32
+    dtype = compute_dtype(theta.dtype)
+    compute = tl.float64 if dtype == torch.float64 else tl.float32
     n = theta.shape[0]
     block, programs, warps = _launch_shape(n, theta.device)
     partial = torch.empty(programs, dtype=dtype, device=theta.device)
@@ -114,7 +116,7 @@ def perturb_pair(theta: Tensor, v: Tensor, radius: float, out: Tensor | None = N
     eps = torch.empty((), dtype=dtype, device=theta.device)
     flag = torch.empty((), dtype=torch.uint8, device=theta.device)
     radius_bits = struct.unpack("<q", struct.pack("<d", float(radius)))[0]
-    _sum_of_squares_kernel[(programs,)](v, partial, n, CT=ct, BLOCK=block, num_warps=warps)
+    _sum_of_squares_kernel[(programs,)](v, partial, n, COMPUTE=compute, BLOCK=block, num_warps=warps)
     _perturb_kernel[(programs,)](
         theta,
         v,
@@ -125,7 +127,7 @@ def perturb_pair(theta: Tensor, v: Tensor, radius: float, out: Tensor | None = N
         n,
         programs,
         radius_bits,
-        CT=ct,
+        COMPUTE=compute,
         BLOCK=block,
         BLOCK_P=triton.next_power_of_2(programs),
         num_warps=warps,

@@ -35,9 +35,9 @@
 namespace bfdkern::cpu {
 namespace {
 
-using namespace math;  // the per-row and per-element math shared by the CPU and CUDA kernels
-constexpr int64_t kRowsPerUnit = 64;         // rows of the per-row terms in one work unit
-constexpr int64_t kPairsPerUnit = 8192;      // pair evaluations in one ordinal work unit
+using namespace math;                    // the per-row and per-element math shared by the CPU and CUDA kernels
+constexpr int64_t kRowsPerUnit = 64;     // rows of the per-row terms in one work unit
+constexpr int64_t kPairsPerUnit = 8192;  // pair evaluations in one ordinal work unit
 // Pair evaluations (1-3 ns each, vectorised) a thread must get before another one is woken: a
 // parallel region costs tens of microseconds, and far more on a shared, oversubscribed CPU. At 2^16
 // a batch of 256 (4 ordinal tasks: 131k pairs forward, 261k backward) takes two threads: 1.6x
@@ -47,9 +47,8 @@ constexpr double kWorkPerThread = 1 << 16;
 // ---- Thurstone pair sums over a contiguous range of compacted rows j --------------------------
 // Float: vectorised with the approximations of fastmath.h. Double: libm, scalar, exact to rounding.
 
-BFDKERN_SIMD_CLONES float pair_loss_sum_f32(float si, float yi, const float* __restrict s,
-                                            const float* __restrict y, int64_t j0, int64_t j1,
-                                            float inv_sigma, float delta) {
+BFDKERN_SIMD_CLONES float pair_loss_sum_f32(float si, float yi, const float* __restrict s, const float* __restrict y,
+                                            int64_t j0, int64_t j1, float inv_sigma, float delta) {
   float acc = 0.0f;
 #pragma omp simd reduction(+ : acc)
   for (int64_t j = j0; j < j1; ++j) {
@@ -63,9 +62,8 @@ BFDKERN_SIMD_CLONES float pair_loss_sum_f32(float si, float yi, const float* __r
   return acc;
 }
 
-BFDKERN_SIMD_CLONES float pair_grad_sum_f32(float si, float yi, const float* __restrict s,
-                                            const float* __restrict y, int64_t j0, int64_t j1,
-                                            float inv_sigma, float delta) {
+BFDKERN_SIMD_CLONES float pair_grad_sum_f32(float si, float yi, const float* __restrict s, const float* __restrict y,
+                                            int64_t j0, int64_t j1, float inv_sigma, float delta) {
   float acc = 0.0f;
 #pragma omp simd reduction(+ : acc)
   for (int64_t j = j0; j < j1; ++j) {
@@ -106,13 +104,13 @@ inline double pair_grad_sum(double si, double yi, const double* s, const double*
   return acc;
 }
 
-inline float pair_loss_sum(float si, float yi, const float* s, const float* y, int64_t j0, int64_t j1,
-                           float inv_sigma, float delta) {
+inline float pair_loss_sum(float si, float yi, const float* s, const float* y, int64_t j0, int64_t j1, float inv_sigma,
+                           float delta) {
   return pair_loss_sum_f32(si, yi, s, y, j0, j1, inv_sigma, delta);
 }
 
-inline float pair_grad_sum(float si, float yi, const float* s, const float* y, int64_t j0, int64_t j1,
-                           float inv_sigma, float delta) {
+inline float pair_grad_sum(float si, float yi, const float* s, const float* y, int64_t j0, int64_t j1, float inv_sigma,
+                           float delta) {
   return pair_grad_sum_f32(si, yi, s, y, j0, j1, inv_sigma, delta);
 }
 
@@ -249,7 +247,8 @@ void row_grads(const LossSpec& spec, const scalar_t* z, const T* y, const std::v
         const T dl = coef[k] * math::fidelity_grad(lp, gamma);
         // d lp / d z_c = [c = y] - softmax_c
         for (int64_t c = 0; c < n; ++c)
-          gk[c] = static_cast<scalar_t>(dl * ((c == cls ? T(1) : T(0)) - std::exp(norm.log_prob(static_cast<T>(zk[c])))));
+          gk[c] =
+              static_cast<scalar_t>(dl * ((c == cls ? T(1) : T(0)) - std::exp(norm.log_prob(static_cast<T>(zk[c])))));
       }
     }
   }
@@ -277,8 +276,7 @@ void run_units(int64_t num_units, double pair_evaluations, const F& body) {
 }
 
 template <typename scalar_t, typename T>
-void forward_impl(const LossSpec& spec, const scalar_t* z, const T* y, const T* w, int64_t B, T* per_task,
-                  T* total) {
+void forward_impl(const LossSpec& spec, const scalar_t* z, const T* y, const T* w, int64_t B, T* per_task, T* total) {
   const int64_t K = spec.num_tasks;
   const auto ordinal = compact_ordinal<scalar_t, T>(spec, z, y, B);
   const auto counts = present_counts(spec, y, B);
@@ -334,8 +332,7 @@ void forward_impl(const LossSpec& spec, const scalar_t* z, const T* y, const T* 
 }
 
 template <typename scalar_t, typename T>
-void backward_impl(const LossSpec& spec, const T* upstream, const scalar_t* z, const T* y, int64_t B,
-                   scalar_t* gz) {
+void backward_impl(const LossSpec& spec, const T* upstream, const scalar_t* z, const T* y, int64_t B, scalar_t* gz) {
   const int64_t K = spec.num_tasks;
   const auto ordinal = compact_ordinal<scalar_t, T>(spec, z, y, B);
   const auto counts = present_counts(spec, y, B);
@@ -376,14 +373,13 @@ void backward_impl(const LossSpec& spec, const T* upstream, const scalar_t* z, c
   });
 }
 
-at::ScalarType compute_type(at::ScalarType t) {
-  return t == at::kDouble ? at::kDouble : at::kFloat;
-}
+at::ScalarType compute_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
 
-std::tuple<at::Tensor, at::Tensor> multitask_loss_fwd_cpu(
-    const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& weights, c10::IntArrayRef kinds,
-    c10::IntArrayRef col_offsets, c10::IntArrayRef col_counts, c10::IntArrayRef target_offsets,
-    c10::ArrayRef<double> gammas, double sigma, double delta) {
+std::tuple<at::Tensor, at::Tensor> multitask_loss_fwd_cpu(const at::Tensor& logits, const at::Tensor& targets,
+                                                          const at::Tensor& weights, c10::IntArrayRef kinds,
+                                                          c10::IntArrayRef col_offsets, c10::IntArrayRef col_counts,
+                                                          c10::IntArrayRef target_offsets, c10::ArrayRef<double> gammas,
+                                                          double sigma, double delta) {
   const LossSpec spec = parse_loss_spec(kinds, col_offsets, col_counts, target_offsets, gammas, sigma, delta);
   check_loss_tensors(spec, logits, targets, weights, "weights");
   const auto acc = compute_type(logits.scalar_type());
@@ -401,10 +397,10 @@ std::tuple<at::Tensor, at::Tensor> multitask_loss_fwd_cpu(
   return {per_task, total};
 }
 
-at::Tensor multitask_loss_bwd_cpu(const at::Tensor& grad_per_task, const at::Tensor& logits,
-                                  const at::Tensor& targets, c10::IntArrayRef kinds, c10::IntArrayRef col_offsets,
-                                  c10::IntArrayRef col_counts, c10::IntArrayRef target_offsets,
-                                  c10::ArrayRef<double> gammas, double sigma, double delta) {
+at::Tensor multitask_loss_bwd_cpu(const at::Tensor& grad_per_task, const at::Tensor& logits, const at::Tensor& targets,
+                                  c10::IntArrayRef kinds, c10::IntArrayRef col_offsets, c10::IntArrayRef col_counts,
+                                  c10::IntArrayRef target_offsets, c10::ArrayRef<double> gammas, double sigma,
+                                  double delta) {
   const LossSpec spec = parse_loss_spec(kinds, col_offsets, col_counts, target_offsets, gammas, sigma, delta);
   check_loss_tensors(spec, logits, targets, grad_per_task, "grad_per_task");
   const auto acc = compute_type(logits.scalar_type());

@@ -79,9 +79,8 @@ std::tuple<at::Tensor, at::Tensor> perturb_pair_out_cpu(const at::Tensor& theta,
     using T = at::opmath_type<scalar_t>;
     scalar_t* rows = out.mutable_data_ptr<scalar_t>();
     if (vv.scalar_type() == t.scalar_type()) {
-      perturb_impl<scalar_t, scalar_t, T>(t.const_data_ptr<scalar_t>(), vv.const_data_ptr<scalar_t>(), n, radius,
-                                          rows, rows + n, eps.mutable_data_ptr<T>(),
-                                          nonfinite.mutable_data_ptr<bool>());
+      perturb_impl<scalar_t, scalar_t, T>(t.const_data_ptr<scalar_t>(), vv.const_data_ptr<scalar_t>(), n, radius, rows,
+                                          rows + n, eps.mutable_data_ptr<T>(), nonfinite.mutable_data_ptr<bool>());
     } else {
       perturb_impl<scalar_t, T, T>(t.const_data_ptr<scalar_t>(), vv.const_data_ptr<T>(), n, radius, rows, rows + n,
                                    eps.mutable_data_ptr<T>(), nonfinite.mutable_data_ptr<bool>());

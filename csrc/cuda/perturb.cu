@@ -33,8 +33,8 @@ struct alignas(sizeof(T) * N) Vec {
 };
 
 template <int kVec, typename v_t>
-__global__ void __launch_bounds__(kThreads) sum_squares_kernel(const v_t* __restrict__ v, int64_t n, bool vectorized,
-                                                               double* __restrict__ partial) {
+__global__ void __launch_bounds__(kThreads)
+    sum_squares_kernel(const v_t* __restrict__ v, int64_t n, bool vectorized, double* __restrict__ partial) {
   __shared__ double scratch[kThreads / kWarpSize];
   const int64_t tid = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;
@@ -63,9 +63,9 @@ __global__ void __launch_bounds__(kThreads) sum_squares_kernel(const v_t* __rest
 
 // eps = radius / ||v|| (0 when ||v|| is 0 or not finite), the flag, and the step scale.
 template <typename T>
-__global__ void __launch_bounds__(kFinalThreads) finalize_norm_kernel(const double* __restrict__ partial, int parts,
-                                                                      double radius, T* __restrict__ eps,
-                                                                      bool* __restrict__ nonfinite) {
+__global__ void __launch_bounds__(kFinalThreads)
+    finalize_norm_kernel(const double* __restrict__ partial, int parts, double radius, T* __restrict__ eps,
+                         bool* __restrict__ nonfinite) {
   __shared__ double scratch[kFinalThreads / kWarpSize];
   double acc = 0.0;
   for (int i = threadIdx.x; i < parts; i += kFinalThreads) acc += partial[i];
@@ -82,10 +82,9 @@ __global__ void __launch_bounds__(kFinalThreads) finalize_norm_kernel(const doub
 // out rows: theta + step, theta - step with step = eps * v (exactly 0 when eps is 0, so a NaN in v
 // cannot leak through 0 * NaN).
 template <int kVec, typename theta_t, typename v_t, typename T>
-__global__ void __launch_bounds__(kThreads) write_pair_kernel(const theta_t* __restrict__ theta,
-                                                              const v_t* __restrict__ v, int64_t n, bool vectorized,
-                                                              const T* __restrict__ eps_ptr, theta_t* __restrict__ plus,
-                                                              theta_t* __restrict__ minus) {
+__global__ void __launch_bounds__(kThreads)
+    write_pair_kernel(const theta_t* __restrict__ theta, const v_t* __restrict__ v, int64_t n, bool vectorized,
+                      const T* __restrict__ eps_ptr, theta_t* __restrict__ plus, theta_t* __restrict__ minus) {
   const T eps = *eps_ptr;
   const int64_t tid = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;
@@ -120,9 +119,7 @@ __global__ void __launch_bounds__(kThreads) write_pair_kernel(const theta_t* __r
   }
 }
 
-bool aligned(const void* ptr, size_t bytes) {
-  return reinterpret_cast<uintptr_t>(ptr) % bytes == 0;
-}
+bool aligned(const void* ptr, size_t bytes) { return reinterpret_cast<uintptr_t>(ptr) % bytes == 0; }
 
 int blocks_for(int64_t work, int64_t cap) {
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>((work + kThreads - 1) / kThreads, cap)));
@@ -145,17 +142,18 @@ void launch_perturb(const at::Tensor& theta, const at::Tensor& v, double radius,
   sum_squares_kernel<kVec, v_t><<<norm_blocks, kThreads, 0, stream>>>(d, n, v_vec, partial.mutable_data_ptr<double>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   finalize_norm_kernel<T><<<1, kFinalThreads, 0, stream>>>(partial.const_data_ptr<double>(), norm_blocks, radius,
-                                                           eps.mutable_data_ptr<T>(), nonfinite.mutable_data_ptr<bool>());
+                                                           eps.mutable_data_ptr<T>(),
+                                                           nonfinite.mutable_data_ptr<bool>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   if (n == 0) return;
   const int pair_blocks = blocks_for(pair_vec ? n / kVec + 1 : n, int64_t{1} << 30);
-  write_pair_kernel<kVec, theta_t, v_t, T><<<pair_blocks, kThreads, 0, stream>>>(t, d, n, pair_vec,
-                                                                                 eps.const_data_ptr<T>(), plus, minus);
+  write_pair_kernel<kVec, theta_t, v_t, T>
+      <<<pair_blocks, kThreads, 0, stream>>>(t, d, n, pair_vec, eps.const_data_ptr<T>(), plus, minus);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-std::tuple<at::Tensor, at::Tensor> perturb_pair_out_cuda(const at::Tensor& theta, const at::Tensor& v,
-                                                         double radius, at::Tensor& out) {
+std::tuple<at::Tensor, at::Tensor> perturb_pair_out_cuda(const at::Tensor& theta, const at::Tensor& v, double radius,
+                                                         at::Tensor& out) {
   check_perturb_tensors(theta, v, radius);
   check_perturb_out(theta, v, out);
   const c10::cuda::CUDAGuard guard(theta.device());
@@ -179,7 +177,7 @@ std::tuple<at::Tensor, at::Tensor> perturb_pair_out_cuda(const at::Tensor& theta
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> perturb_pair_cuda(const at::Tensor& theta, const at::Tensor& v,
-                                                                double radius) {
+                                                                 double radius) {
   return perturb_pair_fresh(theta, v, radius, perturb_pair_out_cuda);
 }
 

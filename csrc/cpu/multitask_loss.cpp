@@ -8,7 +8,8 @@
 // gradient over every other row (the gradient of pair (j, i) with respect to s_i equals that of
 // the ordered pair (i, j)), so each row writes only its own gradient and no atomics are needed.
 // Work is split into fixed units whose partial sums are reduced in a fixed order: results do not
-// depend on the thread count and repeat bitwise.
+// depend on the thread count or on which thread ran a unit, and repeat bitwise. The units run on the
+// calling thread and on helpers that never hold it up when the cores are busy (work_units.h).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -24,6 +25,7 @@
 #include "../common/loss_math.h"
 #include "../common/loss_spec.h"
 #include "fastmath.h"
+#include "work_units.h"
 
 // One clone per instruction-set level, picked at load time (x86-64 with GCC).
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
@@ -38,10 +40,9 @@ namespace {
 using namespace math;                    // the per-row and per-element math shared by the CPU and CUDA kernels
 constexpr int64_t kRowsPerUnit = 64;     // rows of the per-row terms in one work unit
 constexpr int64_t kPairsPerUnit = 8192;  // pair evaluations in one ordinal work unit
-// Pair evaluations (1-3 ns each, vectorised) a thread must get before another one is woken: a
-// parallel region costs tens of microseconds, and far more on a shared, oversubscribed CPU. At 2^16
-// a batch of 256 (4 ordinal tasks: 131k pairs forward, 261k backward) takes two threads: 1.6x
-// faster than at 2^18 on an idle 2-core machine; B = 48 stays on one thread.
+// Pair evaluations (1-3 ns each, vectorised) a thread must get before a helper is woken (waking one
+// costs tens of microseconds). At 2^16 a batch of 256 (4 ordinal tasks: 131k pairs forward, 261k
+// backward) takes two threads; B = 48 stays on one thread.
 constexpr double kWorkPerThread = 1 << 16;
 
 // ---- Thurstone pair sums over a contiguous range of compacted rows j --------------------------
@@ -265,14 +266,13 @@ int64_t rows_per_unit(const OrdinalRows<T>& rows) {
   return std::max<int64_t>(1, kPairsPerUnit / std::max<int64_t>(1, rows.n()));
 }
 
-// Runs body(u) for every unit, on as many threads as give each at least kWorkPerThread.
+// Runs body(u) for every unit on as many threads as give each at least kWorkPerThread (at most
+// torch's intra-op thread count): the caller and inter-op pool helpers that never hold it up.
 template <typename F>
 void run_units(int64_t num_units, double pair_evaluations, const F& body) {
-  const double units_per_thread = std::ceil(num_units * kWorkPerThread / std::max(pair_evaluations, 1.0));
-  const int64_t grain = std::clamp<int64_t>(static_cast<int64_t>(units_per_thread), 1, std::max<int64_t>(num_units, 1));
-  at::parallel_for(0, num_units, grain, [&](int64_t u0, int64_t u1) {
-    for (int64_t u = u0; u < u1; ++u) body(u);
-  });
+  const auto wanted = static_cast<int64_t>(std::ceil(pair_evaluations / kWorkPerThread));
+  const int64_t threads = std::clamp<int64_t>(wanted, 1, std::max(at::get_num_threads(), 1));
+  run_units_helped(num_units, threads - 1, body);
 }
 
 template <typename scalar_t, typename T>

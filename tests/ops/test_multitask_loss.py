@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
 import bfdkern
 from bfdkern.ops import BACKENDS, BackendUnavailable, dispatch, reference
 from bfdkern.tasks import Task, TaskSpec, blades_spec
-from tests.helpers import random_inputs
+from tests.helpers import ROOT, random_inputs
 from tests.ops.backends import backend_params, interpreted, require
 
 # A loss term such as 1 - sqrt(p) is O(1) before it cancels, so a loss carries an absolute error of
@@ -250,6 +254,44 @@ def test_compiled_ops_repeat_bitwise(device):
     for again in runs:
         for x, y in zip(first, again):
             assert torch.equal(x, y)
+
+
+HELPED_RUNS = """
+import torch
+from tests.helpers import random_inputs
+from tests.ops.test_multitask_loss import levels_spec
+
+spec = levels_spec()
+for dtype in (torch.float32, torch.float64):
+    for batch in (300, 1500):
+        logits, targets, weights = random_inputs(spec, batch, seed=batch, dtype=dtype)
+        upstream = torch.rand(spec.num_tasks, dtype=weights.dtype)
+
+        def run():
+            fwd = torch.ops.bfdkern_C.multitask_loss_fwd(logits, targets, weights, *spec.layout)
+            return (*fwd, torch.ops.bfdkern_C.multitask_loss_bwd(upstream, logits, targets, *spec.layout))
+
+        import bfdkern.ops.extension as e
+        assert e.cpp_unavailable() is None
+        torch.set_num_threads(1)
+        alone = run()
+        torch.set_num_threads(2)
+        for _ in range(20):
+            assert all(torch.equal(a, b) for a, b in zip(alone, run())), (dtype, batch)
+print("same bits")
+"""
+
+
+def test_cpu_helper_threads_give_the_same_bits():
+    """The C++ loss with its helper threads allowed whatever the machine's load
+    ($BFDKERN_CPU_IDLE_CORES=1): units run on whichever thread claims them, and the results equal
+    those of one thread bit for bit, call after call."""
+    require("cpp", "cpu", "multitask_loss")
+    env = {**os.environ, "BFDKERN_CPU_IDLE_CORES": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", HELPED_RUNS], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0 and "same bits" in done.stdout, done.stderr[-2000:]
 
 
 def test_compiled_op_invalid_labels_give_nan_not_a_crash():

@@ -1,8 +1,10 @@
 """``perturb_pair``: the paired finite-difference perturbation theta +- eps v, one registered op.
 
-Over all parameters at once (a flat buffer): ||v|| is computed on the device (no host sync),
-eps = radius / ||v|| with a guard for ||v|| = 0 or a non-finite v (then eps = 0 and the flag is
-set), and theta+ and theta- are written out of place in one pass; theta is never modified.
+Over all parameters at once (a flat buffer): ||v|| is computed on the device (no host sync), scaled
+by max |v_i| when its plain sum of squares under- or overflows, eps = radius / ||v|| with one guard on
+every backend (v not finite, ||v|| not a normal number of the compute dtype, or eps overflowing:
+eps = 0 and the flag, unless v is zero), and theta+ and theta- are written out of place in one pass;
+theta is never modified.
 """
 
 from __future__ import annotations
@@ -45,7 +47,9 @@ def perturb_pair(
 
     Returns:
         out [2, N] in theta's dtype (row 0 = theta + eps v, row 1 = theta - eps v), eps (0-dim,
-        float32 or float64; 0 when ||v|| is 0 or not finite), nonfinite (0-dim bool).
+        float32 or float64), nonfinite (0-dim bool): no eps could be formed for a non-zero v (it
+        holds a NaN or Inf, or ||v|| or r / ||v|| under- or overflows the compute dtype). eps is 0,
+        and out = (theta, theta), then and when v is zero.
     """
     check_perturb_inputs(theta, v, radius)
     if out is not None:

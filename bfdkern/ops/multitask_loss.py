@@ -45,8 +45,8 @@ def _backward_impl(grad_per_task, logits, targets, layout, backend: Backend) -> 
 
 # The registered op, defined through the low-level API: custom_op's register_autograd kernel skips
 # autograd when no input requires grad, which drops forward-mode tangents (a zero tangent, silently).
-# Its Autograd kernel below applies an autograd.Function with a jvp instead.
-# torch.func's grad and jvp cannot enter an autograd.Function applied inside an op's Autograd kernel.
+# Its Autograd kernel below applies an autograd.Function with a jvp instead. torch.func's grad and
+# jvp cannot enter an autograd.Function applied inside an op's Autograd kernel: they get an error.
 _LIB = torch.library.Library("bfdkern", "FRAGMENT")
 REGISTERED_OP_TRANSFORM_ERROR = (
     "bfdkern::multitask_loss: torch.func.grad / jvp cannot differentiate the registered op (torch.library "

@@ -35,15 +35,16 @@ Partial reduce_blocks(int64_t n, Partial init, const Block& block, const Combine
   return total;
 }
 
+// sum of (factor v_i)^2 in double: factor 1 (the plain sum) or a power of two (an exact rescaling).
 template <typename v_t>
-double sum_of_squares(const v_t* v, int64_t n) {
+double sum_of_squares(const v_t* v, int64_t n, double factor) {
   return reduce_blocks(
       n, 0.0,
       [&](int64_t i0, int64_t i1) {
         double acc = 0.0;
 #pragma omp simd reduction(+ : acc)
         for (int64_t i = i0; i < i1; ++i) {
-          const double x = static_cast<double>(v[i]);
+          const double x = static_cast<double>(v[i]) * factor;
           acc += x * x;
         }
         return acc;
@@ -68,35 +69,22 @@ double max_abs(const v_t* v, int64_t n) {
       [](double a, double b) { return (b > a || std::isnan(b)) ? b : a; });
 }
 
-template <typename v_t>
-double scaled_sum_of_squares(const v_t* v, int64_t n, double scale) {
-  return reduce_blocks(
-      n, 0.0,
-      [&](int64_t i0, int64_t i1) {
-        double acc = 0.0;
-        for (int64_t i = i0; i < i1; ++i) {
-          const double x = static_cast<double>(v[i]) / scale;
-          acc += x * x;
-        }
-        return acc;
-      },
-      [](double a, double b) { return a + b; });
-}
-
 // ||v|| in double and whether v is finite. The plain sum of squares when it can be trusted (finite, and
 // large enough that squares lost below the smallest normal double cannot reach its last bit: the test
-// of bfdkern/ops/reference.py::trusted_sum_of_squares), else max|v_i| * ||v / max|v_i|||: a second and
-// third pass, only for a v whose norm nears the ends of double's range (or that is not finite).
+// of bfdkern/ops/reference.py::trusted_sum_of_squares), else the norm of v scaled by the power of two
+// nearest 1 / max|v_i| (exact): a second and third pass, only for a v whose norm nears the ends of
+// double's range (or that is not finite).
 template <typename v_t>
 std::pair<double, bool> robust_norm(const v_t* v, int64_t n) {
-  const double sum = sum_of_squares(v, n);
+  const double sum = sum_of_squares(v, n, 1.0);
   const double trusted =
       std::max<int64_t>(n, 1) * 4.0 * std::numeric_limits<double>::min() / std::numeric_limits<double>::epsilon();
   if (std::isfinite(sum) && sum >= trusted) return {std::sqrt(sum), true};
   const double scale = max_abs(v, n);
   if (!std::isfinite(scale)) return {scale, false};
   if (scale == 0.0) return {0.0, true};
-  return {scale * std::sqrt(scaled_sum_of_squares(v, n, scale)), true};
+  const int exponent = std::clamp(std::ilogb(scale), -1022, 1022);  // scaled entries below 4
+  return {std::ldexp(std::sqrt(sum_of_squares(v, n, std::ldexp(1.0, -exponent))), exponent), true};
 }
 
 template <typename theta_t, typename v_t, typename T>

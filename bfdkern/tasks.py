@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from bfdkern.exif.vocab import CATEGORICAL_TAGS, ORDINAL_TAGS
 
@@ -37,6 +37,38 @@ KIND_CODES: dict[str, int] = {"ordinal": 0, "categorical": 1, "binary": 2, "mult
 
 DEFAULT_GAMMA = {"ordinal": 0.0, "categorical": 2.0, "binary": 0.0, "multilabel": 0.0}
 """Focal exponent per kind: the categorical EXIF tags use (1 - p_y)^2 (the paper's choice)."""
+
+
+class KernelLayout(NamedTuple):
+    """The task layout as the fused kernels receive it: per-task lists in packing order and the
+    two Thurstone constants. A tuple, so ``*layout`` is the compiled ops' argument list in schema
+    order (csrc/registration.cpp), and hashable, so kernels may cache per layout."""
+
+    kinds: tuple[int, ...]
+    """:data:`KIND_CODES` of each task."""
+    col_offsets: tuple[int, ...]
+    """First logit column of each task."""
+    col_counts: tuple[int, ...]
+    """Logit columns of each task."""
+    target_offsets: tuple[int, ...]
+    """First target column of each task."""
+    gammas: tuple[float, ...]
+    """Focal exponent of each task."""
+    sigma: float
+    delta: float
+
+    @classmethod
+    def of(cls, kinds, col_offsets, col_counts, target_offsets, gammas, sigma, delta) -> KernelLayout:
+        """A layout from any sequences (e.g. the lists an op schema hands its kernel)."""
+        return cls(
+            tuple(int(x) for x in kinds),
+            tuple(int(x) for x in col_offsets),
+            tuple(int(x) for x in col_counts),
+            tuple(int(x) for x in target_offsets),
+            tuple(float(x) for x in gammas),
+            float(sigma),
+            float(delta),
+        )
 
 
 @dataclass(frozen=True)
@@ -95,6 +127,8 @@ class TaskSpec:
     delta: float = 1e-8
     col_offsets: tuple[int, ...] = field(init=False)
     target_offsets: tuple[int, ...] = field(init=False)
+    layout: KernelLayout = field(init=False, repr=False, compare=False)
+    """What the kernels receive (built once: a spec is frozen)."""
 
     def __post_init__(self) -> None:
         tasks = tuple(self.tasks)
@@ -115,6 +149,16 @@ class TaskSpec:
             j += t.num_targets
         object.__setattr__(self, "col_offsets", tuple(cols))
         object.__setattr__(self, "target_offsets", tuple(tgts))
+        layout = KernelLayout.of(
+            [KIND_CODES[t.kind] for t in tasks],
+            cols,
+            [t.num_columns for t in tasks],
+            tgts,
+            [t.gamma for t in tasks],
+            self.sigma,
+            self.delta,
+        )
+        object.__setattr__(self, "layout", layout)
 
     # --- sizes ---------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -170,33 +214,22 @@ class TaskSpec:
         k = self.index(key) if isinstance(key, str) else key
         return slice(self.target_offsets[k], self.target_offsets[k] + self.tasks[k].num_targets)
 
-    # --- what the kernels receive --------------------------------------------------------
-    def kernel_args(self) -> dict:
-        """Flat integer/float lists describing the layout, as the compiled ops take them."""
-        return {
-            "kinds": [KIND_CODES[t.kind] for t in self.tasks],
-            "col_offsets": list(self.col_offsets),
-            "col_counts": [t.num_columns for t in self.tasks],
-            "target_offsets": list(self.target_offsets),
-            "gammas": [float(t.gamma) for t in self.tasks],
-            "sigma": float(self.sigma),
-            "delta": float(self.delta),
-        }
-
     @classmethod
-    def from_kernel_args(cls, kinds, col_offsets, col_counts, target_offsets, gammas, sigma, delta) -> TaskSpec:
-        """Rebuild an (anonymous) spec from :meth:`kernel_args`; the compiled ops' schema carries
-        only these lists, and the reference backend needs a spec."""
+    def from_layout(cls, layout: KernelLayout) -> TaskSpec:
+        """An (anonymous) spec with this kernel layout; an op's schema carries only the layout,
+        and the reference backend needs a spec."""
         names = {v: k for k, v in KIND_CODES.items()}
         tasks, col, tgt = [], 0, 0
-        for i, (kind, c0, n, t0, g) in enumerate(zip(kinds, col_offsets, col_counts, target_offsets, gammas)):
+        for i, (kind, c0, n, t0, g) in enumerate(
+            zip(layout.kinds, layout.col_offsets, layout.col_counts, layout.target_offsets, layout.gammas)
+        ):
             if c0 != col or t0 != tgt:
                 raise ValueError(f"task {i}: columns must be packed contiguously in order")
             task = Task(f"task{i}", names[int(kind)], int(n), gamma=float(g))
             tasks.append(task)
             col += task.num_columns
             tgt += task.num_targets
-        return cls(tuple(tasks), sigma=float(sigma), delta=float(delta))
+        return cls(tuple(tasks), sigma=float(layout.sigma), delta=float(layout.delta))
 
     def to_dict(self) -> dict:
         """A JSON-able description (checkpoints and run configs store the spec this way)."""

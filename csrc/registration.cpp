@@ -1,12 +1,13 @@
 // The schemas of the compiled ops (library bfdkern_C). The CPU kernels (csrc/cpu) and the CUDA
 // kernels (csrc/cuda, in the separate bfdkern._cuda module) register implementations for them;
-// the fake (meta) kernels live in bfdkern/ops/compiled.py. The public ops bfdkern::multitask_loss
-// and bfdkern::perturb_pair (bfdkern/ops) call these with the task layout from TaskSpec.kernel_args().
+// the fake (meta) kernels live in bfdkern/ops/fake_kernels.py. The public ops bfdkern::multitask_loss
+// and bfdkern::perturb_pair (bfdkern/ops) call these with the task layout of TaskSpec.layout (a
+// KernelLayout, whose fields are the trailing arguments of the loss schemas, in order).
 #include <Python.h>
 #include <torch/library.h>
 
 TORCH_LIBRARY(bfdkern_C, m) {
-  m.set_python_module("bfdkern.ops.compiled");
+  m.set_python_module("bfdkern.ops.fake_kernels");
   m.def(
       "multitask_loss_fwd(Tensor logits, Tensor targets, Tensor weights, int[] kinds, int[] col_offsets, "
       "int[] col_counts, int[] target_offsets, float[] gammas, float sigma, float delta) "

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from bfdkern.tasks import MISSING, Task, TaskSpec, blades_spec
+from bfdkern.tasks import KIND_CODES, MISSING, KernelLayout, Task, TaskSpec, blades_spec
 
 
 def test_blades_layout_packs_columns_in_order():
@@ -23,12 +23,24 @@ def test_blades_layout_packs_columns_in_order():
     assert spec["make"].gamma == 2.0 and spec["manipulated"].gamma == 0.0
 
 
-def test_roundtrip_through_dict_and_kernel_args():
+def test_roundtrip_through_dict_and_kernel_layout():
     spec = blades_spec(sigma=0.7)
     assert TaskSpec.from_dict(spec.to_dict()) == spec
-    rebuilt = TaskSpec.from_kernel_args(**spec.kernel_args())
+    rebuilt = TaskSpec.from_layout(spec.layout)
     assert rebuilt.col_offsets == spec.col_offsets and rebuilt.target_offsets == spec.target_offsets
     assert [t.kind for t in rebuilt] == [t.kind for t in spec]
+    assert rebuilt.layout == spec.layout and hash(rebuilt.layout) == hash(spec.layout)
+
+
+def test_kernel_layout_lists_each_task():
+    spec = TaskSpec((Task("a", "ordinal", 3), Task("b", "multilabel", 2, gamma=1.5)), sigma=0.3, delta=1e-6)
+    layout = spec.layout
+    assert layout == KernelLayout(
+        (KIND_CODES["ordinal"], KIND_CODES["multilabel"]), (0, 3), (3, 2), (0, 1), (0.0, 1.5), 0.3, 1e-6
+    )
+    assert KernelLayout.of(*(list(x) if isinstance(x, tuple) else x for x in layout)) == layout
+    with pytest.raises(ValueError, match="packed contiguously"):
+        TaskSpec.from_layout(layout._replace(col_offsets=(0, 2)))
 
 
 def test_empty_targets_are_missing():

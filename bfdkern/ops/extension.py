@@ -53,7 +53,7 @@ def _load(module: str) -> tuple[object | None, str | None]:
     except (ImportError, OSError) as exc:
         return None, f"bfdkern.{module} failed to load: {exc}"
     if module == "_C":
-        importlib.import_module("bfdkern.ops.compiled")  # fake kernels of the bfdkern_C ops
+        importlib.import_module("bfdkern.ops.fake_kernels")
     return loaded, None
 
 

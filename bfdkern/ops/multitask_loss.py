@@ -19,75 +19,34 @@ registered op is defined with the low-level API and its Autograd kernel applies 
 
 from __future__ import annotations
 
-import functools
-
 import torch
 from torch import Tensor
 
-from bfdkern.ops import dispatch, forward_mode, reference
+from bfdkern.ops import backends, dispatch, forward_mode, reference
+from bfdkern.ops.backends import Backend
 from bfdkern.ops.validate import check_loss_inputs
-from bfdkern.tasks import TaskSpec
+from bfdkern.tasks import KernelLayout, TaskSpec
 
 
-def _backend_forward(backend, logits, targets, weights, kargs):
-    if backend == "reference":
-        spec = TaskSpec.from_kernel_args(**kargs)
-        return reference.multitask_loss(logits, targets, weights, spec)
-    if backend == "triton":
-        from bfdkern.ops.kernels.triton import multitask_loss as triton_loss
-
-        return triton_loss.forward(logits, targets, weights, **kargs)
-    # cpp and cuda share one schema; the dispatcher picks the kernel by device.
-    return tuple(torch.ops.bfdkern_C.multitask_loss_fwd(logits, targets, weights, *kargs.values()))
-
-
-def _backend_backward(backend, grad_per_task, logits, targets, kargs) -> Tensor:
-    if backend == "reference":
-        spec = TaskSpec.from_kernel_args(**kargs)
-        # torch.func works inside an op implementation, where the autograd keys are excluded.
-        per_task, vjp = torch.func.vjp(lambda x: reference.per_task_losses(x, targets, spec), logits)
-        return vjp(grad_per_task.to(per_task.dtype))[0]
-    if backend == "triton":
-        from bfdkern.ops.kernels.triton import multitask_loss as triton_loss
-
-        return triton_loss.backward(grad_per_task, logits, targets, **kargs)
-    return torch.ops.bfdkern_C.multitask_loss_bwd(grad_per_task, logits, targets, *kargs.values())
-
-
-def _kargs(kinds, col_offsets, col_counts, target_offsets, gammas, sigma, delta) -> dict:
-    return dict(
-        kinds=kinds,
-        col_offsets=col_offsets,
-        col_counts=col_counts,
-        target_offsets=target_offsets,
-        gammas=gammas,
-        sigma=sigma,
-        delta=delta,
-    )
-
-
-def _forward_impl(logits, targets, weights, spec_args, backend):
-    """The chosen backend's forward on contiguous inputs, weights in the compute dtype."""
+def _forward_impl(logits, targets, weights, layout, backend: Backend):
+    """The backend's forward on contiguous inputs, weights in the compute dtype."""
     dtype = reference.compute_dtype(logits.dtype)
-    return _backend_forward(
-        backend, logits.contiguous(), targets.contiguous(), weights.to(dtype).contiguous(), _kargs(*spec_args)
-    )
+    return backend.loss_forward(logits.contiguous(), targets.contiguous(), weights.to(dtype).contiguous(), layout)
 
 
-def _backward_impl(grad_per_task, logits, targets, *args) -> Tensor:
-    """The chosen backend's d(per_task . grad_per_task)/d logits, in the logits' dtype."""
-    *spec_args, backend = args
+def _backward_impl(grad_per_task, logits, targets, layout, backend: Backend) -> Tensor:
+    """The backend's d(per_task . grad_per_task)/d logits, in the logits' dtype."""
     dtype = reference.compute_dtype(logits.dtype)
-    grad = _backend_backward(
-        backend, grad_per_task.to(dtype).contiguous(), logits.contiguous(), targets.contiguous(), _kargs(*spec_args)
+    grad = backend.loss_backward(
+        grad_per_task.to(dtype).contiguous(), logits.contiguous(), targets.contiguous(), layout
     )
     return grad.to(logits.dtype)
 
 
 # The registered op, defined through the low-level API: custom_op's register_autograd kernel skips
 # autograd when no input requires grad, which drops forward-mode tangents (a zero tangent, silently).
-# Its Autograd kernel below applies an autograd.Function with a jvp instead.
-# torch.func's grad and jvp cannot enter an autograd.Function applied inside an op's Autograd kernel.
+# Its Autograd kernel below applies an autograd.Function with a jvp instead. torch.func's grad and
+# jvp cannot enter an autograd.Function applied inside an op's Autograd kernel: they get an error.
 _LIB = torch.library.Library("bfdkern", "FRAGMENT")
 REGISTERED_OP_TRANSFORM_ERROR = (
     "bfdkern::multitask_loss: torch.func.grad / jvp cannot differentiate the registered op (torch.library "
@@ -105,9 +64,8 @@ _LIB.define(
 def _multitask_loss_kernel(
     logits, targets, weights, kinds, col_offsets, col_counts, target_offsets, gammas, sigma, delta, backend
 ):
-    dispatch.select(logits.device, backend)  # loads the extension; says why a backend cannot serve
-    spec_args = (kinds, col_offsets, col_counts, target_offsets, gammas, sigma, delta)
-    return _forward_impl(logits, targets, weights, spec_args, backend)
+    layout = KernelLayout.of(kinds, col_offsets, col_counts, target_offsets, gammas, sigma, delta)
+    return _forward_impl(logits, targets, weights, layout, dispatch.ensure_loaded(backend, logits.device))
 
 
 @torch.library.register_fake("bfdkern::multitask_loss", lib=_LIB)
@@ -133,9 +91,8 @@ def _multitask_loss_backward_op(
     delta: float,
     backend: str,
 ) -> Tensor:
-    dispatch.select(logits.device, backend)
-    spec_args = (kinds, col_offsets, col_counts, target_offsets, gammas, sigma, delta)
-    return _backward_impl(grad_per_task, logits, targets, *spec_args, backend)
+    layout = KernelLayout.of(kinds, col_offsets, col_counts, target_offsets, gammas, sigma, delta)
+    return _backward_impl(grad_per_task, logits, targets, layout, dispatch.ensure_loaded(backend, logits.device))
 
 
 @_multitask_loss_backward_op.register_fake
@@ -143,13 +100,19 @@ def _(grad_per_task, logits, targets, kinds, col_offsets, col_counts, target_off
     return torch.empty_like(logits)
 
 
+def _registered_backward(grad_per_task, logits, targets, layout, backend: Backend) -> Tensor:
+    """The backward kernel of the registered op's autograd: the registered backward op."""
+    return _multitask_loss_backward_op(grad_per_task, logits, targets, *layout, backend.name)
+
+
 def _save(ctx, inputs, output, backward_kernel) -> None:
-    """What backward and jvp need: the tensors, the layout, the backend and its backward kernel."""
-    logits, targets, weights, spec_args, backend = inputs
+    """What backward and jvp need: the tensors, the layout, the backend and the backward kernel
+    (``backward_kernel(grad_per_task, logits, targets, layout, backend)``)."""
+    logits, targets, weights, layout, backend = inputs
     tensors = (logits, targets, weights, output[0])
     ctx.save_for_backward(*tensors)
     ctx.save_for_forward(*tensors)
-    ctx.spec_args, ctx.backend, ctx.backward_kernel = spec_args, backend, backward_kernel
+    ctx.layout, ctx.backend, ctx.backward_kernel = layout, backend, backward_kernel
 
 
 def _backward(ctx, grad_per_task, grad_total):
@@ -165,34 +128,34 @@ def _backward(ctx, grad_per_task, grad_total):
         if torch.is_grad_enabled():
             # create_graph=True: differentiate the reference so the result is differentiable again
             # (torch.func.vjp: also under an outer torch.func transform, e.g. torch.func.hessian).
-            spec = TaskSpec.from_kernel_args(**_kargs(*ctx.spec_args))
+            spec = TaskSpec.from_layout(ctx.layout)
             ref, vjp = torch.func.vjp(lambda x: reference.per_task_losses(x, targets, spec), logits)
             (grad_logits,) = vjp(g.to(ref.dtype))
         else:
-            grad_logits = ctx.backward_kernel(g, logits, targets, *ctx.spec_args, ctx.backend)
+            grad_logits = ctx.backward_kernel(g, logits, targets, ctx.layout, ctx.backend)
     if ctx.needs_input_grad[2] and grad_total is not None:
         grad_weights = (grad_total * per_task).to(weights.dtype)
     return grad_logits, None, grad_weights, None, None
 
 
-def _per_task_tangent(logits, targets, logits_t, spec_args, backend, backward_kernel) -> Tensor:
+def _per_task_tangent(logits, targets, logits_t, layout, backend: Backend, backward_kernel) -> Tensor:
     """[K] d per_task along logits_t: the segmented sum of G * logits_t with G = sum_k d l_k / d
     logits, from the backend's backward with a ones upstream vector; or, where the tangent must stay
     differentiable (and for the reference backend), G from the reference ops through torch.func.vjp,
     which composes with every transform."""
     forward_mode.check_single_forward_level()
     dtype = reference.compute_dtype(logits.dtype)
-    plain = None if backend == "reference" else forward_mode.kernel_operands(logits, targets, logits_t)
+    plain = None if backend.name == "reference" else forward_mode.kernel_operands(logits, targets, logits_t)
     if plain is not None:
         logits, targets, logits_t = plain
         with forward_mode.outside_transforms():
-            ones = torch.ones(len(spec_args[0]), dtype=dtype, device=logits.device)
-            grad = backward_kernel(ones, logits, targets, *spec_args, backend)
-            return forward_mode.segmented_tangent(grad, logits_t, spec_args[2], dtype)
-    spec = TaskSpec.from_kernel_args(**_kargs(*spec_args))
+            ones = torch.ones(len(layout.kinds), dtype=dtype, device=logits.device)
+            grad = backward_kernel(ones, logits, targets, layout, backend)
+            return forward_mode.segmented_tangent(grad, logits_t, layout.col_counts, dtype)
+    spec = TaskSpec.from_layout(layout)
     per_task, vjp = torch.func.vjp(lambda x: reference.per_task_losses(x, targets, spec), logits)
     (grad,) = vjp(torch.ones_like(per_task))
-    return forward_mode.segmented_tangent(grad, logits_t, spec_args[2], dtype)
+    return forward_mode.segmented_tangent(grad, logits_t, layout.col_counts, dtype)
 
 
 def _jvp(ctx, logits_t, targets_t, weights_t, spec_t, backend_t):
@@ -203,7 +166,7 @@ def _jvp(ctx, logits_t, targets_t, weights_t, spec_t, backend_t):
     if logits_t is None:
         per_task_t = torch.zeros_like(per_task)
     else:
-        per_task_t = _per_task_tangent(logits, targets, logits_t, ctx.spec_args, ctx.backend, ctx.backward_kernel)
+        per_task_t = _per_task_tangent(logits, targets, logits_t, ctx.layout, ctx.backend, ctx.backward_kernel)
     total_t = (weights.to(per_task.dtype) * per_task_t).sum()
     if weights_t is not None:
         total_t = total_t + (weights_t.to(per_task.dtype) * per_task).sum()
@@ -215,13 +178,13 @@ class _RegisteredLoss(torch.autograd.Function):
     autograd, so that torch.compile sees the op and its backward op."""
 
     @staticmethod
-    def forward(logits, targets, weights, spec_args, backend):
+    def forward(logits, targets, weights, layout, backend: Backend):
         with torch._C._AutoDispatchBelowAutograd():
-            return _multitask_loss_op(logits, targets, weights, *spec_args, backend)
+            return _multitask_loss_op(logits, targets, weights, *layout, backend.name)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        _save(ctx, inputs, output, _multitask_loss_backward_op)
+        _save(ctx, inputs, output, _registered_backward)
 
     backward = staticmethod(_backward)
     jvp = staticmethod(_jvp)
@@ -233,8 +196,8 @@ def _multitask_loss_autograd(
 ):
     if forward_mode.differentiating_transform_active():
         raise RuntimeError(REGISTERED_OP_TRANSFORM_ERROR)
-    spec_args = (kinds, col_offsets, col_counts, target_offsets, gammas, sigma, delta)
-    return _RegisteredLoss.apply(logits, targets, weights, spec_args, backend)
+    layout = KernelLayout.of(kinds, col_offsets, col_counts, target_offsets, gammas, sigma, delta)
+    return _RegisteredLoss.apply(logits, targets, weights, layout, backends.BY_NAME[backend])
 
 
 class _EagerMultitaskLoss(torch.autograd.Function):
@@ -243,8 +206,8 @@ class _EagerMultitaskLoss(torch.autograd.Function):
     the kernels take). Used in eager mode; under torch.compile the registered op is used."""
 
     @staticmethod
-    def forward(logits, targets, weights, spec_args, backend):
-        return _forward_impl(logits, targets, weights, spec_args, backend)
+    def forward(logits, targets, weights, layout, backend: Backend):
+        return _forward_impl(logits, targets, weights, layout, backend)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -254,7 +217,7 @@ class _EagerMultitaskLoss(torch.autograd.Function):
     jvp = staticmethod(_jvp)
 
     @staticmethod
-    def vmap(info, in_dims, logits, targets, weights, spec_args, backend):
+    def vmap(info, in_dims, logits, targets, weights, layout, backend):
         """vmap: one call per slice (the kernels take one batch of B rows)."""
         dims = in_dims[:3]
 
@@ -263,18 +226,11 @@ class _EagerMultitaskLoss(torch.autograd.Function):
 
         rows = [
             _EagerMultitaskLoss.apply(
-                *(pick(t, d, i) for t, d in zip((logits, targets, weights), dims)), spec_args, backend
+                *(pick(t, d, i) for t, d in zip((logits, targets, weights), dims)), layout, backend
             )
             for i in range(info.batch_size)
         ]
         return (torch.stack([r[0] for r in rows]), torch.stack([r[1] for r in rows])), (0, 0)
-
-
-@functools.cache
-def _spec_args(spec: TaskSpec) -> tuple:
-    """The op's flat spec arguments (a spec is frozen and hashable: built once per spec)."""
-    a = spec.kernel_args()
-    return (a["kinds"], a["col_offsets"], a["col_counts"], a["target_offsets"], a["gammas"], a["sigma"], a["delta"])
 
 
 def multitask_loss(
@@ -303,7 +259,6 @@ def multitask_loss(
         weights = torch.ones(spec.num_tasks, dtype=torch.float32, device=getattr(logits, "device", None))
     check_loss_inputs(logits, targets, weights, spec, labels=check_labels)
     chosen = dispatch.select(logits.device, backend)
-    spec_args = _spec_args(spec)
     if torch.compiler.is_compiling():
-        return _multitask_loss_op(logits, targets, weights, *spec_args, chosen)
-    return _EagerMultitaskLoss.apply(logits, targets, weights, spec_args, chosen)
+        return _multitask_loss_op(logits, targets, weights, *spec.layout, chosen.name)
+    return _EagerMultitaskLoss.apply(logits, targets, weights, spec.layout, chosen)

@@ -1,8 +1,10 @@
 """``perturb_pair``: the paired finite-difference perturbation theta +- eps v, one registered op.
 
-Over all parameters at once (a flat buffer): ||v|| is computed on the device (no host sync),
-eps = radius / ||v|| with a guard for ||v|| = 0 or a non-finite v (then eps = 0 and the flag is
-set), and theta+ and theta- are written out of place in one pass; theta is never modified.
+Over all parameters at once (a flat buffer): ||v|| is computed on the device (no host sync), scaled
+by max |v_i| when its plain sum of squares under- or overflows, eps = radius / ||v|| with one guard on
+every backend (v not finite, ||v|| not a normal number of the compute dtype, or eps overflowing:
+eps = 0 and the flag, unless v is zero), and theta+ and theta- are written out of place in one pass;
+theta is never modified.
 """
 
 from __future__ import annotations
@@ -14,22 +16,9 @@ from bfdkern.ops import dispatch, reference
 from bfdkern.ops.validate import check_perturb_inputs, check_perturb_out
 
 
-def _backend_perturb(backend: str, theta: Tensor, v: Tensor, radius: float, out: Tensor | None = None):
-    if backend == "reference":
-        return reference.perturb_pair(theta, v, radius, out)
-    if backend == "triton":
-        from bfdkern.ops.kernels.triton import perturb as triton_perturb
-
-        return triton_perturb.perturb_pair(theta, v, radius, out)
-    if out is None:
-        return tuple(torch.ops.bfdkern_C.perturb_pair(theta, v, radius))
-    return (out, *torch.ops.bfdkern_C.perturb_pair_out(theta, v, radius, out))
-
-
 @torch.library.custom_op("bfdkern::perturb_pair", mutates_args=())
 def _perturb_pair_op(theta: Tensor, v: Tensor, radius: float, backend: str) -> tuple[Tensor, Tensor, Tensor]:
-    dispatch.select(theta.device, backend)  # loads the extension; says why a backend cannot serve
-    return _backend_perturb(backend, theta.contiguous(), v.contiguous(), radius)
+    return dispatch.ensure_loaded(backend, theta.device).perturb(theta.contiguous(), v.contiguous(), radius)
 
 
 @_perturb_pair_op.register_fake
@@ -58,14 +47,16 @@ def perturb_pair(
 
     Returns:
         out [2, N] in theta's dtype (row 0 = theta + eps v, row 1 = theta - eps v), eps (0-dim,
-        float32 or float64; 0 when ||v|| is 0 or not finite), nonfinite (0-dim bool).
+        float32 or float64), nonfinite (0-dim bool): no eps could be formed for a non-zero v (it
+        holds a NaN or Inf, or ||v|| or r / ||v|| under- or overflows the compute dtype). eps is 0,
+        and out = (theta, theta), then and when v is zero.
     """
     check_perturb_inputs(theta, v, radius)
     if out is not None:
         check_perturb_out(theta, v, out)
     chosen = dispatch.select(theta.device, backend)
     if torch.compiler.is_compiling():
-        pair, eps, nonfinite = _perturb_pair_op(theta, v, float(radius), chosen)
+        pair, eps, nonfinite = _perturb_pair_op(theta, v, float(radius), chosen.name)
         return (pair if out is None else out.copy_(pair)), eps, nonfinite
     # Eager: call the kernel directly; the custom op's dispatcher round trip costs more than it.
-    return _backend_perturb(chosen, theta.contiguous(), v.contiguous(), float(radius), out)
+    return chosen.perturb(theta.contiguous(), v.contiguous(), float(radius), out)

@@ -103,10 +103,29 @@ def multitask_loss(logits: Tensor, targets: Tensor, weights: Tensor, spec: TaskS
     return per_task, total
 
 
+def trusted_sum_of_squares(n: int, dtype: torch.dtype) -> float:
+    """The least sum of squares of n values, accumulated in ``dtype``, that may be trusted: squares
+    below the smallest normal number lose their digits, and n of them stay below a quarter of an
+    ulp of any sum at least this large. Below it (or when the sum overflowed), ||v|| is recomputed
+    scaled by max |v_i|."""
+    info = torch.finfo(dtype)
+    return max(n, 1) * 4.0 * info.tiny / info.eps
+
+
+def usable_norm(norm: Tensor, radius: float) -> Tensor:
+    """Bool []: eps = radius / norm can be formed in norm's dtype: norm is finite and normal (at
+    least the smallest normal number; below it v's direction has lost its digits) and eps is finite."""
+    tiny = torch.finfo(norm.dtype).tiny
+    return torch.isfinite(norm) & (norm >= tiny) & torch.isfinite(radius / torch.where(norm > 0, norm, 1.0))
+
+
 def perturb_pair(
     theta: Tensor, v: Tensor, radius: float = 0.01, out: Tensor | None = None
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Paired finite-difference perturbation.
+
+    ||v|| is the plain norm when its sum of squares can be trusted (:func:`trusted_sum_of_squares`),
+    else max |v_i| ||v / max |v_i|||, so that a tiny or huge but representable v still gets its eps.
 
     Args:
         theta: [N] flat parameters (any float dtype; arithmetic in float32 or float64).
@@ -116,14 +135,20 @@ def perturb_pair(
 
     Returns:
         out [2, N] (theta + eps v, theta - eps v) in theta's dtype, eps (0-dim, compute dtype),
-        nonfinite (0-dim bool): v holds a NaN or Inf. eps is 0 (so out = (theta, theta)) when
-        ||v|| is 0 or not finite.
+        nonfinite (0-dim bool): no eps could be formed although v is not zero: v holds a NaN or Inf,
+        or ||v|| or r / ||v|| under- or overflows the compute dtype (:func:`usable_norm`). eps is 0
+        (so out = (theta, theta)) then and when v is zero.
     """
     dtype = compute_dtype(theta.dtype)
     vv = v.to(dtype)
-    norm = torch.linalg.vector_norm(vv)
-    nonfinite = ~torch.isfinite(norm)
-    ok = torch.isfinite(norm) & (norm > 0)
+    plain = torch.linalg.vector_norm(vv)
+    trusted = torch.isfinite(plain) & (plain * plain >= trusted_sum_of_squares(vv.numel(), dtype))
+    scale = vv.abs().amax() if vv.numel() else plain  # NaN or inf when v holds one
+    finite = torch.isfinite(scale)
+    safe = torch.where(finite & (scale > 0), scale, 1.0)
+    norm = torch.where(trusted, plain, safe * torch.linalg.vector_norm(vv / safe))
+    ok = finite & usable_norm(norm, radius)
+    nonfinite = ~ok & (scale != 0)
     eps = torch.where(ok, radius / torch.where(ok, norm, 1.0), 0.0)
     step = torch.where(ok, eps * vv, 0.0)  # also zeroes NaN entries of v when eps is 0
     t = theta.to(dtype)

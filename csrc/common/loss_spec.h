@@ -1,4 +1,4 @@
-// The task layout the loss kernels receive (flat lists from TaskSpec.kernel_args()), checked
+// The task layout the loss kernels receive (the fields of TaskSpec.layout, a KernelLayout), checked
 // once on the host so that no kernel can read outside its tensors.
 #pragma once
 
@@ -29,17 +29,16 @@ struct LossSpec {
   int64_t target_count(int64_t k) const { return kinds[k] == kMultilabel ? col_counts[k] : 1; }
 };
 
-inline LossSpec parse_loss_spec(
-    c10::IntArrayRef kinds, c10::IntArrayRef col_offsets, c10::IntArrayRef col_counts,
-    c10::IntArrayRef target_offsets, c10::ArrayRef<double> gammas, double sigma, double delta) {
+inline LossSpec parse_loss_spec(c10::IntArrayRef kinds, c10::IntArrayRef col_offsets, c10::IntArrayRef col_counts,
+                                c10::IntArrayRef target_offsets, c10::ArrayRef<double> gammas, double sigma,
+                                double delta) {
   const int64_t k = static_cast<int64_t>(kinds.size());
   TORCH_CHECK_VALUE(k >= 1, "multitask_loss: the spec has no task");
   TORCH_CHECK_VALUE(
       static_cast<int64_t>(col_offsets.size()) == k && static_cast<int64_t>(col_counts.size()) == k &&
           static_cast<int64_t>(target_offsets.size()) == k && static_cast<int64_t>(gammas.size()) == k,
-      "multitask_loss: kinds, col_offsets, col_counts, target_offsets and gammas must have one entry per task (",
-      k, " tasks), got ", col_offsets.size(), ", ", col_counts.size(), ", ", target_offsets.size(), ", ",
-      gammas.size());
+      "multitask_loss: kinds, col_offsets, col_counts, target_offsets and gammas must have one entry per task (", k,
+      " tasks), got ", col_offsets.size(), ", ", col_counts.size(), ", ", target_offsets.size(), ", ", gammas.size());
   TORCH_CHECK_VALUE(sigma > 0, "multitask_loss: sigma must be > 0, got ", sigma);
   TORCH_CHECK_VALUE(delta >= 0, "multitask_loss: delta must be >= 0, got ", delta);
   LossSpec spec;
@@ -85,9 +84,8 @@ inline void check_loss_tensors(const LossSpec& spec, const at::Tensor& logits, c
   TORCH_CHECK_VALUE(kvec.dim() == 1 && kvec.size(0) == spec.num_tasks, "multitask_loss: ", kvec_name,
                     " must be [K=", spec.num_tasks, "], got ", kvec.sizes());
   for (const at::Tensor* t : {&logits, &targets, &kvec}) {
-    TORCH_CHECK_VALUE(at::isFloatingType(t->scalar_type()),
-                      "multitask_loss: logits, targets and ", kvec_name, " must be floating point, got ",
-                      t->scalar_type());
+    TORCH_CHECK_VALUE(at::isFloatingType(t->scalar_type()), "multitask_loss: logits, targets and ", kvec_name,
+                      " must be floating point, got ", t->scalar_type());
     TORCH_CHECK_VALUE(t->device() == logits.device(), "multitask_loss: tensors on different devices: logits ",
                       logits.device(), ", targets ", targets.device(), ", ", kvec_name, " ", kvec.device());
   }
@@ -101,8 +99,7 @@ inline void check_perturb_tensors(const at::Tensor& theta, const at::Tensor& v, 
   TORCH_CHECK_VALUE(at::isFloatingType(theta.scalar_type()) && at::isFloatingType(v.scalar_type()),
                     "perturb_pair: theta and v must be floating point, got ", theta.scalar_type(), " and ",
                     v.scalar_type());
-  TORCH_CHECK_VALUE(theta.device() == v.device(), "perturb_pair: theta on ", theta.device(), " but v on ",
-                    v.device());
+  TORCH_CHECK_VALUE(theta.device() == v.device(), "perturb_pair: theta on ", theta.device(), " but v on ", v.device());
   TORCH_CHECK_VALUE(radius > 0, "perturb_pair: radius must be > 0, got ", radius);
 }
 
@@ -120,15 +117,14 @@ inline void check_perturb_out(const at::Tensor& theta, const at::Tensor& v, cons
   const auto* hi = lo + out.nbytes();
   for (const at::Tensor* t : {&theta, &v}) {
     const auto* a = static_cast<const char*>(t->const_data_ptr());
-    TORCH_CHECK_VALUE(out.numel() == 0 || a + t->nbytes() <= lo || a >= hi,
-                      "perturb_pair: out overlaps theta or v");
+    TORCH_CHECK_VALUE(out.numel() == 0 || a + t->nbytes() <= lo || a >= hi, "perturb_pair: out overlaps theta or v");
   }
 }
 
 // The functional perturb_pair from a device's out= form: the same pass into a fresh [2, N] output.
 template <typename OutImpl>
 std::tuple<at::Tensor, at::Tensor, at::Tensor> perturb_pair_fresh(const at::Tensor& theta, const at::Tensor& v,
-                                                                   double radius, OutImpl out_impl) {
+                                                                  double radius, OutImpl out_impl) {
   check_perturb_tensors(theta, v, radius);
   at::Tensor out = at::empty({2, theta.size(0)}, theta.options());
   auto [eps, nonfinite] = out_impl(theta, v, radius, out);

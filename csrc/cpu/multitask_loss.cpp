@@ -8,7 +8,8 @@
 // gradient over every other row (the gradient of pair (j, i) with respect to s_i equals that of
 // the ordered pair (i, j)), so each row writes only its own gradient and no atomics are needed.
 // Work is split into fixed units whose partial sums are reduced in a fixed order: results do not
-// depend on the thread count and repeat bitwise.
+// depend on the thread count or on which thread ran a unit, and repeat bitwise. The units run on the
+// calling thread and on helpers that never hold it up when the cores are busy (work_units.h).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -24,6 +25,7 @@
 #include "../common/loss_math.h"
 #include "../common/loss_spec.h"
 #include "fastmath.h"
+#include "work_units.h"
 
 // One clone per instruction-set level, picked at load time (x86-64 with GCC).
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
@@ -35,21 +37,19 @@
 namespace bfdkern::cpu {
 namespace {
 
-using namespace math;  // the per-row and per-element math shared by the CPU and CUDA kernels
-constexpr int64_t kRowsPerUnit = 64;         // rows of the per-row terms in one work unit
-constexpr int64_t kPairsPerUnit = 8192;      // pair evaluations in one ordinal work unit
-// Pair evaluations (1-3 ns each, vectorised) a thread must get before another one is woken: a
-// parallel region costs tens of microseconds, and far more on a shared, oversubscribed CPU. At 2^16
-// a batch of 256 (4 ordinal tasks: 131k pairs forward, 261k backward) takes two threads: 1.6x
-// faster than at 2^18 on an idle 2-core machine; B = 48 stays on one thread.
+using namespace math;                    // the per-row and per-element math shared by the CPU and CUDA kernels
+constexpr int64_t kRowsPerUnit = 64;     // rows of the per-row terms in one work unit
+constexpr int64_t kPairsPerUnit = 8192;  // pair evaluations in one ordinal work unit
+// Pair evaluations (1-3 ns each, vectorised) a thread must get before a helper is woken (waking one
+// costs tens of microseconds). At 2^16 a batch of 256 (4 ordinal tasks: 131k pairs forward, 261k
+// backward) takes two threads; B = 48 stays on one thread.
 constexpr double kWorkPerThread = 1 << 16;
 
 // ---- Thurstone pair sums over a contiguous range of compacted rows j --------------------------
 // Float: vectorised with the approximations of fastmath.h. Double: libm, scalar, exact to rounding.
 
-BFDKERN_SIMD_CLONES float pair_loss_sum_f32(float si, float yi, const float* __restrict s,
-                                            const float* __restrict y, int64_t j0, int64_t j1,
-                                            float inv_sigma, float delta) {
+BFDKERN_SIMD_CLONES float pair_loss_sum_f32(float si, float yi, const float* __restrict s, const float* __restrict y,
+                                            int64_t j0, int64_t j1, float inv_sigma, float delta) {
   float acc = 0.0f;
 #pragma omp simd reduction(+ : acc)
   for (int64_t j = j0; j < j1; ++j) {
@@ -63,9 +63,8 @@ BFDKERN_SIMD_CLONES float pair_loss_sum_f32(float si, float yi, const float* __r
   return acc;
 }
 
-BFDKERN_SIMD_CLONES float pair_grad_sum_f32(float si, float yi, const float* __restrict s,
-                                            const float* __restrict y, int64_t j0, int64_t j1,
-                                            float inv_sigma, float delta) {
+BFDKERN_SIMD_CLONES float pair_grad_sum_f32(float si, float yi, const float* __restrict s, const float* __restrict y,
+                                            int64_t j0, int64_t j1, float inv_sigma, float delta) {
   float acc = 0.0f;
 #pragma omp simd reduction(+ : acc)
   for (int64_t j = j0; j < j1; ++j) {
@@ -106,13 +105,13 @@ inline double pair_grad_sum(double si, double yi, const double* s, const double*
   return acc;
 }
 
-inline float pair_loss_sum(float si, float yi, const float* s, const float* y, int64_t j0, int64_t j1,
-                           float inv_sigma, float delta) {
+inline float pair_loss_sum(float si, float yi, const float* s, const float* y, int64_t j0, int64_t j1, float inv_sigma,
+                           float delta) {
   return pair_loss_sum_f32(si, yi, s, y, j0, j1, inv_sigma, delta);
 }
 
-inline float pair_grad_sum(float si, float yi, const float* s, const float* y, int64_t j0, int64_t j1,
-                           float inv_sigma, float delta) {
+inline float pair_grad_sum(float si, float yi, const float* s, const float* y, int64_t j0, int64_t j1, float inv_sigma,
+                           float delta) {
   return pair_grad_sum_f32(si, yi, s, y, j0, j1, inv_sigma, delta);
 }
 
@@ -249,7 +248,8 @@ void row_grads(const LossSpec& spec, const scalar_t* z, const T* y, const std::v
         const T dl = coef[k] * math::fidelity_grad(lp, gamma);
         // d lp / d z_c = [c = y] - softmax_c
         for (int64_t c = 0; c < n; ++c)
-          gk[c] = static_cast<scalar_t>(dl * ((c == cls ? T(1) : T(0)) - std::exp(norm.log_prob(static_cast<T>(zk[c])))));
+          gk[c] =
+              static_cast<scalar_t>(dl * ((c == cls ? T(1) : T(0)) - std::exp(norm.log_prob(static_cast<T>(zk[c])))));
       }
     }
   }
@@ -266,19 +266,17 @@ int64_t rows_per_unit(const OrdinalRows<T>& rows) {
   return std::max<int64_t>(1, kPairsPerUnit / std::max<int64_t>(1, rows.n()));
 }
 
-// Runs body(u) for every unit, on as many threads as give each at least kWorkPerThread.
+// Runs body(u) for every unit on as many threads as give each at least kWorkPerThread (at most
+// torch's intra-op thread count): the caller and inter-op pool helpers that never hold it up.
 template <typename F>
 void run_units(int64_t num_units, double pair_evaluations, const F& body) {
-  const double units_per_thread = std::ceil(num_units * kWorkPerThread / std::max(pair_evaluations, 1.0));
-  const int64_t grain = std::clamp<int64_t>(static_cast<int64_t>(units_per_thread), 1, std::max<int64_t>(num_units, 1));
-  at::parallel_for(0, num_units, grain, [&](int64_t u0, int64_t u1) {
-    for (int64_t u = u0; u < u1; ++u) body(u);
-  });
+  const auto wanted = static_cast<int64_t>(std::ceil(pair_evaluations / kWorkPerThread));
+  const int64_t threads = std::clamp<int64_t>(wanted, 1, std::max(at::get_num_threads(), 1));
+  run_units_helped(num_units, threads - 1, body);
 }
 
 template <typename scalar_t, typename T>
-void forward_impl(const LossSpec& spec, const scalar_t* z, const T* y, const T* w, int64_t B, T* per_task,
-                  T* total) {
+void forward_impl(const LossSpec& spec, const scalar_t* z, const T* y, const T* w, int64_t B, T* per_task, T* total) {
   const int64_t K = spec.num_tasks;
   const auto ordinal = compact_ordinal<scalar_t, T>(spec, z, y, B);
   const auto counts = present_counts(spec, y, B);
@@ -334,8 +332,7 @@ void forward_impl(const LossSpec& spec, const scalar_t* z, const T* y, const T* 
 }
 
 template <typename scalar_t, typename T>
-void backward_impl(const LossSpec& spec, const T* upstream, const scalar_t* z, const T* y, int64_t B,
-                   scalar_t* gz) {
+void backward_impl(const LossSpec& spec, const T* upstream, const scalar_t* z, const T* y, int64_t B, scalar_t* gz) {
   const int64_t K = spec.num_tasks;
   const auto ordinal = compact_ordinal<scalar_t, T>(spec, z, y, B);
   const auto counts = present_counts(spec, y, B);
@@ -376,14 +373,13 @@ void backward_impl(const LossSpec& spec, const T* upstream, const scalar_t* z, c
   });
 }
 
-at::ScalarType compute_type(at::ScalarType t) {
-  return t == at::kDouble ? at::kDouble : at::kFloat;
-}
+at::ScalarType compute_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
 
-std::tuple<at::Tensor, at::Tensor> multitask_loss_fwd_cpu(
-    const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& weights, c10::IntArrayRef kinds,
-    c10::IntArrayRef col_offsets, c10::IntArrayRef col_counts, c10::IntArrayRef target_offsets,
-    c10::ArrayRef<double> gammas, double sigma, double delta) {
+std::tuple<at::Tensor, at::Tensor> multitask_loss_fwd_cpu(const at::Tensor& logits, const at::Tensor& targets,
+                                                          const at::Tensor& weights, c10::IntArrayRef kinds,
+                                                          c10::IntArrayRef col_offsets, c10::IntArrayRef col_counts,
+                                                          c10::IntArrayRef target_offsets, c10::ArrayRef<double> gammas,
+                                                          double sigma, double delta) {
   const LossSpec spec = parse_loss_spec(kinds, col_offsets, col_counts, target_offsets, gammas, sigma, delta);
   check_loss_tensors(spec, logits, targets, weights, "weights");
   const auto acc = compute_type(logits.scalar_type());
@@ -401,10 +397,10 @@ std::tuple<at::Tensor, at::Tensor> multitask_loss_fwd_cpu(
   return {per_task, total};
 }
 
-at::Tensor multitask_loss_bwd_cpu(const at::Tensor& grad_per_task, const at::Tensor& logits,
-                                  const at::Tensor& targets, c10::IntArrayRef kinds, c10::IntArrayRef col_offsets,
-                                  c10::IntArrayRef col_counts, c10::IntArrayRef target_offsets,
-                                  c10::ArrayRef<double> gammas, double sigma, double delta) {
+at::Tensor multitask_loss_bwd_cpu(const at::Tensor& grad_per_task, const at::Tensor& logits, const at::Tensor& targets,
+                                  c10::IntArrayRef kinds, c10::IntArrayRef col_offsets, c10::IntArrayRef col_counts,
+                                  c10::IntArrayRef target_offsets, c10::ArrayRef<double> gammas, double sigma,
+                                  double delta) {
   const LossSpec spec = parse_loss_spec(kinds, col_offsets, col_counts, target_offsets, gammas, sigma, delta);
   check_loss_tensors(spec, logits, targets, grad_per_task, "grad_per_task");
   const auto acc = compute_type(logits.scalar_type());

@@ -31,7 +31,7 @@ constexpr int kMaxTasks = 64;
 constexpr int kRowThreads = 256;   // rows per block in the row passes
 constexpr int kPairThreads = 256;  // threads over j in the pair passes
 constexpr int kTile = 16;          // rows i per pair block
-using namespace math;  // the per-row and per-element math shared by the CPU and CUDA kernels
+using namespace math;              // the per-row and per-element math shared by the CPU and CUDA kernels
 
 // The task layout, passed by value as a kernel parameter.
 template <typename T>
@@ -47,7 +47,8 @@ template <typename T>
 TaskTable<T> make_table(const LossSpec& spec, int64_t rows) {
   TORCH_CHECK_VALUE(spec.num_tasks <= kMaxTasks, "multitask_loss: the CUDA kernels take at most ", kMaxTasks,
                     " tasks, got ", spec.num_tasks);
-  TORCH_CHECK_VALUE(rows <= std::numeric_limits<int>::max() / 2, "multitask_loss: batch too large for the CUDA kernels");
+  TORCH_CHECK_VALUE(rows <= std::numeric_limits<int>::max() / 2,
+                    "multitask_loss: batch too large for the CUDA kernels");
   TaskTable<T> table{};
   table.num_tasks = static_cast<int>(spec.num_tasks);
   table.num_ordinal = static_cast<int>(spec.ordinal_tasks.size());
@@ -73,10 +74,9 @@ TaskTable<T> make_table(const LossSpec& spec, int64_t rows) {
 // One thread a row. Writes the ordinal scores and labels ([num_ordinal, B], NaN label = missing) and,
 // per block and task, the sum of the loss terms (kLoss) and the number of present labels.
 template <typename scalar_t, typename T, bool kLoss>
-__global__ void __launch_bounds__(kRowThreads) row_pass_kernel(TaskTable<T> table, const scalar_t* __restrict__ z,
-                                                               const T* __restrict__ y, T* __restrict__ scores,
-                                                               T* __restrict__ labels, T* __restrict__ partial_loss,
-                                                               T* __restrict__ partial_count) {
+__global__ void __launch_bounds__(kRowThreads)
+    row_pass_kernel(TaskTable<T> table, const scalar_t* __restrict__ z, const T* __restrict__ y, T* __restrict__ scores,
+                    T* __restrict__ labels, T* __restrict__ partial_loss, T* __restrict__ partial_count) {
   __shared__ T scratch[kRowThreads / kWarpSize];
   const int b = blockIdx.x * kRowThreads + threadIdx.x;
   const bool live = b < table.rows;
@@ -122,9 +122,9 @@ __global__ void __launch_bounds__(kRowThreads) row_pass_kernel(TaskTable<T> tabl
 
 // Block (tile of kTile rows i, ordinal slot): sum of pair losses over present pairs i < j.
 template <typename T>
-__global__ void __launch_bounds__(kPairThreads) pair_loss_kernel(TaskTable<T> table, const T* __restrict__ scores,
-                                                                 const T* __restrict__ labels,
-                                                                 T* __restrict__ partial_pair) {
+__global__ void __launch_bounds__(kPairThreads)
+    pair_loss_kernel(TaskTable<T> table, const T* __restrict__ scores, const T* __restrict__ labels,
+                     T* __restrict__ partial_pair) {
   __shared__ T si[kTile], li[kTile];
   __shared__ T scratch[kPairThreads / kWarpSize];
   const int B = table.rows, i0 = blockIdx.x * kTile;
@@ -189,9 +189,9 @@ __global__ void finalize_loss_kernel(TaskTable<T> table, const T* __restrict__ p
 // Block (tile of kTile rows i, ordinal slot): for each present row i of the tile, the sum over
 // present j != i of d pair_loss(i, j) / d d (the pair (j, i) contributes the same derivative).
 template <typename T>
-__global__ void __launch_bounds__(kPairThreads) pair_grad_kernel(TaskTable<T> table, const T* __restrict__ scores,
-                                                                 const T* __restrict__ labels,
-                                                                 T* __restrict__ pair_grad) {
+__global__ void __launch_bounds__(kPairThreads)
+    pair_grad_kernel(TaskTable<T> table, const T* __restrict__ scores, const T* __restrict__ labels,
+                     T* __restrict__ pair_grad) {
   constexpr int kWarps = kPairThreads / kWarpSize;
   __shared__ T si[kTile], li[kTile];
   __shared__ T warp_part[kTile][kWarps];
@@ -237,10 +237,11 @@ __global__ void __launch_bounds__(kPairThreads) pair_grad_kernel(TaskTable<T> ta
 // One thread a row: the whole gradient row. Each block first turns the label counts into the
 // per-task scale upstream_k / (number of terms) (and 1/sigma for the ordinal d/ds).
 template <typename scalar_t, typename T>
-__global__ void __launch_bounds__(kRowThreads) grad_rows_kernel(
-    TaskTable<T> table, const T* __restrict__ upstream, const scalar_t* __restrict__ z, const T* __restrict__ y,
-    const T* __restrict__ scores, const T* __restrict__ labels, const T* __restrict__ pair_grad,
-    const T* __restrict__ partial_count, int row_blocks, scalar_t* __restrict__ grad) {
+__global__ void __launch_bounds__(kRowThreads)
+    grad_rows_kernel(TaskTable<T> table, const T* __restrict__ upstream, const scalar_t* __restrict__ z,
+                     const T* __restrict__ y, const T* __restrict__ scores, const T* __restrict__ labels,
+                     const T* __restrict__ pair_grad, const T* __restrict__ partial_count, int row_blocks,
+                     scalar_t* __restrict__ grad) {
   __shared__ T coef[kMaxTasks];
   const int K = table.num_tasks;
   if (threadIdx.x < K) {
@@ -320,19 +321,18 @@ Scratch plan_scratch(int64_t num_ordinal, int64_t B, int64_t K, int64_t row_bloc
   s.labels = s.scores + num_ordinal * B;
   s.partial_loss = s.labels + num_ordinal * B;
   s.partial_count = s.partial_loss + row_blocks * K;
-  s.pair = s.partial_count + row_blocks * K;                  // forward: [num_ordinal, tiles]; backward: [num_ordinal, B]
+  s.pair = s.partial_count + row_blocks * K;  // forward: [num_ordinal, tiles]; backward: [num_ordinal, B]
   s.size = s.pair + num_ordinal * std::max<int64_t>(B, tiles) + 1;  // + 1: never an empty allocation
   return s;
 }
 
-at::ScalarType compute_type(at::ScalarType t) {
-  return t == at::kDouble ? at::kDouble : at::kFloat;
-}
+at::ScalarType compute_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
 
-std::tuple<at::Tensor, at::Tensor> multitask_loss_fwd_cuda(
-    const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& weights, c10::IntArrayRef kinds,
-    c10::IntArrayRef col_offsets, c10::IntArrayRef col_counts, c10::IntArrayRef target_offsets,
-    c10::ArrayRef<double> gammas, double sigma, double delta) {
+std::tuple<at::Tensor, at::Tensor> multitask_loss_fwd_cuda(const at::Tensor& logits, const at::Tensor& targets,
+                                                           const at::Tensor& weights, c10::IntArrayRef kinds,
+                                                           c10::IntArrayRef col_offsets, c10::IntArrayRef col_counts,
+                                                           c10::IntArrayRef target_offsets,
+                                                           c10::ArrayRef<double> gammas, double sigma, double delta) {
   const LossSpec spec = parse_loss_spec(kinds, col_offsets, col_counts, target_offsets, gammas, sigma, delta);
   check_loss_tensors(spec, logits, targets, weights, "weights");
   const c10::cuda::CUDAGuard guard(logits.device());
@@ -358,7 +358,7 @@ std::tuple<at::Tensor, at::Tensor> multitask_loss_fwd_cuda(
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     if (num_ordinal > 0) {
       pair_loss_kernel<T><<<dim3(tiles, num_ordinal), kPairThreads, 0, stream>>>(table, base + plan.scores,
-                                                                                  base + plan.labels, base + plan.pair);
+                                                                                 base + plan.labels, base + plan.pair);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
     finalize_loss_kernel<T><<<1, kMaxTasks, 0, stream>>>(table, base + plan.partial_loss, base + plan.partial_count,
@@ -369,10 +369,10 @@ std::tuple<at::Tensor, at::Tensor> multitask_loss_fwd_cuda(
   return {per_task, total};
 }
 
-at::Tensor multitask_loss_bwd_cuda(const at::Tensor& grad_per_task, const at::Tensor& logits,
-                                   const at::Tensor& targets, c10::IntArrayRef kinds, c10::IntArrayRef col_offsets,
-                                   c10::IntArrayRef col_counts, c10::IntArrayRef target_offsets,
-                                   c10::ArrayRef<double> gammas, double sigma, double delta) {
+at::Tensor multitask_loss_bwd_cuda(const at::Tensor& grad_per_task, const at::Tensor& logits, const at::Tensor& targets,
+                                   c10::IntArrayRef kinds, c10::IntArrayRef col_offsets, c10::IntArrayRef col_counts,
+                                   c10::IntArrayRef target_offsets, c10::ArrayRef<double> gammas, double sigma,
+                                   double delta) {
   const LossSpec spec = parse_loss_spec(kinds, col_offsets, col_counts, target_offsets, gammas, sigma, delta);
   check_loss_tensors(spec, logits, targets, grad_per_task, "grad_per_task");
   const c10::cuda::CUDAGuard guard(logits.device());
@@ -397,7 +397,7 @@ at::Tensor multitask_loss_bwd_cuda(const at::Tensor& grad_per_task, const at::Te
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     if (num_ordinal > 0) {
       pair_grad_kernel<T><<<dim3(tiles, num_ordinal), kPairThreads, 0, stream>>>(table, base + plan.scores,
-                                                                                  base + plan.labels, base + plan.pair);
+                                                                                 base + plan.labels, base + plan.pair);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
     grad_rows_kernel<scalar_t, T><<<row_blocks, kRowThreads, 0, stream>>>(

@@ -34,4 +34,28 @@ __device__ __forceinline__ T block_sum(T v, T* scratch) {
   return total;
 }
 
+// The larger of a and b, NaN when either is NaN (fmax would drop a NaN).
+__device__ __forceinline__ double max_or_nan(double a, double b) { return (isnan(a) || isnan(b)) ? a + b : fmax(a, b); }
+
+// max_or_nan of v over the block, valid in thread 0 (the same contract as block_sum).
+template <int kThreads>
+__device__ __forceinline__ double block_max_or_nan(double v, double* scratch) {
+  constexpr int kWarps = kThreads / kWarpSize;
+  const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
+#pragma unroll
+  for (int offset = kWarpSize / 2; offset > 0; offset >>= 1)
+    v = max_or_nan(v, __shfl_down_sync(0xffffffffu, v, offset));
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  double total = 0.0;
+  if (warp == 0) {
+    total = lane < kWarps ? scratch[lane] : 0.0;
+#pragma unroll
+    for (int offset = kWarpSize / 2; offset > 0; offset >>= 1)
+      total = max_or_nan(total, __shfl_down_sync(0xffffffffu, total, offset));
+  }
+  __syncthreads();
+  return total;
+}
+
 }  // namespace bfdkern::cuda

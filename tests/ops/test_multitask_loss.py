@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
 import bfdkern
 from bfdkern.ops import BACKENDS, BackendUnavailable, dispatch, reference
 from bfdkern.tasks import Task, TaskSpec, blades_spec
-from tests.helpers import random_inputs
+from tests.helpers import ROOT, random_inputs
 from tests.ops.backends import backend_params, interpreted, require
 
 # A loss term such as 1 - sqrt(p) is O(1) before it cancels, so a loss carries an absolute error of
@@ -203,30 +207,17 @@ def test_opcheck_public_op(target):
     backend, device = target
     spec = levels_spec()
     logits, targets, weights = random_inputs(spec, 6, dtype=torch.float32, device=device)
-    a = spec.kernel_args()
-    args = (
-        logits.requires_grad_(True),
-        targets,
-        weights,
-        a["kinds"],
-        a["col_offsets"],
-        a["col_counts"],
-        a["target_offsets"],
-        a["gammas"],
-        a["sigma"],
-        a["delta"],
-        backend,
-    )
+    args = (logits.requires_grad_(True), targets, weights, *spec.layout, backend)
     torch.library.opcheck(torch.ops.bfdkern.multitask_loss.default, args)
 
 
 @pytest.mark.parametrize("device", [pytest.param("cpu"), pytest.param("cuda", marks=pytest.mark.cuda)])
 def test_opcheck_compiled_ops(device):
-    """The bfdkern_C schemas with their fake kernels (bfdkern/ops/compiled.py)."""
+    """The bfdkern_C schemas with their fake kernels (bfdkern/ops/fake_kernels.py)."""
     backend = "cpp" if device == "cpu" else "cuda"
     dev = require(backend, device, "multitask_loss")
     spec = levels_spec()
-    a = list(spec.kernel_args().values())
+    a = spec.layout
     for dtype in (torch.float32, torch.float64, torch.bfloat16):
         logits, targets, weights = random_inputs(spec, 7, dtype=dtype, device=dev)
         ct = reference.compute_dtype(dtype)
@@ -244,7 +235,7 @@ def test_compiled_ops_repeat_bitwise(device):
     spec = levels_spec()
     # Large enough that the CPU kernel splits the pair work over two threads.
     logits, targets, weights = random_inputs(spec, 700, dtype=torch.float32, device=dev)
-    a = list(spec.kernel_args().values())
+    a = spec.layout
     upstream = torch.rand(spec.num_tasks, device=dev)
 
     def run():
@@ -265,6 +256,44 @@ def test_compiled_ops_repeat_bitwise(device):
             assert torch.equal(x, y)
 
 
+HELPED_RUNS = """
+import torch
+from tests.helpers import random_inputs
+from tests.ops.test_multitask_loss import levels_spec
+
+spec = levels_spec()
+for dtype in (torch.float32, torch.float64):
+    for batch in (300, 1500):
+        logits, targets, weights = random_inputs(spec, batch, seed=batch, dtype=dtype)
+        upstream = torch.rand(spec.num_tasks, dtype=weights.dtype)
+
+        def run():
+            fwd = torch.ops.bfdkern_C.multitask_loss_fwd(logits, targets, weights, *spec.layout)
+            return (*fwd, torch.ops.bfdkern_C.multitask_loss_bwd(upstream, logits, targets, *spec.layout))
+
+        import bfdkern.ops.extension as e
+        assert e.cpp_unavailable() is None
+        torch.set_num_threads(1)
+        alone = run()
+        torch.set_num_threads(2)
+        for _ in range(20):
+            assert all(torch.equal(a, b) for a, b in zip(alone, run())), (dtype, batch)
+print("same bits")
+"""
+
+
+def test_cpu_helper_threads_give_the_same_bits():
+    """The C++ loss with its helper threads allowed whatever the machine's load
+    ($BFDKERN_CPU_IDLE_CORES=1): units run on whichever thread claims them, and the results equal
+    those of one thread bit for bit, call after call."""
+    require("cpp", "cpu", "multitask_loss")
+    env = {**os.environ, "BFDKERN_CPU_IDLE_CORES": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", HELPED_RUNS], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0 and "same bits" in done.stdout, done.stderr[-2000:]
+
+
 def test_compiled_op_invalid_labels_give_nan_not_a_crash():
     """Called directly (no label check), the C++ kernel turns a class index out of range into a NaN
     loss for that task alone; it never reads outside the logits."""
@@ -272,7 +301,7 @@ def test_compiled_op_invalid_labels_give_nan_not_a_crash():
     spec = blades_spec()
     logits, targets, weights = random_inputs(spec, 6, dtype=torch.float32, missing=0.0)
     targets[2, spec.target_columns("make")] = 1e6
-    a = list(spec.kernel_args().values())
+    a = spec.layout
     per_task, _ = torch.ops.bfdkern_C.multitask_loss_fwd(logits, targets, weights, *a)
     make = spec.index("make")
     assert torch.isnan(per_task[make])
@@ -283,14 +312,14 @@ def test_compiled_op_rejects_bad_layout():
     require("cpp", "cpu", "multitask_loss")
     spec = blades_spec()
     logits, targets, weights = random_inputs(spec, 4, dtype=torch.float32)
-    a = spec.kernel_args()
+    a = spec.layout
     with pytest.raises(ValueError, match="columns"):
-        torch.ops.bfdkern_C.multitask_loss_fwd(logits[:, :-1], targets, weights, *a.values())
-    bad = dict(a, col_offsets=[0] + a["col_offsets"][1:][::-1])
+        torch.ops.bfdkern_C.multitask_loss_fwd(logits[:, :-1], targets, weights, *a)
+    bad = a._replace(col_offsets=(0, *a.col_offsets[1:][::-1]))
     with pytest.raises(ValueError, match="packed contiguously"):
-        torch.ops.bfdkern_C.multitask_loss_fwd(logits, targets, weights, *bad.values())
+        torch.ops.bfdkern_C.multitask_loss_fwd(logits, targets, weights, *bad)
     with pytest.raises(ValueError, match=f"K={spec.num_tasks}"):
-        torch.ops.bfdkern_C.multitask_loss_bwd(weights[:3], logits, targets, *a.values())
+        torch.ops.bfdkern_C.multitask_loss_bwd(weights[:3], logits, targets, *a)
 
 
 @pytest.mark.parametrize(
@@ -349,16 +378,16 @@ def test_environment_override(monkeypatch):
     spec = blades_spec()
     logits, targets, weights = random_inputs(spec, 5, dtype=torch.float64)
     monkeypatch.setenv("BFDKERN_BACKEND", "reference")
-    assert dispatch.select(cpu) == "reference"
+    assert dispatch.select(cpu).name == "reference"
     per_task, _ = bfdkern.multitask_loss(logits, targets, spec, weights)
     torch.testing.assert_close(per_task, reference.per_task_losses(logits, targets, spec), rtol=0, atol=0)
     monkeypatch.setenv("BFDKERN_BACKEND", "cuda")
     with pytest.raises(BackendUnavailable, match="backend 'cuda' cannot serve cpu tensors"):
         bfdkern.multitask_loss(logits, targets, spec, weights)
-    assert dispatch.select(cpu, "reference") == "reference"  # an explicit request wins over the variable
+    assert dispatch.select(cpu, "reference").name == "reference"  # an explicit request wins over the variable
 
 
 def test_default_backend_is_the_fastest_available():
     cpu = torch.device("cpu")
     expected = "cpp" if dispatch.why_not("cpp", cpu) is None else "reference"
-    assert dispatch.select(cpu) == expected
+    assert dispatch.select(cpu).name == expected

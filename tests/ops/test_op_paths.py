@@ -19,16 +19,7 @@ def test_eager_path_equals_registered_op(backend):
     spec = blades_spec()
     logits, targets, weights = random_inputs(spec, 7, dtype=torch.float64)
     upstream = torch.rand(spec.num_tasks, dtype=torch.float64) + 0.1
-    a = spec.kernel_args()
-    spec_args = (
-        a["kinds"],
-        a["col_offsets"],
-        a["col_counts"],
-        a["target_offsets"],
-        a["gammas"],
-        a["sigma"],
-        a["delta"],
-    )
+    spec_args = spec.layout
 
     x1 = logits.clone().requires_grad_(True)
     w1 = weights.clone().requires_grad_(True)

@@ -124,6 +124,67 @@ def test_nonfinite_direction(target, bad):
     assert torch.equal(theta, before)
 
 
+# Magnitudes of v by compute dtype: tiny and huge but with a representable norm (a naive sum of
+# squares in the compute dtype under- or overflows), and a norm that is itself out of range.
+TINY = {torch.float32: 1e-30, torch.float64: 1e-200}
+HUGE = {torch.float32: 1e30, torch.float64: 1e200}
+SUBNORMAL = {torch.float32: 1e-45, torch.float64: 5e-324}
+OVERFLOWING = {torch.float32: 3e38, torch.float64: 1e308}
+
+
+# The Triton interpreter runs the kernels in numpy, which warns where a sum of squares overflows (as
+# these inputs make it, on purpose) or a NaN meets a multiply.
+INTERPRETER_WARNINGS = pytest.mark.filterwarnings("ignore::RuntimeWarning:triton.runtime.interpreter")
+
+
+@INTERPRETER_WARNINGS
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("size", ["tiny", "huge"])
+def test_tiny_and_huge_directions_get_their_eps(target, dtype, size):
+    """||v|| from a scaled norm: v ~ 1e-30 or 1e30 in float32 (1e-200, 1e200 in float64) gets
+    eps = r / ||v||, no flag, finite rows, on every backend as in the reference."""
+    backend, device = target
+    theta, v = fresh(1001, dtype, device=device)
+    v = v / v.abs().max() * (TINY if size == "tiny" else HUGE)[dtype]
+    out, eps, nonfinite = bfdkern.perturb_pair(theta, v, 0.01, backend=backend)
+    scale = v.abs().max().double().cpu()
+    want = 0.01 / (scale * torch.linalg.vector_norm(v.double().cpu() / scale)).item()
+    assert not nonfinite.item()
+    assert math.isclose(eps.item(), want, rel_tol=1e-12 if dtype == torch.float64 else 2e-6)
+    assert torch.isfinite(out).all()
+    ref_out, ref_eps, ref_flag = reference.perturb_pair(theta.cpu(), v.cpu(), 0.01)
+    assert not ref_flag.item()
+    assert math.isclose(ref_eps.item(), eps.item(), rel_tol=1e-12 if dtype == torch.float64 else 2e-6)
+    ulp = torch.finfo(dtype).eps
+    torch.testing.assert_close(out.cpu(), ref_out, rtol=2 * ulp, atol=2 * ulp * theta.abs().max().item())
+
+
+@INTERPRETER_WARNINGS
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("case", ["subnormal", "one subnormal", "overflowing norm", "overflowing eps"])
+def test_out_of_range_norm_is_refused(target, dtype, case):
+    """A ||v|| below the smallest normal number (a subnormal v), one above the largest, or an eps
+    that overflows: eps = 0, both rows theta, the flag, on every backend as in the reference."""
+    backend, device = target
+    theta, _ = fresh(333, dtype, device=device)
+    v = torch.zeros_like(theta)
+    radius = 0.01
+    if case == "subnormal":
+        v[:] = SUBNORMAL[dtype]
+    elif case == "one subnormal":
+        v[17] = -SUBNORMAL[dtype]
+    elif case == "overflowing norm":
+        v[:] = OVERFLOWING[dtype]
+    else:  # a normal ||v|| just above the smallest normal number, and radius / ||v|| beyond the largest
+        v[5] = torch.finfo(dtype).tiny * 1.5
+        radius = 100.0
+    out, eps, nonfinite = bfdkern.perturb_pair(theta, v, radius, backend=backend)
+    assert eps.item() == 0.0 and nonfinite.item(), (eps.item(), nonfinite.item())
+    assert torch.equal(out[0], theta) and torch.equal(out[1], theta)
+    _, ref_eps, ref_flag = reference.perturb_pair(theta.cpu(), v.cpu(), radius)
+    assert ref_eps.item() == 0.0 and ref_flag.item()
+
+
 def test_no_host_sync_needed(target):
     """eps and the flag come back as device tensors (the caller decides when to read them)."""
     backend, device = target

@@ -5,3 +5,10 @@ functions they share in :mod:`.special`.
 They run on CUDA tensors, and on CPU tensors under ``TRITON_INTERPRET=1`` (set before triton is
 imported). Submodules import triton; this package does not, so importing it is free.
 """
+
+import os
+
+
+def interpreting() -> bool:
+    """Triton runs under its CPU interpreter (``TRITON_INTERPRET=1``, read when triton is imported)."""
+    return os.environ.get("TRITON_INTERPRET") == "1"

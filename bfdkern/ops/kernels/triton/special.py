@@ -3,7 +3,7 @@ log and arithmetic only.
 
 Triton's ``libdevice`` (erfc, expm1, log1p) compiles on a GPU but does not run under
 ``TRITON_INTERPRET=1``, so the kernels use these instead: one code path, tested on the CPU and
-run on the GPU. ``HIGH`` (a constexpr) selects the float64 accuracy; float32 evaluates fewer terms.
+run on the GPU. ``FLOAT64`` (a constexpr) selects the float64 accuracy; float32 evaluates fewer terms.
 
 erfc
     For z >= 0, erfc(z) = t exp(c(y) - z^2) with t = 2 / (2 + z) and y = 2t - 1 in (-1, 1],
@@ -57,9 +57,9 @@ ERFC_CHEBYSHEV = tl.constexpr(
 
 
 @triton.jit
-def erfc_nonneg(z, HIGH: tl.constexpr):
+def erfc_nonneg(z, FLOAT64: tl.constexpr):
     """erfc(z) for z >= 0 (any z >= 0, +inf included), without the cancellation of 1 - erf."""
-    N: tl.constexpr = 28 if HIGH else 14
+    N: tl.constexpr = 28 if FLOAT64 else 14
     t = 2.0 / (2.0 + z)
     y = 2.0 * t - 1.0
     y2 = 2.0 * y
@@ -74,9 +74,9 @@ def erfc_nonneg(z, HIGH: tl.constexpr):
 
 
 @triton.jit
-def one_minus_exp(u, HIGH: tl.constexpr):
+def one_minus_exp(u, FLOAT64: tl.constexpr):
     """1 - exp(u) = -expm1(u) for u <= 0, accurate when u is near 0 (Taylor series for |u| < 1/2)."""
-    N: tl.constexpr = 16 if HIGH else 9
+    N: tl.constexpr = 16 if FLOAT64 else 9
     # expm1(u) = u (1 + u/2 (1 + u/3 (1 + ... (1 + u/N)))), Horner from the inside out.
     h = tl.full(u.shape, 1.0, u.dtype)
     for k in tl.static_range(N, 1, -1):
@@ -86,10 +86,10 @@ def one_minus_exp(u, HIGH: tl.constexpr):
 
 
 @triton.jit
-def log1p_nonneg(w, HIGH: tl.constexpr):
+def log1p_nonneg(w, FLOAT64: tl.constexpr):
     """log(1 + w) for w >= 0, accurate when w is small: 2 atanh(w / (2 + w)) as a series for
     w <= 1, log(1 + w) above (no cancellation there)."""
-    N: tl.constexpr = 17 if HIGH else 8
+    N: tl.constexpr = 17 if FLOAT64 else 8
     r = w / (2.0 + w)
     r2 = r * r
     h = tl.zeros_like(w)

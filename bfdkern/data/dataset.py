@@ -28,16 +28,9 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from bfdkern.data import manipulations
+from bfdkern.data.decode import UnreadableImage, check_file, decode_image
 from bfdkern.data.faces import FaceLocator, FaceParts, HaarFaceLocator, TemplateLocator
-from bfdkern.data.transforms import (
-    IMAGE_SUFFIXES,
-    UnreadableImage,
-    array_to_tensor,
-    center_box,
-    fit_square,
-    load_image,
-    square_box,
-)
+from bfdkern.data.transforms import IMAGE_SUFFIXES, array_to_tensor, center_box, fit_square, square_box
 from bfdkern.tasks import TaskSpec
 
 DETECT_SIDE = 640
@@ -162,6 +155,11 @@ class FaceDataset(Dataset):
         labels = []
         for f in files:
             try:
+                check_file(f)  # the cap policy before the EXIF reader reads the file (decoding skips it)
+            except UnreadableImage:
+                labels.append({})
+                continue
+            try:
                 lab, reasons = labels_of(read_exif(f, reader))
                 for r in reasons.values():
                     if r is not None:
@@ -197,7 +195,7 @@ class FaceDataset(Dataset):
         detect = not isinstance(self.locator, TemplateLocator) or self.face_crop
         need = DETECT_SIDE if detect else self.size
         try:
-            image = load_image(path, draft=(need, need))
+            image = decode_image(path, draft=(need, need))
         except UnreadableImage as exc:
             self._skip(path, exc.reason)
             return None
@@ -266,7 +264,7 @@ class FaceDataset(Dataset):
         # final resize (the one filter of the preprocessing path) dominates. Square request: the draft size
         # refers to the stored orientation, which EXIF may rotate.
         need = max(1, round(2 * max(w0, h0) * self.size / side0))
-        image = load_image(item.path, draft=(need, need))
+        image = decode_image(item.path, draft=(need, need))
         sx, sy = image.width / w0, image.height / h0
         box = (round(box0[0] * sx), round(box0[1] * sy), round(box0[2] * sx), round(box0[3] * sy))
         array = fit_square(image, self.size, box)

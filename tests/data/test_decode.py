@@ -146,3 +146,18 @@ def test_reencode_is_one_jpeg_round_trip():
     np.testing.assert_array_equal(out, np.asarray(Image.open(buf)))
     with pytest.raises(ValueError, match="1..100"):
         reencode_jpeg(px, 0)
+
+
+def test_the_dataset_applies_the_same_caps(tmp_path):
+    """FaceDataset skips a file over the byte cap with its reason, without reading it (EXIF included)."""
+    from bfdkern.data.simulator import simulate_collection
+
+    simulate_collection(tmp_path, 4, seed=0, size=32)
+    huge = _sparse_jpeg(tmp_path / "huge.jpg")
+    imports = "from bfdkern.data import FaceDataset\nfrom bfdkern.tasks import blades_spec"
+    code = f"""
+{imports}
+ds = FaceDataset({str(tmp_path)!r}, blades_spec(), size=32)
+assert len(ds) == 4 and ({str(huge)!r}, "file too large") in ds.skipped_files, ds.skipped_files
+"""
+    assert _peak_rss_kib(code) - _peak_rss_kib(imports) < 200_000

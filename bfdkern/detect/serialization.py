@@ -22,6 +22,9 @@ from bfdkern.detect.preprocess import Preprocessing
 
 FORMAT = "bfdkern.detector/1"
 META_KEY = "__meta__"
+FIT_HASHES_KEY = "__fit_sha256__"
+"""Optional array uint8 [N, 32]: the sha256 of every image file the detector was fitted (and calibrated) on,
+so that evaluation can refuse test images that are in the fit set."""
 KINDS = {"oneclass": OneClassDetector, "binary": BinaryDetector}
 
 Detector = OneClassDetector | BinaryDetector
@@ -31,13 +34,21 @@ class DetectorFileError(ValueError):
     """A detector file that cannot be used; the message names the file."""
 
 
-def save_detector(path: str | os.PathLike, detector: Detector, *, encoder: dict, preprocessing: Preprocessing) -> Path:
+def save_detector(
+    path: str | os.PathLike,
+    detector: Detector,
+    *,
+    encoder: dict,
+    preprocessing: Preprocessing,
+    fit_hashes=None,
+) -> Path:
     """Write ``detector`` to ``path`` (``.npz`` appended when missing), atomically.
 
     Args:
         encoder: the encoder's identity, at least ``{"fingerprint": <sha256 hex>}``; usually also
             ``source`` (the checkpoint path) and ``config``.
         preprocessing: the image preprocessing the features were made with (reused at detection).
+        fit_hashes: optional sha256 hex digests of the image files the detector was fitted on.
     """
     if "fingerprint" not in encoder:
         raise ValueError("encoder identity needs a 'fingerprint'")
@@ -55,6 +66,9 @@ def save_detector(path: str | os.PathLike, detector: Detector, *, encoder: dict,
         **meta,
     }
     payload = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+    if fit_hashes is not None:
+        digests = sorted(set(fit_hashes))
+        payload[FIT_HASHES_KEY] = np.frombuffer(b"".join(bytes.fromhex(h) for h in digests), np.uint8).reshape(-1, 32)
     payload[META_KEY] = np.array(json.dumps(header, sort_keys=True))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
@@ -71,8 +85,8 @@ def save_detector(path: str | os.PathLike, detector: Detector, *, encoder: dict,
 def load_detector(path: str | os.PathLike) -> tuple[Detector, dict]:
     """Read a file written by :func:`save_detector`.
 
-    Returns (detector, header); the detector also carries ``.encoder`` (dict) and ``.preprocessing``
-    (:class:`Preprocessing`). Raises :class:`DetectorFileError` naming the file when it is missing,
+    Returns (detector, header); the detector also carries ``.encoder`` (dict), ``.preprocessing``
+    (:class:`Preprocessing`) and ``.fit_hashes`` (frozenset of sha256 hex; empty when the file has none). Raises :class:`DetectorFileError` naming the file when it is missing,
     not a detector file, or malformed."""
     path = Path(path)
     if not path.is_file():
@@ -84,6 +98,11 @@ def load_detector(path: str | os.PathLike) -> tuple[Detector, dict]:
         raise DetectorFileError(f"{path}: not a detector file (.npz without pickled objects): {exc}") from None
     if META_KEY not in arrays:
         raise DetectorFileError(f"{path}: not a bfdkern detector file (no {META_KEY} header)")
+    fit_hashes = arrays.pop(FIT_HASHES_KEY, None)
+    if fit_hashes is not None and (fit_hashes.dtype != np.uint8 or fit_hashes.ndim != 2 or fit_hashes.shape[1] != 32):
+        raise DetectorFileError(
+            f"{path}: {FIT_HASHES_KEY} must be uint8 [N, 32], got {fit_hashes.dtype} {fit_hashes.shape}"
+        )
     try:
         header = json.loads(str(arrays.pop(META_KEY)))
     except (ValueError, TypeError) as exc:
@@ -103,6 +122,9 @@ def load_detector(path: str | os.PathLike) -> tuple[Detector, dict]:
         raise DetectorFileError(f"{path}: malformed {header['kind']} detector: {exc!r}") from None
     detector.encoder = header["encoder"]
     detector.preprocessing = preprocessing
+    detector.fit_hashes = (
+        frozenset(row.tobytes().hex() for row in fit_hashes) if fit_hashes is not None else frozenset()
+    )
     return detector, header
 
 

@@ -55,7 +55,7 @@ class UnreadableImage(ValueError):
     names the file."""
 
     def __init__(self, path: str | os.PathLike, reason: str, detail: str = ""):
-        self.path, self.reason = str(path), reason
+        self.path, self.reason, self.detail = str(path), reason, detail
         super().__init__(f"{path}: {reason}" + (f" ({detail})" if detail else ""))
 
 
@@ -201,15 +201,20 @@ def _rgb_pixels(im: Image.Image, name) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(array), mode="RGB")
 
 
-def reencode_jpeg(image: Image.Image | np.ndarray, quality: int) -> Image.Image:
-    """Compress RGB pixels as a baseline JPEG (4:2:0, the IJG quantisation tables scaled to ``quality``) and
-    decode them again: the optional re-encode that gives every image the same compression traces."""
+def encode_jpeg(image: Image.Image | np.ndarray, quality: int) -> bytes:
+    """RGB pixels as a baseline JPEG file: the IJG quantisation tables scaled to ``quality`` (1..100), 4:2:0
+    chroma subsampling, no optimised Huffman tables, no metadata."""
     if not 1 <= int(quality) <= 100:
         raise ValueError(f"JPEG quality must be in 1..100, got {quality}")
     if isinstance(image, np.ndarray):
         image = Image.fromarray(image, mode="RGB")
     buf = io.BytesIO()
     image.save(buf, format="JPEG", quality=int(quality), subsampling="4:2:0", optimize=False)
-    buf.seek(0)
-    with Image.open(buf) as im:
+    return buf.getvalue()
+
+
+def reencode_jpeg(image: Image.Image | np.ndarray, quality: int) -> Image.Image:
+    """:func:`encode_jpeg` then decode: the optional re-encode that gives every image the same compression
+    traces."""
+    with Image.open(io.BytesIO(encode_jpeg(image, quality))) as im:
         return Image.fromarray(np.asarray(im.convert("RGB"), dtype=np.uint8), mode="RGB")

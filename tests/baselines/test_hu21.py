@@ -38,7 +38,7 @@ def test_consistent_highlights_score_higher_than_moved_ones():
     moved = [det.score_image(_face((1, -1), (-3, 2), seed)) for seed in range(4)]
     assert min(same) > 0.5 and max(moved) < 0.2
     result = evaluate_scores(det, np.array(same), {"moved": np.array(moved)})
-    assert result["rows"][0]["auc"] == 1.0 and result["rows"][0]["accuracy"] == 1.0
+    assert result["rows"][0]["auc"] == 1.0 and result["rows"][0]["acc"] == 1.0
 
 
 def test_irises_are_found_and_highlights_compared_in_the_cornea_frame():

@@ -151,6 +151,26 @@ def skipped_summary(skipped: Sequence[Skipped]) -> str:
     return f"{len(skipped)} ({', '.join(f'{r}: {n}' for r, n in counts.most_common())})" if skipped else "0"
 
 
+def readable_images(paths, workers: int = 2, progress: bool = True) -> tuple[list[Path], list[Skipped]]:
+    """(the files that decode, the others with their reasons), each decoded once through the one decode path:
+    for trainers that read images many times and must not fail on one in the middle of a run."""
+    from bfdkern.data.decode import decode_image
+
+    def check(path: Path):
+        try:
+            decode_image(path)
+        except UnreadableImage as exc:
+            return Skipped.of(path, exc)
+        return None
+
+    paths = [Path(p) for p in paths]
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        results = list(
+            tqdm(pool.map(check, paths), total=len(paths), desc="checking", disable=not progress, leave=False)
+        )
+    return [p for p, r in zip(paths, results) if r is None], [r for r in results if r is not None]
+
+
 def skipped_record(skipped: Sequence[Skipped], keep: int = 100) -> dict:
     """JSON-able record of skipped images (as detector files and results keep it): the count, the count per
     reason, and the first ``keep`` files with their reasons."""

@@ -105,29 +105,32 @@ class MixtureScorer:
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device {str(device)!r}: no CUDA GPU is available here")
         exact = dict(dtype=dtype, device=dev)
-        e, p = self.edges, self.first_blocks
+        e, p, k_all = self.edges, self.first_blocks, self.num_components
         ut = torch.as_tensor(self._u, **exact)
         self.const = torch.as_tensor(self._const, dtype=torch.float64, device=dev)  # log terms are float64
         self.center = torch.as_tensor(self._center, dtype=torch.float64, device=dev)
-        self.offset = torch.as_tensor(self._offset, **exact)
-        # blocks_t[k][j] = U_k[:e[j+1], e[j]:e[j+1]]^T (the non-zero part of column block j) and the matching
-        # -offset^T columns, in the exact pass's dtype.
+        offset = torch.as_tensor(self._offset, **exact)
+        # The exact pass computes transposed, U_k^T (x - c)^T - offset^T (the points as columns, read through a
+        # transposed view of their rows), so that each column block's product lands in a contiguous slice of
+        # one buffer and one reduction follows. blocks_t[k][j] = U_k[:e[j+1], e[j]:e[j+1]]^T, the non-zero part
+        # of column block j, with its -offset^T column, in the exact pass's dtype.
         self.blocks_t = [
-            [ut[k, : e[j + 1], e[j] : e[j + 1]].T.contiguous() for j in range(self.num_blocks)]
-            for k in range(self.num_components)
+            [ut[k, : e[j + 1], e[j] : e[j + 1]].T.contiguous() for j in range(self.num_blocks)] for k in range(k_all)
         ]
         self.neg_offset_t = [
-            [(-self.offset[k, e[j] : e[j + 1]]).unsqueeze(1).contiguous() for j in range(self.num_blocks)]
-            for k in range(self.num_components)
+            [(-offset[k, e[j] : e[j + 1]]).unsqueeze(1).contiguous() for j in range(self.num_blocks)]
+            for k in range(k_all)
         ]
-        # Column block j of all components side by side, [e[j+1], K * width_j]: for the fallback when nothing
-        # can be skipped; its first p blocks in float32 for the bound pass.
+        # Column block j of all components side by side, [e[j+1], K * width_j], with its -offset row: for the
+        # fallback when nothing can be skipped; its first p blocks in float32 for the bound pass.
         self.stacked = [
-            ut[:, : e[j + 1], e[j] : e[j + 1]].permute(1, 0, 2).reshape(e[j + 1], -1).contiguous()
-            for j in range(self.num_blocks)
+            torch.cat([self.blocks_t[k][j] for k in range(k_all)]).T.contiguous() for j in range(self.num_blocks)
+        ]
+        self.stacked_off = [
+            torch.cat([self.neg_offset_t[k][j] for k in range(k_all)]).T.contiguous() for j in range(self.num_blocks)
         ]
         self.stacked32 = [b.float() for b in self.stacked[:p]]
-        self.offset32 = self.offset.float()
+        self.stacked32_off = [o.float() for o in self.stacked_off[:p]]
         self.device, self.dtype = dev, dtype
         return self
 
@@ -139,40 +142,44 @@ class MixtureScorer:
         out = torch.empty(xt.shape[0], dtype=torch.float64)
         with torch.inference_mode():
             for s in range(0, xt.shape[0], self.chunk):
-                xc = (xt[s : s + self.chunk].to(self.device, torch.float64) - self.center).to(self.dtype)
-                out[s : s + self.chunk] = self._chunk(xc).cpu()
+                xc = xt[s : s + self.chunk].to(self.device, torch.float64, copy=True)
+                xc -= self.center  # centred in float64
+                out[s : s + self.chunk] = self._chunk(xc.to(self.dtype)).cpu()
         return out.numpy()
 
-    def _stacked(self, xc: torch.Tensor, stacked: list[torch.Tensor], offset: torch.Tensor) -> torch.Tensor:
+    def _stacked(self, xc: torch.Tensor, stacked: list[torch.Tensor], neg_offset: list[torch.Tensor]) -> torch.Tensor:
         """[n, K] sums over the column blocks in ``stacked`` of the squared (x - mu_k) U_k, all components at
-        once, in the dtype of ``xc``."""
-        n, k_all, e = xc.shape[0], self.num_components, self.edges
+        once, for points xc [n, D] (centred), in the dtype of ``xc``."""
+        n, k_all = xc.shape[0], self.num_components
         acc = torch.zeros(n, k_all, dtype=xc.dtype, device=self.device)
-        for j, block in enumerate(stacked):
-            width = e[j + 1] - e[j]
-            z = (xc[:, : e[j + 1]] @ block).view(n, k_all, width) - offset[:, e[j] : e[j + 1]]
-            acc += z.square().sum(2)
+        for block, off in zip(stacked, neg_offset):
+            z = torch.addmm(off, xc[:, : block.shape[0]], block)  # [n, K * width]
+            acc += z.view(n, k_all, -1).square().sum(2)
         return acc
 
     def _maha(self, xr: torch.Tensor, k: int) -> torch.Tensor:
-        """[m] ||(x - mu_k) U_k||^2 (float64) for rows xr (centred), all column blocks.
-
-        Computed transposed, (U_k^T (x - c)^T - offset^T), so that each column block's product lands in a
-        contiguous slice of one buffer and a single reduction follows (few, large operations)."""
+        """[m] ||(x - mu_k) U_k||^2 (float64) for points xr [m, D] (centred), all column blocks."""
         e = self.edges
-        xt = xr.T.contiguous()  # [D, m]
+        cols = xr.T  # [D, m], a view: the products read it transposed
         zt = torch.empty(self.dim, xr.shape[0], dtype=self.dtype, device=self.device)
         for j in range(self.num_blocks):
-            torch.addmm(self.neg_offset_t[k][j], self.blocks_t[k][j], xt[: e[j + 1]], out=zt[e[j] : e[j + 1]])
+            torch.addmm(self.neg_offset_t[k][j], self.blocks_t[k][j], cols[: e[j + 1]], out=zt[e[j] : e[j + 1]])
         return torch.linalg.vecdot(zt, zt, dim=0).double()
 
+    def _all(self, xc: torch.Tensor) -> torch.Tensor:
+        """log p for points xc [n, D]: every component of every point, stacked."""
+        maha = self._stacked(xc, self.stacked, self.stacked_off).double()
+        return torch.logsumexp(self.const - 0.5 * maha, 1)
+
     def _chunk(self, xc: torch.Tensor) -> torch.Tensor:
+        """log p [n] float64 for points xc [n, D] (centred, in the exact dtype)."""
         n, k_all, p = xc.shape[0], self.num_components, self.first_blocks
-        if p == self.num_blocks:  # no bound pass asked for: every component of every point, stacked
-            return torch.logsumexp(self.const - 0.5 * self._stacked(xc, self.stacked, self.offset).double(), 1)
-        partial = self._stacked(xc.float(), self.stacked32, self.offset32).double()
-        # Likeliest component per point, extrapolating the partial sum to all D columns; finished first,
-        # rows grouped by component so each group is one contiguous slice.
+        if p == self.num_blocks:  # no bound pass asked for
+            return self._all(xc)
+        bound_cols = xc[:, : self.edges[p]].float()  # the bound pass reads the first p column blocks only
+        partial = self._stacked(bound_cols, self.stacked32, self.stacked32_off).double()  # [n, K]
+        # Likeliest component per point, extrapolating the partial sum to all D columns: finished first, the
+        # points grouped by component (one row gather, then contiguous slices).
         guess = torch.argmax(self.const - 0.5 * (self.dim / self.edges[p]) * partial, 1)
         order = torch.argsort(guess)
         counts = torch.bincount(guess, minlength=k_all).tolist()
@@ -181,16 +188,14 @@ class MixtureScorer:
         start = 0
         for k, count in enumerate(counts):
             if count:
-                rows = order[start : start + count]
-                terms[rows, k] = self.const[k] - 0.5 * self._maha(xs[start : start + count], k)
+                terms[order[start : start + count], k] = self.const[k] - 0.5 * self._maha(xs[start : start + count], k)
             start += count
         best = terms.max(1).values
         upper = self.const - 0.5 * partial * (1.0 - BOUND_SLACK_REL) + BOUND_SLACK_ABS
         alive = upper >= (best - MARGIN)[:, None]
         alive[torch.arange(n, device=self.device), guess] = False
         if int(alive.sum()) > 0.5 * n * (k_all - 1):
-            # Most components are close: all of them at once, stacked, is cheaper than gathering rows.
-            return torch.logsumexp(self.const - 0.5 * self._stacked(xc, self.stacked, self.offset).double(), 1)
+            return self._all(xc)  # most components are close: all at once is cheaper than gathering
         for k in range(k_all):
             rows = torch.nonzero(alive[:, k]).squeeze(1)
             if len(rows):

@@ -104,6 +104,30 @@ def plot_histograms(
     return save_figure(fig, path)
 
 
+def _metric_panels(metrics, width_each: float):
+    """A figure with one panel per metric (3 a row), room on the right for the legend: (plt, fig, axes)."""
+    plt = pyplot()
+    cols = min(3, len(metrics))
+    rows = math.ceil(len(metrics) / cols)
+    size = (width_each * cols + 1.8, 3.0 * rows)
+    fig, axes = plt.subplots(rows, cols, figsize=size, squeeze=False, layout="constrained")
+    return plt, fig, axes
+
+
+def _finish_panels(fig, axes, metrics, title: str, path) -> Path:
+    """Panel titles and percent axes, the unused panels off, one legend outside the panels, saved."""
+    for ax, metric in zip(axes.flat, metrics):
+        ax.set_ylim(-2, 102)
+        ax.set_ylabel("%")
+        ax.set_title(METRIC_LABELS[metric] + (" (lower is better)" if metric == "eer" else ""), fontsize=10)
+    for ax in list(axes.flat)[len(metrics) :]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right upper", title="method", fontsize=8)
+    fig.suptitle(title)
+    return save_figure(fig, path, tight=False)
+
+
 def plot_comparison(
     values: dict[str, dict[str, dict[str, float]]],
     path: str | os.PathLike,
@@ -117,15 +141,9 @@ def plot_comparison(
     Args:
         values: method -> generator -> metric -> fraction in [0, 1].
     """
-    plt = pyplot()
     methods = list(values)
     generators = list(dict.fromkeys(g for v in values.values() for g in v))
-    cols = min(3, len(metrics))
-    rows = math.ceil(len(metrics) / cols)
-    width_each = max(3.6, 0.5 + 0.28 * len(generators) * max(1, len(methods)))
-    fig, axes = plt.subplots(
-        rows, cols, figsize=(width_each * cols + 1.8, 3.0 * rows), squeeze=False, layout="constrained"
-    )
+    plt, fig, axes = _metric_panels(metrics, max(3.6, 0.5 + 0.28 * len(generators) * max(1, len(methods))))
     x = np.arange(len(generators))
     bar = 0.8 / max(1, len(methods))
     cmap = plt.get_cmap("tab10")
@@ -134,19 +152,11 @@ def plot_comparison(
             heights = [100 * values[method].get(g, {}).get(metric, np.nan) for g in generators]
             ax.bar(x - 0.4 + bar * (i + 0.5), heights, width=bar, color=cmap(i % 10), label=method)
         ax.set_xticks(x, generators, rotation=30, ha="right", fontsize=8)
-        ax.set_ylim(-2, 102)
-        ax.set_ylabel("%")
         if metric in ("auc", "acc", "ap_fake", "ap_real", "eer"):
             ax.axhline(50, color="0.6", lw=0.8, ls="--")
-        ax.set_title(f"{METRIC_LABELS[metric]}" + (" (lower is better)" if metric == "eer" else ""), fontsize=10)
         if len(generators) > 1:
             ax.axvline(len(generators) - 1.5, color="0.7", lw=0.8)  # the mean apart from the generators
-    for ax in list(axes.flat)[len(metrics) :]:
-        ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside right upper", title="method", fontsize=8)
-    fig.suptitle(title)
-    return save_figure(fig, path, tight=False)
+    return _finish_panels(fig, axes, metrics, title, path)
 
 
 def plot_robustness(
@@ -161,30 +171,15 @@ def plot_robustness(
     Args:
         values: method -> perturbation -> metric -> fraction in [0, 1] (mean over generators).
     """
-    plt = pyplot()
-    methods = list(values)
     conditions = list(dict.fromkeys(c for v in values.values() for c in v))
-    cols = min(3, len(metrics))
-    rows = math.ceil(len(metrics) / cols)
-    width_each = max(3.6, 1.0 + 0.55 * len(conditions))
-    fig, axes = plt.subplots(
-        rows, cols, figsize=(width_each * cols + 1.8, 3.0 * rows), squeeze=False, layout="constrained"
-    )
+    _, fig, axes = _metric_panels(metrics, max(3.6, 1.0 + 0.55 * len(conditions)))
     x = np.arange(len(conditions))
     for ax, metric in zip(axes.flat, metrics):
-        for method in methods:
-            ys = [100 * values[method].get(c, {}).get(metric, np.nan) for c in conditions]
+        for method, by_condition in values.items():
+            ys = [100 * by_condition.get(c, {}).get(metric, np.nan) for c in conditions]
             ax.plot(x, ys, marker="o", lw=1.4, label=method)
         ax.set_xticks(x, conditions, rotation=30, ha="right", fontsize=8)
-        ax.set_ylim(-2, 102)
-        ax.set_ylabel("%")
-        ax.set_title(METRIC_LABELS[metric] + (" (lower is better)" if metric == "eer" else ""), fontsize=10)
-    for ax in list(axes.flat)[len(metrics) :]:
-        ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside right upper", title="method", fontsize=8)
-    fig.suptitle(title)
-    return save_figure(fig, path, tight=False)
+    return _finish_panels(fig, axes, metrics, title, path)
 
 
 def plot_fit_scores(

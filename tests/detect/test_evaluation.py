@@ -9,7 +9,7 @@ import pytest
 from sklearn import metrics as skm
 
 from bfdkern.detect.evaluation import MEAN, evaluate_scores, format_table, write_results
-from bfdkern.detect.metrics import METRIC_KEYS
+from bfdkern.detect.metrics import METRIC_KEYS, METRIC_LABELS
 
 
 class OneClassLike:
@@ -130,3 +130,23 @@ def test_histogram_axis_always_reaches_the_threshold_with_plain_ticks(tmp_path, 
     labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
     assert 2 <= len(labels) <= 8 and all("e" not in t for t in labels)
     assert ax.xaxis.get_offset_text().get_text() == ""  # no "+4.5e3" offset to decode
+
+
+def test_comparison_shows_every_metric_with_the_legend_outside_the_bars(tmp_path, monkeypatch):
+    import bfdkern.detect.plots as plots
+
+    figures = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path, **kw: figures.append(fig) or path)
+    reals, fakes = _scores(4)
+    rows = evaluate_scores(OneClassLike(), reals, fakes)["rows"]
+    values = {m: {r["generator"]: r for r in rows if r["real"] == MEAN} for m in ("oc", "other")}
+    plots.plot_comparison(values, tmp_path / "c.png")
+    fig = figures[0]
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert [t.split(" (")[0] for t in titles] == [METRIC_LABELS[m] for m in METRIC_KEYS]
+    assert all(ax.get_legend() is None for ax in fig.axes) and len(fig.legends) == 1  # one legend, on the figure
+    fig.canvas.draw()
+    legend_box = fig.legends[0].get_window_extent()
+    for ax in fig.axes:
+        assert not legend_box.overlaps(ax.get_window_extent())
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["sd15", "mj5", "mean"]

@@ -154,8 +154,8 @@ def test_several_detectors_are_rows_of_one_table(world, oneclass_file, capsys, t
 
 
 def test_shared_faces_against_generated_pngs(world, oneclass_file, shared_data, capsys, tmp_path):
-    """Real camera photos (JPEG, varied sizes) against 32x32 PNG fakes: the files report and the format warning
-    on real files; a fit on some of the photos refuses them as test images."""
+    """Real camera photos (JPEG, varied sizes) against 32x32 PNG fakes: the small-fit warning, the files report
+    and the format warning on real files; a fit on some of the photos refuses them as test images."""
     faces = shared_data / "faces" / "faces_with_exif"
     photos = sorted(faces.glob("*.jpg"))[:10]
     if len(photos) < 10:
@@ -168,7 +168,8 @@ def test_shared_faces_against_generated_pngs(world, oneclass_file, shared_data, 
     test_dir.joinpath(photos[0].name).symlink_to(photos[0])  # one fit photo among the test photos
     det = tmp_path / "faces.npz"
     fit = ["fit-oneclass", "--encoder", world / "run", "--real", fit_dir, "-o", det, "--components", "1"]
-    assert run_cli(capsys, [*fit, "--covariance", "spherical", *common(world)])[0] == 0
+    code, _, err = run_cli(capsys, [*fit, "--covariance", "spherical", *common(world)])
+    assert code == 0 and "too small for a 1-component spherical-covariance mixture" in err  # 6 photos, 10 needed
     argv = ["evaluate", "--detector", det, "--real", test_dir, "--fake", f"nocam={world / 'fake'}"]
     code, stdout, err = run_cli(capsys, [*argv, "--out", tmp_path / "e", *common(world)])
     assert code == 2 and "1 test images are in the fit set of detector faces" in err and photos[0].name in err

@@ -259,7 +259,7 @@ def _overlap(infos: dict, scorers, allowed: bool) -> dict:
 def _evaluate_one(scorer, reals, fakes, conditions, folder, metrics) -> dict:
     """Score every class under every condition with one detector; write its folder's files; print its table."""
     from bfdkern.detect import evaluate_scores, format_table, write_results
-    from bfdkern.detect.features import warn_no_face
+    from bfdkern.detect.features import skipped_record, warn_no_face
 
     det = scorer.detector
     entries, clean, perturbed, skipped = [], None, [], []
@@ -271,8 +271,8 @@ def _evaluate_one(scorer, reals, fakes, conditions, folder, metrics) -> dict:
         entries.append({"method": scorer.name, "perturbation": label, "result": result})
         if condition is None:
             clean = (result, real, fake)
-            skipped = [s for r in [*real.values(), *fake.values()] for s in r.skipped]
             every = [*real.values(), *fake.values()]
+            skipped = [s for r in every for s in r.skipped]
             warn_no_face([p for r in every for p in r.no_face], sum(len(r.paths) for r in every))
             print(f"\n{scorer.name}: " + format_table(result))
         else:
@@ -288,8 +288,6 @@ def _evaluate_one(scorer, reals, fakes, conditions, folder, metrics) -> dict:
         fake_scores={n: f.scores for n, f in fake.items()},
         detector=det,
     )
-    from bfdkern.detect.features import skipped_record
-
     summary = {**full, "skipped": skipped_record(skipped, keep=10_000)}
     return {"entries": entries, "summary": summary, "skipped": skipped}
 

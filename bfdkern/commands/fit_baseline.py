@@ -1,5 +1,6 @@
 """`bfdkern fit-baseline {cnnd,gramnet} --real DIR --fake DIR -o FILE.pt`: train a supervised competing
-detector (CNND or GramNet) on real vs generated images; `bfdkern evaluate --detector FILE.pt` scores it."""
+detector (CNND or GramNet) on real vs generated images (unreadable ones skipped with their reasons);
+`bfdkern evaluate --detector FILE.pt` scores it."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ BASELINES = ("cnnd", "gramnet")
 
 def add_arguments(parser) -> None:
     """Declare the command's options on ``parser``."""
-    from bfdkern.commands.options import DEVICE_HELP
+    from bfdkern.commands.options import DEVICE_HELP, add_strict_argument
     from bfdkern.detect.choices import ARCHES
 
     parser.add_argument("baseline", choices=BASELINES, help="cnnd: blur + JPEG augmented ResNet; gramnet: Gram blocks")
@@ -34,6 +35,7 @@ def add_arguments(parser) -> None:
     g.add_argument("--device", default=None, help=DEVICE_HELP)
     g.add_argument("--workers", type=int, default=2, help="threads decoding and augmenting images (default 2)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_strict_argument(parser)
 
 
 def run(args) -> int:
@@ -46,14 +48,22 @@ def run(args) -> int:
 def _fit(args) -> int:
     from pathlib import Path
 
+    from bfdkern.commands.options import skipped_status
     from bfdkern.detect import list_images
     from bfdkern.detect.baselines import CNNDetector, GramNetDetector
+    from bfdkern.detect.features import readable_images
 
     if args.backbone_weights is not None and not Path(args.backbone_weights).is_file():
         raise FileNotFoundError(f"{args.backbone_weights}: no such state dict file (--backbone-weights)")
     if args.size < 16:
         raise ValueError(f"--size must be >= 16, got {args.size}")
-    real, fake = list_images(args.real), list_images(args.fake)
+    listed = {"real": list_images(args.real), "fake": list_images(args.fake)}
+    # Each image is decoded once before training, so that one unreadable file cannot stop a run mid-epoch.
+    real, skipped_real = readable_images(listed["real"], args.workers, not args.quiet)
+    fake, skipped_fake = readable_images(listed["fake"], args.workers, not args.quiet)
+    for name, kept, folder in (("real", real, args.real), ("fake", fake, args.fake)):
+        if not kept:
+            raise ValueError(f"{folder}: none of the {name} images could be read")
     cls = CNNDetector if args.baseline == "cnnd" else GramNetDetector
     det = cls(arch=args.arch, size=args.size, backbone_weights=args.backbone_weights, seed=args.seed)
     det.fit(
@@ -69,4 +79,5 @@ def _fit(args) -> int:
     path = det.save(args.output)
     print(f"{args.baseline}: {args.arch} trained {args.epochs} epochs on {len(real)} real and {len(fake)} fake images")
     print(f"wrote {path}; score it with: bfdkern evaluate --detector {path} --real DIR --fake NAME=DIR --out DIR")
-    return 0
+    total = len(listed["real"]) + len(listed["fake"])
+    return skipped_status("fit-baseline", skipped_real + skipped_fake, total, args.strict)

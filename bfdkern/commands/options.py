@@ -253,3 +253,31 @@ def apply_config_file(parser: argparse.ArgumentParser, argv: list[str]) -> str |
             action.required = False
     parser.set_defaults(**defaults)
     return path
+
+
+EXIT_PARTIAL = 3
+"""Exit status of a detection command that skipped unreadable images, under --strict (without it: 0)."""
+
+
+def add_strict_argument(parser) -> None:
+    """--strict: exit with status 3 when any image was skipped (the run still finishes and writes its results)."""
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit with status 3 when any image was unreadable and skipped (default: skip it, say so, exit 0)",
+    )
+
+
+def skipped_status(name: str, skipped, total: int, strict: bool) -> int:
+    """Say how many of ``total`` images were skipped and why (one line on stderr) and give the exit status:
+    0, or :data:`EXIT_PARTIAL` under ``strict`` when any was skipped."""
+    if not skipped:
+        return 0
+    from bfdkern.detect.features import skipped_summary
+
+    first = skipped[0]
+    print(
+        f"bfdkern {name}: skipped {skipped_summary(skipped)} of {total} images as unreadable, e.g. {first.message}",
+        file=sys.stderr,
+    )
+    return EXIT_PARTIAL if strict else 0

@@ -12,6 +12,8 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "faces": ("FaceLocator", "FaceParts", "HaarFaceLocator", "LandmarkLocator", "TemplateLocator"),
         "manipulations": ("KINDS", "MANIPULATIONS", "manipulate", "save_examples"),
         "simulator": ("simulate_collection", "simulate_uncamera"),
-        "transforms": ("UnreadableImage", "load_image", "to_tensor"),
+        "decode": ("DEFAULT_LIMITS", "Limits", "UnreadableImage", "decode_image", "image_size"),
+        "transforms": ("to_tensor",),
     },
+    aliases={"load_image": ("decode", "decode_image")},
 )

@@ -29,6 +29,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from bfdkern.data import manipulations
+from bfdkern.data.decode import UnreadableImage, check_file, decode_image
 from bfdkern.data.faces import (
     FACE_DETECTORS,
     FaceLocator,
@@ -39,16 +40,7 @@ from bfdkern.data.faces import (
     parts_in_pixels,
 )
 from bfdkern.data.faces import face_detector as face_detector_by_name
-from bfdkern.data.transforms import (
-    IMAGE_SUFFIXES,
-    Box,
-    UnreadableImage,
-    array_to_tensor,
-    center_box,
-    fit_square,
-    load_image,
-    square_box,
-)
+from bfdkern.data.transforms import IMAGE_SUFFIXES, Box, array_to_tensor, center_box, fit_square, square_box
 from bfdkern.tasks import TaskSpec
 
 DETECT_SIDE = 640
@@ -310,6 +302,11 @@ class FaceDataset(Dataset):
         labels = []
         for f in files:
             try:
+                check_file(f)  # the cap policy before the EXIF reader reads the file (decoding skips it)
+            except UnreadableImage:
+                labels.append({})
+                continue
+            try:
                 lab, reasons = labels_of(read_exif(f, reader))
                 for r in reasons.values():
                     if r is not None:
@@ -330,7 +327,7 @@ class FaceDataset(Dataset):
         detect = not isinstance(self.locator, TemplateLocator) or self.face_crop
         need = DETECT_SIDE if detect else self.size
         try:
-            image = load_image(path, draft=(need, need))
+            image = decode_image(path, draft=(need, need))
         except UnreadableImage as exc:
             self._skip(path, exc.reason)
             return None
@@ -405,7 +402,7 @@ class FaceDataset(Dataset):
         # refers to the stored orientation, which EXIF may rotate.
         share = self.face_scale * max(fractions[2] - fractions[0], fractions[3] - fractions[1]) if known else 1.0
         need = max(1, round(2 * self.size / min(1.0, max(share, 1e-3))))
-        image = load_image(path, draft=(need, need))
+        image = decode_image(path, draft=(need, need))
         w, h = image.size
         parts = parts_in_pixels(fractions, w, h) if known else None
         box = (

@@ -89,12 +89,12 @@ class FaceJob:
         self.root, self.locator, self.source = root, locator, source
 
     def __call__(self, item: Item) -> tuple:
-        from bfdkern.data.transforms import UnreadableImage, load_image
+        from bfdkern.data.decode import UnreadableImage, decode_image
 
         rel, size, mtime_ns = item
         path = os.path.join(self.root, rel)
         try:
-            image = load_image(path, draft=(DETECT_SIDE, DETECT_SIDE))
+            image = decode_image(path, draft=(DETECT_SIDE, DETECT_SIDE))
         except UnreadableImage as exc:
             return _face_row(rel, self.source, size, mtime_ns, "unreadable", str(exc))
         faces = self.locator.locate(np.asarray(image), source=path)
@@ -259,7 +259,7 @@ def import_boxes(
     into fractions with the image's size (read from its header). A row that cannot be used is recorded in the
     ``rejects`` table with its line and reason. ``aliases``: row key -> file stem, for keys that are not file
     names."""
-    from bfdkern.data.transforms import UnreadableImage, load_image_size
+    from bfdkern.data.decode import UnreadableImage, image_size
 
     start = time.perf_counter()
     manifest, table = Path(manifest), Path(table)
@@ -297,7 +297,7 @@ def import_boxes(
             rel_item = files.by_rel[rel]
             if fmt != "fdf":
                 try:
-                    width, height = load_image_size(Path(root) / rel)
+                    width, height = image_size(Path(root) / rel)
                 except UnreadableImage as exc:
                     rejects.append((str(table), line, str(key), "bad_box", str(exc)))
                     continue

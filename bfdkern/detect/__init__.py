@@ -1,6 +1,6 @@
 """Detection with the frozen encoder: features, the one-class (GMM) and binary (MLP) detectors, their
-files, metrics, plots and evaluation. Names load on first use (:mod:`bfdkern.lazy`): the command line
-reads :mod:`bfdkern.detect.choices` without torch."""
+files, metrics, tables, plots, robustness perturbations and evaluation. Names load on first use
+(:mod:`bfdkern.lazy`): the command line reads :mod:`bfdkern.detect.choices` without torch."""
 
 from bfdkern.lazy import lazy_exports
 
@@ -10,9 +10,19 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "binary": ("BinaryDetector",),
         "encoder": ("FrozenEncoder", "load_encoder"),
         "evaluation": ("evaluate_scores", "format_table", "write_results"),
-        "features": ("encoder_fingerprint", "extract_features"),
-        "metrics": ("accuracy", "average_precision", "roc_auc", "roc_curve"),
-        "oneclass": ("OneClassDetector",),
+        "features": ("ImageFeatures", "Skipped", "encoder_fingerprint", "extract_features", "image_features"),
+        "metrics": (
+            "METRICS",
+            "accuracy",
+            "average_precision",
+            "detection_metrics",
+            "equal_error_rate",
+            "roc_auc",
+            "roc_curve",
+            "tpr_at_fpr",
+        ),
+        "oneclass": ("FitWarning", "OneClassDetector"),
+        "perturb": ("Perturbation",),
         "preprocess": ("ImageError", "Preprocessing", "list_images"),
         "serialization": ("DetectorFileError", "check_encoder", "load_detector", "save_detector"),
     },

@@ -2,7 +2,8 @@
 
 ``D -> 1536 -> ReLU -> 2`` (D = 768 for the paper's encoder), cross-entropy, AdamW. A stratified
 validation split is held out and training stops when the validation loss has not improved for
-``patience`` epochs; the best epoch's weights are kept. Classes are weighted inversely to their
+``patience`` epochs; the best epoch's weights are kept. The validation curve (per epoch: training loss,
+validation loss, validation AUC and balanced accuracy) is kept in the report. Classes are weighted inversely to their
 counts, so a few hundred fakes against thousands of reals still train a balanced classifier. The
 report says how many reals and fakes were used for training and for validation.
 
@@ -127,24 +128,40 @@ class BinaryDetector:
         mlp = make_mlp(x.shape[1], p["hidden"]).to(dev)
         opt = torch.optim.AdamW(mlp.parameters(), lr=p["lr"], weight_decay=p["weight_decay"])
 
-        def val_loss() -> float:
+        def validate(epoch: int, train_loss: float | None) -> dict:
+            from bfdkern.detect.metrics import roc_auc
+
             mlp.eval()
             with torch.no_grad():
-                return float(F.cross_entropy(mlp(xv), yv, weight=class_weight))
+                logits = mlp(xv)
+                loss = float(F.cross_entropy(logits, yv, weight=class_weight))
+            p_fake = torch.softmax(logits.double(), 1)[:, 1].cpu().numpy()
+            y_val = yv.cpu().numpy()
+            called = p_fake > self.threshold
+            balanced = 0.5 * (np.mean(~called[y_val == 0]) + np.mean(called[y_val == 1]))
+            return {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "val_loss": loss,
+                "val_auc": roc_auc(y_val, p_fake),
+                "val_balanced_acc": float(balanced),
+            }
 
-        best, best_state, best_epoch, stale, epoch = val_loss(), copy.deepcopy(mlp.state_dict()), 0, 0, 0
-        history = []
+        history = [validate(0, None)]
+        best, best_state, best_epoch, stale, epoch = history[0]["val_loss"], copy.deepcopy(mlp.state_dict()), 0, 0, 0
         for epoch in tqdm(range(1, p["max_epochs"] + 1), desc="fit-binary", disable=not progress, leave=False):
             mlp.train()
             order = torch.randperm(len(xt), generator=gen).to(dev)
+            total, seen = 0.0, 0
             for s in range(0, len(order), p["batch_size"]):
                 batch = order[s : s + p["batch_size"]]
                 loss = F.cross_entropy(mlp(xt[batch]), yt[batch], weight=class_weight)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-            current = val_loss()
-            history.append(current)
+                total, seen = total + float(loss.detach()) * len(batch), seen + len(batch)
+            history.append(validate(epoch, total / seen))
+            current = history[-1]["val_loss"]
             if current < best - 1e-6:
                 best, best_state, best_epoch, stale = current, copy.deepcopy(mlp.state_dict()), epoch, 0
             else:
@@ -161,7 +178,9 @@ class BinaryDetector:
             "epochs": int(epoch),
             "best_epoch": int(best_epoch),
             "best_val_loss": float(best),
-            "val_loss_history": [float(v) for v in history],
+            "stopped_early": bool(epoch < p["max_epochs"]),
+            "val_loss_history": [h["val_loss"] for h in history[1:]],
+            "history": history,
             "feature_dim": int(x.shape[1]),
         }
         return self

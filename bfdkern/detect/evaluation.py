@@ -1,15 +1,16 @@
-"""Evaluation of a detector against real images and one or more generators' images.
+"""Evaluation of a detector against one or more real sources and one or more generators.
 
-For each generator the real set is scored against that generator's set: AUC, AP and accuracy (at
-the detector's own threshold), then the mean over generators, in the paper's convention:
+Every (real source, generator) pair is scored as one real-vs-fake test with every metric of
+:mod:`bfdkern.detect.metrics` (fake = the positive class; the real-positive AP beside it), then the mean over
+generators for each source, and, with several real sources, the mean over sources for each generator and
+overall. A detector's own score is turned into "fakeness" (higher = more fake) first:
 
-* one-class detector: the score is the log-likelihood and the **positive class is real** (label 1 =
-  real); accuracy calls an image real when its score is >= the threshold;
-* binary detector: the score is P(fake) and the **positive class is fake** (label 1 = fake); accuracy
-  calls an image fake when P(fake) > 0.5.
+* one-class detector: the score is the log-likelihood under the real faces' mixture, so fakeness = -score;
+  it calls an image fake when its score is below the threshold;
+* binary detector (and CNND, GramNet): the score is P(fake) = fakeness; fake when P(fake) > 0.5;
+* Hu21: the score is the highlight IoU (high = real), fakeness = -score.
 
-AUC does not depend on the choice (swapping the class and negating the score gives the same
-number); AP does, which is why the convention is recorded next to every result.
+The accuracies use the detector's own decision (``detector.decide``) at its own threshold.
 """
 
 from __future__ import annotations
@@ -21,14 +22,23 @@ from pathlib import Path
 
 import numpy as np
 
-from bfdkern.detect.metrics import accuracy, average_precision, roc_auc
+from bfdkern.detect.metrics import METRIC_KEYS, METRIC_LABELS, detection_metrics
 
-METRICS = ("auc", "ap", "accuracy")
+MEAN = "mean"
+"""The name of the mean rows (over generators) and of the mean source (over real sources)."""
+
+
+def fakeness(detector, scores) -> np.ndarray:
+    """A detector's scores [N] oriented so that higher = more fake (negated when its positive class is real)."""
+    s = np.asarray(scores, dtype=np.float64)
+    if detector.positive_class not in ("real", "fake"):
+        raise ValueError(f"positive_class must be 'real' or 'fake', got {detector.positive_class!r}")
+    return -s if detector.positive_class == "real" else s
 
 
 def labelled(real_scores, fake_scores, positive_class: str) -> tuple[np.ndarray, np.ndarray]:
-    """Concatenate real then fake scores with labels in the convention: (labels [N], scores [N]), label 1 =
-    ``positive_class`` ("real" or "fake")."""
+    """Concatenate real then fake scores with labels: (labels [N], scores [N]), label 1 = ``positive_class``
+    ("real" or "fake"); for the generic metric functions."""
     if positive_class not in ("real", "fake"):
         raise ValueError(f"positive_class must be 'real' or 'fake', got {positive_class!r}")
     real = np.asarray(real_scores, dtype=np.float64)
@@ -38,66 +48,89 @@ def labelled(real_scores, fake_scores, positive_class: str) -> tuple[np.ndarray,
     return labels, np.r_[real, fake]
 
 
+def _cell(detector, real, fake) -> dict:
+    real, fake = np.asarray(real, dtype=np.float64), np.asarray(fake, dtype=np.float64)
+    metrics = detection_metrics(
+        fakeness(detector, real), fakeness(detector, fake), detector.decide(real), detector.decide(fake)
+    )
+    return {"n_real": int(len(real)), "n_fake": int(len(fake)), **metrics}
+
+
+def _mean(cells: list[dict]) -> dict:
+    return {m: float(np.mean([c[m] for c in cells])) for m in METRIC_KEYS}
+
+
 def evaluate_scores(detector, real_scores, fake_scores: dict[str, np.ndarray]) -> dict:
-    """Metrics per generator and their mean.
+    """Metrics per (real source, generator) and their means.
 
     Args:
-        detector: a fitted detector (gives ``positive_class``, ``score_name``, ``threshold``, ``decide``).
-        real_scores: [Nr] the detector's scores of the real images.
+        detector: gives ``kind``, ``positive_class``, ``score_name``, ``threshold`` and ``decide``.
+        real_scores: [Nr] the detector's scores of the real images, or real source name -> [Nr_s].
         fake_scores: generator name -> [Nf] scores of its images.
 
     Returns:
-        ``{"detector", "positive_class", "score", "threshold", "rows": [{generator, n_real, n_fake, auc, ap,
-        accuracy}], "mean": {auc, ap, accuracy}}``; metrics are fractions in [0, 1].
+        ``{"detector", "positive_class", "score", "threshold", "real_sources", "generators", "rows", "mean"}``:
+        ``rows`` holds ``{"real", "generator", "n_real", "n_fake", <metric>...}`` for every source x generator,
+        then ``generator="mean"`` per source; with several sources also ``real="mean"`` rows (mean over sources)
+        per generator and overall. ``mean`` is the overall mean (over generators, and sources). Metrics are
+        fractions in [0, 1].
     """
     if not fake_scores:
         raise ValueError("no generator to evaluate against (give at least one --fake NAME=DIR)")
-    pos = detector.positive_class
-    rows = []
-    for name, fake in fake_scores.items():
-        labels, scores = labelled(real_scores, fake, pos)
-        is_fake = detector.decide(scores)
-        predicted = (1 - is_fake) if pos == "real" else is_fake
-        rows.append(
-            {
-                "generator": name,
-                "n_real": int(len(real_scores)),
-                "n_fake": int(len(fake)),
-                "auc": roc_auc(labels, scores),
-                "ap": average_precision(labels, scores),
-                "accuracy": accuracy(labels, predicted),
-            }
-        )
-    mean = {m: float(np.mean([r[m] for r in rows])) for m in METRICS}
+    reals = real_scores if isinstance(real_scores, dict) else {"real": real_scores}
+    if not reals:
+        raise ValueError("no real images to evaluate against (give at least one --real DIR)")
+    for name, scores in [*reals.items(), *fake_scores.items()]:
+        if len(scores) == 0:
+            raise ValueError(f"{name}: no image could be scored")
+    rows, per_source = [], {}
+    for source, real in reals.items():
+        cells = []
+        for gen, fake in fake_scores.items():
+            cells.append({"real": source, "generator": gen, **_cell(detector, real, fake)})
+        per_source[source] = cells
+        rows += cells
+        rows.append({"real": source, "generator": MEAN, "n_real": int(len(real)), "n_fake": None, **_mean(cells)})
+    overall = rows[-1]
+    if len(reals) > 1:
+        for g, gen in enumerate(fake_scores):
+            cells = [per_source[s][g] for s in reals]
+            rows.append({"real": MEAN, "generator": gen, "n_real": None, "n_fake": cells[0]["n_fake"], **_mean(cells)})
+        overall = {"real": MEAN, "generator": MEAN, "n_real": None, "n_fake": None, **_mean(rows[-len(fake_scores) :])}
+        rows.append(overall)
     return {
         "detector": detector.kind,
-        "positive_class": pos,
+        "positive_class": detector.positive_class,
         "score": detector.score_name,
         "threshold": float(detector.threshold),
+        "real_sources": list(reals),
+        "generators": list(fake_scores),
         "rows": rows,
-        "mean": mean,
+        "mean": {m: overall[m] for m in METRIC_KEYS},
     }
 
 
-def format_table(result: dict) -> str:
-    """The result as a fixed-width text table, metrics in percent, with the convention in a header line."""
+def format_table(result: dict, metrics=METRIC_KEYS) -> str:
+    """One detector's result as a fixed-width text table (generators as rows, metrics in percent), one block per
+    real source, with the conventions in a header line."""
     lines = [
-        f"{result['detector']} detector; score = {result['score']}; positive class = {result['positive_class']}; "
-        f"threshold = {result['threshold']:.6g}",
+        f"{result['detector']} detector; score = {result['score']} (positive class of the score: "
+        f"{result['positive_class']}); threshold = {result['threshold']:.6g}; metrics: fake = positive class"
     ]
-    width = max(len("generator"), len("mean"), *(len(r["generator"]) for r in result["rows"]))
-    head = f"{'generator':<{width}}  {'n_real':>6}  {'n_fake':>6}  {'AUC %':>6}  {'AP %':>6}  {'Acc %':>6}"
-    lines += [head, "-" * len(head)]
-    for r in result["rows"]:
-        lines.append(
-            f"{r['generator']:<{width}}  {r['n_real']:>6}  {r['n_fake']:>6}  {100 * r['auc']:6.2f}  "
-            f"{100 * r['ap']:6.2f}  {100 * r['accuracy']:6.2f}"
-        )
-    m = result["mean"]
-    lines.append("-" * len(head))
-    lines.append(
-        f"{'mean':<{width}}  {'':>6}  {'':>6}  {100 * m['auc']:6.2f}  {100 * m['ap']:6.2f}  {100 * m['accuracy']:6.2f}"
-    )
+    names = [r["generator"] for r in result["rows"]]
+    width = max(len("generator"), *(len(n) for n in names))
+    cols = [METRIC_LABELS[m] for m in metrics]
+    head = f"{'generator':<{width}}  {'n_real':>6}  {'n_fake':>6}  " + "  ".join(f"{c:>9}" for c in cols)
+    for source in dict.fromkeys(r["real"] for r in result["rows"]):
+        title = "mean over the real sources" if source == MEAN else f"real: {source}"
+        lines += ["", title, head, "-" * len(head)]
+        for r in (r for r in result["rows"] if r["real"] == source):
+            if r["generator"] == MEAN:
+                lines.append("-" * len(head))
+            n_real = "" if r["n_real"] is None else r["n_real"]
+            n_fake = "" if r["n_fake"] is None else r["n_fake"]
+            values = "  ".join(f"{100 * r[m]:9.2f}" for m in metrics)
+            lines.append(f"{r['generator']:<{width}}  {n_real:>6}  {n_fake:>6}  {values}")
     return "\n".join(lines)
 
 
@@ -111,55 +144,49 @@ def write_results(
     fake_scores: dict[str, np.ndarray],
     detector,
 ) -> dict[str, Path]:
-    """Write ``results.json``, ``results.csv`` (one row per generator plus ``mean``), ``scores.csv`` (one row
-    per image), ``roc.png`` and ``histograms.png`` into ``out_dir``. Returns name -> path."""
+    """Write ``results.json``, ``results.csv`` (one row per real source x generator, and the means; then the
+    same for each of ``result["perturbed"]``, when present, named in the first column),
+    ``scores.csv`` (one row per image), ``roc.png`` and ``histograms.png`` into ``out_dir``.
+
+    ``real_paths`` / ``real_scores`` are one list / array, or real source name -> list / array (as in
+    :func:`evaluate_scores`). Returns name -> path."""
     from bfdkern.detect.plots import plot_histograms, plot_roc
 
+    reals = real_scores if isinstance(real_scores, dict) else {"real": real_scores}
+    real_files = real_paths if isinstance(real_paths, dict) else {"real": real_paths}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = {"json": out / "results.json", "csv": out / "results.csv", "scores": out / "scores.csv"}
-    files["json"].write_text(json.dumps(result, indent=2) + "\n")
+    files["json"].write_text(json.dumps(result, indent=2, default=str) + "\n")
     with files["csv"].open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["generator", "n_real", "n_fake", *METRICS, "positive_class", "threshold"])
-        for r in result["rows"]:
-            w.writerow(
-                [
-                    r["generator"],
-                    r["n_real"],
-                    r["n_fake"],
-                    *(f"{r[m]:.6f}" for m in METRICS),
-                    result["positive_class"],
-                    f"{result['threshold']:.9g}",
-                ]
-            )
-        w.writerow(
-            [
-                "mean",
-                "",
-                "",
-                *(f"{result['mean'][m]:.6f}" for m in METRICS),
-                result["positive_class"],
-                f"{result['threshold']:.9g}",
-            ]
-        )
+        head = ["perturbation", "real", "generator", "n_real", "n_fake", *METRIC_KEYS, "positive_class", "threshold"]
+        w.writerow(head)
+        blocks = [("clean", result), *((p["perturbation"], p) for p in result.get("perturbed", []))]
+        for label, block in blocks:
+            for r in block["rows"]:
+                n = ["" if r[k] is None else r[k] for k in ("n_real", "n_fake")]
+                metrics = [f"{r[m]:.6f}" for m in METRIC_KEYS]
+                tail = [result["positive_class"], f"{result['threshold']:.9g}"]
+                w.writerow([label, r["real"], r["generator"], *n, *metrics, *tail])
     with files["scores"].open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["set", "path", "score", "predicted"])
-        sets = [("real", real_paths, real_scores), *((n, fake_paths[n], fake_scores[n]) for n in fake_scores)]
-        for name, paths, scores in sets:
+        w.writerow(["class", "set", "path", "score", "predicted"])
+        sets = [("real", n, real_files[n], reals[n]) for n in reals]
+        sets += [("fake", n, fake_paths[n], fake_scores[n]) for n in fake_scores]
+        for cls, name, paths, scores in sets:
             for p, s, d in zip(paths, scores, detector.decide(scores)):
-                w.writerow([name, str(p), f"{s:.9g}", "fake" if d else "real"])
-    pos = result["positive_class"]
-    curves = {n: labelled(real_scores, s, pos) for n, s in fake_scores.items()}
-    title = f"{result['detector']} detector (positive class: {pos})"
-    files["roc"] = plot_roc(curves, out / "roc.png", positive_class=pos, title=title)
+                w.writerow([cls, name, str(p), f"{s:.9g}", "fake" if d else "real"])
+    pooled = np.concatenate([np.asarray(s, dtype=np.float64) for s in reals.values()])
+    title = f"{result['detector']} detector"
+    curves = {n: (fakeness(detector, pooled), fakeness(detector, s)) for n, s in fake_scores.items()}
+    files["roc"] = plot_roc(curves, out / "roc.png", title=title)
     files["histograms"] = plot_histograms(
-        real_scores,
+        reals,
         fake_scores,
         out / "histograms.png",
         threshold=result["threshold"],
         score_name=result["score"],
-        title=title,
+        title=f"{title} (calls fake: {'below' if detector.positive_class == 'real' else 'above'} the threshold)",
     )
     return files

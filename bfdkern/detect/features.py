@@ -1,9 +1,15 @@
-"""Feature extraction with the frozen encoder: batched, with a progress bar, cached on disk.
+"""Feature extraction with the frozen encoder: batched, with a progress bar, cached on disk, and never stopped
+by one unreadable image.
+
+:func:`image_features` reads each file through the one decode path (with its cap policy), skips a file that
+cannot be used with its reason (:class:`Skipped`) and returns the features of the others with their content
+hashes (:class:`ImageFeatures`); :func:`extract_features` is the strict form that raises on the first.
 
 The cache holds one ``.npy`` vector per image under
 ``CACHE_DIR/<encoder fingerprint>/<preprocessing key>/<sha256 of the file's bytes>.npy``: a changed
-checkpoint, a changed preprocessing setting or a changed file is a miss, never a stale hit; a renamed
-or copied file is a hit. Entries are written atomically and read with ``allow_pickle=False``.
+checkpoint, a changed preprocessing setting (perturbation included) or a changed file is a miss, never a stale
+hit; a renamed or copied file is a hit. Entries are written atomically and read with ``allow_pickle=False``; a
+cache that cannot be written (disk full) is a warning, and extraction goes on without it.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import tempfile
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +29,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from bfdkern.data.transforms import to_tensor
-from bfdkern.detect.preprocess import Preprocessing, read_bytes
+from bfdkern.data.decode import DEFAULT_LIMITS, Limits, UnreadableImage, read_image_file
+from bfdkern.data.transforms import array_to_tensor
+from bfdkern.detect.preprocess import Preprocessing
 
 
 def encoder_fingerprint(model: nn.Module, skip: Sequence[str] = ()) -> str:
@@ -52,9 +60,12 @@ def default_cache_dir() -> Path:
 class FeatureCache:
     """Feature vectors on disk for one (encoder, preprocessing) pair, keyed by file content hash."""
 
-    def __init__(self, root: str | os.PathLike, encoder_id: str, preprocessing: Preprocessing):
-        settings = json.dumps(preprocessing.to_dict(), sort_keys=True).encode()
-        self.dir = Path(root) / encoder_id[:32] / hashlib.sha256(settings).hexdigest()[:16]
+    def __init__(self, root: str | os.PathLike, encoder_id: str, preprocessing: Preprocessing, perturbation=None):
+        settings = preprocessing.to_dict()
+        if perturbation is not None:
+            settings["perturbation"] = perturbation.key()
+        key = json.dumps(settings, sort_keys=True).encode()
+        self.dir = Path(root) / encoder_id[:32] / hashlib.sha256(key).hexdigest()[:16]
 
     def _path(self, digest: str) -> Path:
         return self.dir / digest[:2] / f"{digest}.npy"
@@ -84,19 +95,98 @@ class FeatureCache:
             raise
 
 
-def image_tensor(image, size: int) -> torch.Tensor:
-    """A preprocessed RGB PIL image -> [3, size, size] float in [0, 1] (the project's one input path)."""
-    return to_tensor(image, size=size)
-
-
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """None -> CUDA when available, else CPU."""
+    """None -> CUDA when available, else CPU; a CUDA device asked for without one is a ValueError."""
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: no CUDA GPU is available here (use --device cpu)")
+    return dev
 
 
-def extract_features(
+@dataclass(frozen=True)
+class Skipped:
+    """An image left out, with its countable ``reason`` (:data:`bfdkern.data.decode.REASONS`) and details."""
+
+    path: Path
+    reason: str
+    detail: str = ""
+
+    @classmethod
+    def of(cls, path, exc: UnreadableImage) -> Skipped:
+        """From the decode path's error."""
+        return cls(Path(path), exc.reason, exc.detail)
+
+    def error(self) -> UnreadableImage:
+        """The decode path's error again (its message is one line naming the file)."""
+        return UnreadableImage(self.path, self.reason, self.detail)
+
+    @property
+    def message(self) -> str:
+        """``PATH: reason (detail)``."""
+        return str(self.error())
+
+    @property
+    def why(self) -> str:
+        """``reason (detail)``, without the path."""
+        return self.reason + (f" ({self.detail})" if self.detail else "")
+
+
+@dataclass
+class ImageFeatures:
+    """What :func:`image_features` made of a list of files: the features of those it could read (in input
+    order), their content hashes, and the files it skipped."""
+
+    features: np.ndarray  # float32 [M, D], row i for paths[i]
+    paths: list[Path]  # the M files read
+    digests: list[str]  # sha256 hex of each one's bytes
+    index: np.ndarray  # int64 [M], position of each in the input list
+    skipped: list[Skipped] = field(default_factory=list)
+    no_face: list[Path] = field(default_factory=list)
+
+
+def skipped_summary(skipped: Sequence[Skipped]) -> str:
+    """``"3 (truncated or corrupt: 2, not an image: 1)"``: the count and the reasons, most frequent first."""
+    from collections import Counter
+
+    counts = Counter(s.reason for s in skipped)
+    return f"{len(skipped)} ({', '.join(f'{r}: {n}' for r, n in counts.most_common())})" if skipped else "0"
+
+
+def readable_images(paths, workers: int = 2, progress: bool = True) -> tuple[list[Path], list[Skipped]]:
+    """(the files that decode, the others with their reasons), each decoded once through the one decode path:
+    for trainers that read images many times and must not fail on one in the middle of a run."""
+    from bfdkern.data.decode import decode_image
+
+    def check(path: Path):
+        try:
+            decode_image(path)
+        except UnreadableImage as exc:
+            return Skipped.of(path, exc)
+        return None
+
+    paths = [Path(p) for p in paths]
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        results = list(
+            tqdm(pool.map(check, paths), total=len(paths), desc="checking", disable=not progress, leave=False)
+        )
+    return [p for p, r in zip(paths, results) if r is None], [r for r in results if r is not None]
+
+
+def skipped_record(skipped: Sequence[Skipped], keep: int = 100) -> dict:
+    """JSON-able record of skipped images (as detector files and results keep it): the count, the count per
+    reason, and the first ``keep`` files with their reasons."""
+    from collections import Counter
+
+    return {
+        "count": len(skipped),
+        "reasons": dict(Counter(s.reason for s in skipped).most_common()),
+        "files": [{"path": str(s.path), "reason": s.reason, "detail": s.detail} for s in skipped[:keep]],
+    }
+
+
+def image_features(
     model: nn.Module,
     paths: Sequence[str | os.PathLike],
     batch_size: int = 32,
@@ -104,11 +194,13 @@ def extract_features(
     cache_dir: str | os.PathLike | None = None,
     *,
     preprocessing: Preprocessing | None = None,
+    perturbation=None,
     num_workers: int = 2,
     progress: bool = True,
     encoder_id: str | None = None,
-) -> np.ndarray:
-    """L2-normalised features of image files under the frozen ``model``.
+    limits: Limits = DEFAULT_LIMITS,
+) -> ImageFeatures:
+    """L2-normalised features of image files under the frozen ``model``; unreadable files are skipped.
 
     Args:
         model: any module with ``features(x [B, 3, H, W] in [0, 1]) -> [B, D]``; run in eval mode under
@@ -117,33 +209,42 @@ def extract_features(
         batch_size: images per forward pass.
         device: ``"cpu"``, ``"cuda"``, ... ; None picks CUDA when available.
         cache_dir: feature cache root; None disables the cache.
-        num_workers: threads decoding and preprocessing images while the model runs.
+        perturbation: an optional :class:`~bfdkern.detect.perturb.Perturbation` after the preprocessing.
+        num_workers: threads reading, hashing, decoding and preprocessing images while the model runs.
         progress: show a tqdm bar.
         encoder_id: the model's :func:`encoder_fingerprint` when the caller already has it.
+        limits: the cap policy of the decode path.
 
     Returns:
-        float32 array [N, D], row i for ``paths[i]``.
-
-    Raises:
-        ValueError: no paths; :class:`~bfdkern.detect.preprocess.ImageError` naming an unreadable file.
+        :class:`ImageFeatures` (features float32 [M, D] of the M readable files, M <= N).
     """
     paths = [Path(p) for p in paths]
-    if not paths:
-        raise ValueError("no images to extract features from")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     preprocessing = preprocessing or Preprocessing()
     dev = resolve_device(device)
     cache = None
     if cache_dir is not None:
-        cache = FeatureCache(cache_dir, encoder_id or encoder_fingerprint(model), preprocessing)
+        cache = FeatureCache(cache_dir, encoder_id or encoder_fingerprint(model), preprocessing, perturbation)
 
-    def prepare(item: tuple[Path, bytes]):
-        path, data = item
-        image, face_found = preprocessing.apply(data, path)
-        return image_tensor(image, preprocessing.size), face_found
+    def read(path: Path):
+        try:
+            data = read_image_file(path, limits)
+        except UnreadableImage as exc:
+            return Skipped.of(path, exc)
+        return hashlib.sha256(data).hexdigest(), data
 
-    out: list[np.ndarray | None] = [None] * len(paths)
+    def prepare(item: tuple[Path, str, bytes]):
+        path, digest, data = item
+        try:
+            array, face_found = preprocessing.apply(data, path, perturbation, digest)
+        except UnreadableImage as exc:
+            return Skipped.of(path, exc)
+        return array_to_tensor(array), face_found
+
+    out: dict[int, np.ndarray] = {}
+    digests: dict[int, str] = {}
+    skipped: list[tuple[int, Skipped]] = []
     no_face: list[Path] = []
     was_training = model.training
     param = next(iter(model.parameters()), None)
@@ -155,35 +256,107 @@ def extract_features(
             for start in range(0, len(paths), batch_size):
                 chunk = range(start, min(start + batch_size, len(paths)))
                 todo: list[tuple[int, str, bytes]] = []
-                for i in chunk:
-                    data = read_bytes(paths[i])
-                    digest = hashlib.sha256(data).hexdigest()
-                    hit = cache.get(digest) if cache is not None else None
+                for i, got in zip(chunk, pool.map(read, [paths[i] for i in chunk])):
+                    if isinstance(got, Skipped):
+                        skipped.append((i, got))
+                        continue
+                    digests[i] = got[0]
+                    hit = cache.get(got[0]) if cache is not None else None
                     if hit is None:
-                        todo.append((i, digest, data))
+                        todo.append((i, *got))
                     else:
                         out[i] = hit
-                if todo:
-                    prepared = list(pool.map(prepare, [(paths[i], data) for i, _, data in todo]))
-                    x = torch.stack([t for t, _ in prepared]).to(dev, non_blocking=True)
+                prepared = list(pool.map(prepare, [(paths[i], digest, data) for i, digest, data in todo]))
+                ready = []
+                for (i, digest, _), got in zip(todo, prepared):
+                    if isinstance(got, Skipped):
+                        skipped.append((i, got))
+                        del digests[i]
+                    else:
+                        ready.append((i, digest, *got))
+                if ready:
+                    x = torch.stack([t for _, _, t, _ in ready]).to(dev, non_blocking=True)
                     feats = model.features(x).float().cpu().numpy()
-                    if feats.ndim != 2 or feats.shape[0] != len(todo):
-                        raise ValueError(f"model.features gave shape {feats.shape}, expected [{len(todo)}, D]")
-                    for (i, digest, _), vec, (_, face_found) in zip(todo, feats, prepared):
+                    if feats.ndim != 2 or feats.shape[0] != len(ready):
+                        raise ValueError(f"model.features gave shape {feats.shape}, expected [{len(ready)}, D]")
+                    for (i, digest, _, face_found), vec in zip(ready, feats):
                         out[i] = vec
                         if face_found is False:
                             no_face.append(paths[i])
                         if cache is not None:
-                            cache.put(digest, vec)
+                            cache = _put(cache, digest, vec)
                 bar.update(len(chunk))
     finally:
         bar.close()
         model.to(home).train(was_training)
-    dims = {v.shape[0] for v in out}
-    if len(dims) != 1:
+    order = sorted(out)
+    dims = {out[i].shape[0] for i in order}
+    if len(dims) > 1:
         raise ValueError(f"feature cache entries of different sizes {sorted(dims)}; clear {cache.dir}")
+    feats = np.stack([out[i] for i in order]).astype(np.float32, copy=False) if order else np.zeros((0, 0), np.float32)
+    return ImageFeatures(
+        features=feats,
+        paths=[paths[i] for i in order],
+        digests=[digests[i] for i in order],
+        index=np.asarray(order, dtype=np.int64),
+        skipped=[s for _, s in sorted(skipped, key=lambda t: t[0])],
+        no_face=no_face,
+    )
+
+
+def _put(cache: FeatureCache, digest: str, vec: np.ndarray) -> FeatureCache | None:
+    """Store one entry; a cache that cannot be written is a warning and is not used again."""
+    try:
+        cache.put(digest, vec)
+        return cache
+    except OSError as exc:
+        warnings.warn(
+            f"feature cache {cache.dir} cannot be written ({exc.strerror or exc}); going on without it", stacklevel=3
+        )
+        return None
+
+
+def warn_no_face(no_face: Sequence[Path], total: int) -> None:
+    """One warning for the images whose face was not found (they were centre-cropped)."""
     if no_face:
         warnings.warn(
-            f"no face found in {len(no_face)} of {len(paths)} images (kept whole), e.g. {no_face[0]}", stacklevel=2
+            f"no face found in {len(no_face)} of {total} images (centre-cropped), e.g. {no_face[0]}", stacklevel=3
         )
-    return np.stack(out).astype(np.float32, copy=False)
+
+
+def extract_features(
+    model: nn.Module,
+    paths: Sequence[str | os.PathLike],
+    batch_size: int = 32,
+    device: str | torch.device | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    *,
+    preprocessing: Preprocessing | None = None,
+    perturbation=None,
+    num_workers: int = 2,
+    progress: bool = True,
+    encoder_id: str | None = None,
+) -> np.ndarray:
+    """The strict form of :func:`image_features`: float32 [N, D], row i for ``paths[i]``.
+
+    Raises:
+        ValueError: no paths; :class:`~bfdkern.data.decode.UnreadableImage` naming the first unreadable file.
+    """
+    if not paths:
+        raise ValueError("no images to extract features from")
+    got = image_features(
+        model,
+        paths,
+        batch_size,
+        device,
+        cache_dir,
+        preprocessing=preprocessing,
+        perturbation=perturbation,
+        num_workers=num_workers,
+        progress=progress,
+        encoder_id=encoder_id,
+    )
+    if got.skipped:
+        raise got.skipped[0].error()
+    warn_no_face(got.no_face, len(paths))
+    return got.features

@@ -3,18 +3,85 @@
 Features are L2-normalised (unless ``normalize=False``), a scikit-learn ``GaussianMixture`` (10 components, full covariance,
 k-means++ initialisation, seeded) is fitted to them, and an image's score is its log-likelihood
 under the mixture: high = looks like the real faces. The decision threshold is the score that the
-given fraction of the training reals fall below (5 % by default, the false-alarm rate): an image
-scoring below it is called fake.
+given fraction of the calibration reals fall below (5 % by default, the false-alarm rate): an image
+scoring below it is called fake. The calibration reals are a held-out set when one is given; otherwise
+the fit set itself (in-sample, which the mixture scores higher than new reals: the fit warns).
+
+Fitting warns (:class:`FitWarning`, with the numbers and a concrete suggestion) when the fit set is too
+small for the mixture asked for (:func:`fit_set_problem`): a 10-component full-covariance mixture of 768-d
+features fitted on 12 images collapses onto its regularisation and calls every new image fake.
+
+Scoring runs in torch, float64, on the detector's device (:meth:`OneClassDetector.to`).
 
 Convention (the paper's): the positive class of this detector's score is **real**.
 """
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from bfdkern.detect.choices import COVARIANCE_TYPES
 from bfdkern.detect.mixture import MixtureScorer
+
+SAMPLES_PER_PARAMETER_ROW = 2
+"""A covariance estimated from fewer than this many samples per dimension (full: per component; tied: in all) is
+too small a sample for the mixture (its sample covariance is singular below 1 per dimension)."""
+MIN_PER_COMPONENT = 10
+"""Fewest samples per component for the diagonal and spherical mixtures (a handful of variances each)."""
+
+
+class FitWarning(UserWarning):
+    """A detector fit that will probably not generalise (too few samples, a threshold set in-sample)."""
+
+
+def min_fit_samples(n_components: int, covariance_type: str, dim: int) -> int:
+    """The fewest fit images for a ``n_components`` mixture of ``covariance_type`` in ``dim`` dimensions."""
+    k, d = int(n_components), int(dim)
+    if covariance_type == "full":
+        return k * SAMPLES_PER_PARAMETER_ROW * d
+    if covariance_type == "tied":
+        return max(SAMPLES_PER_PARAMETER_ROW * d, k * MIN_PER_COMPONENT)
+    return k * MIN_PER_COMPONENT
+
+
+def fit_set_problem(n: int, dim: int, n_components: int, covariance_type: str) -> str | None:
+    """A one-paragraph warning with the numbers and a concrete suggestion when ``n`` fit images are too few for
+    the mixture; None when they suffice."""
+    need = min_fit_samples(n_components, covariance_type, dim)
+    if n >= need:
+        return None
+    k = int(n_components)
+    what = f"a {k}-component {covariance_type}-covariance mixture in {dim:,} dimensions"
+    if covariance_type == "full":
+        why = (
+            f"{n:,} images are {n / k:.1f} per component, but a full covariance needs at least "
+            f"{SAMPLES_PER_PARAMETER_ROW * dim:,} ({SAMPLES_PER_PARAMETER_ROW} x the dimension) per component"
+        )
+    elif covariance_type == "tied":
+        why = f"{n:,} images, but one shared full covariance needs at least {SAMPLES_PER_PARAMETER_ROW * dim:,}"
+    else:
+        why = f"{n:,} images are {n / k:.1f} per component, fewer than {MIN_PER_COMPONENT}"
+    options = []
+    for cov in (covariance_type, *(c for c in ("tied", "diag", "spherical") if c != covariance_type)):
+        fits = max((c for c in range(1, k + 1) if min_fit_samples(c, cov, dim) <= n), default=0)
+        if fits:
+            options.append(f"--components {fits} --covariance {cov}")
+        if len(options) == 2:
+            break
+    suggestion = " or ".join(options) if options else "a larger fit set"
+    return (
+        f"the fit set is too small for {what}: {why}; the mixture collapses onto its regularisation and calls "
+        f"new real images fake. Use {suggestion}, or fit on at least {need:,} images."
+    )
+
+
+IN_SAMPLE = (
+    "the threshold is set in-sample, on the {n:,} images the mixture was fitted on, which it scores higher than "
+    "new real images: expect more than {rate:.0%} false alarms on new reals. Hold out a calibration set "
+    "(fit-oneclass --calibration 0.2, or --calibration DIR)."
+)
 
 
 def l2_normalise(features, name: str = "features") -> np.ndarray:
@@ -110,17 +177,36 @@ class OneClassDetector:
         self.precisions_cholesky: np.ndarray | None = None
         self.threshold: float | None = None
         self.report: dict = {}
+        self.device = "cpu"
+        self.fit_scores: np.ndarray | None = None  # [N] log-likelihoods of the fit set, after fit()
+        self.calibration_scores: np.ndarray | None = None  # [M] of the calibration set, when one was given
         self._scorer: MixtureScorer | None = None
 
     # --- fitting -----------------------------------------------------------------------------
-    def fit(self, real_features) -> OneClassDetector:
-        """Fit to real features [N, D] (N >= n_components) and set the threshold from their scores."""
+    def fit(self, real_features, calibration_features=None) -> OneClassDetector:
+        """Fit to real features [N, D] (N >= n_components) and set the threshold from the scores of
+        ``calibration_features`` [M, D] (held-out reals), or of the fit set itself when None (in-sample).
+
+        Warns (:class:`FitWarning`) when N is too small for the mixture and when the threshold is in-sample."""
         from sklearn.mixture import GaussianMixture
 
         p = self.params
         x = self._prepare(real_features, "real features").astype(np.float64)
         if x.shape[0] < max(2, p["n_components"]):
             raise ValueError(f"real features: {x.shape[0]} samples cannot fit {p['n_components']} mixture components")
+        calib = None
+        if calibration_features is not None:
+            calib = self._prepare(calibration_features, "calibration features").astype(np.float64)
+            if calib.shape[1] != x.shape[1]:
+                raise ValueError(f"calibration features are {calib.shape[1]}-d, the fit features {x.shape[1]}-d")
+        notes = []
+        problem = fit_set_problem(x.shape[0], x.shape[1], p["n_components"], p["covariance_type"])
+        if problem:
+            notes.append(problem)
+        if calib is None:
+            notes.append(IN_SAMPLE.format(n=x.shape[0], rate=p["false_alarm_rate"]))
+        for note in notes:
+            warnings.warn(note, FitWarning, stacklevel=2)
         gmm = GaussianMixture(
             n_components=p["n_components"],
             covariance_type=p["covariance_type"],
@@ -132,15 +218,21 @@ class OneClassDetector:
         ).fit(x)
         self.set_mixture(gmm.weights_, gmm.means_, gmm.precisions_cholesky_)
         train_scores = self.score(x)
-        self.threshold = threshold_at_false_alarm(train_scores, p["false_alarm_rate"])
+        calib_scores = self.score(calib) if calib is not None else train_scores
+        self.threshold = threshold_at_false_alarm(calib_scores, p["false_alarm_rate"])
         self.report = {
             "n_real": int(x.shape[0]),
+            "n_calibration": int(len(calib_scores)) if calib is not None else 0,
+            "threshold_set_on": "held-out calibration reals" if calib is not None else "the fit set (in-sample)",
             "feature_dim": int(x.shape[1]),
             "converged": bool(gmm.converged_),
             "n_iter": int(gmm.n_iter_),
             "train_score_mean": float(train_scores.mean()),
             "train_false_alarm": float(np.mean(train_scores < self.threshold)),
+            "calibration_score_mean": float(calib_scores.mean()) if calib is not None else None,
+            "warnings": notes,
         }
+        self.fit_scores, self.calibration_scores = train_scores, (calib_scores if calib is not None else None)
         return self
 
     def set_mixture(self, weights, means, precisions_cholesky) -> None:
@@ -150,7 +242,15 @@ class OneClassDetector:
         self.precisions_cholesky = np.asarray(precisions_cholesky, dtype=np.float64)
         k, d = self.means.shape
         full = full_precision_cholesky(self.precisions_cholesky, self.params["covariance_type"], k, d)
-        self._scorer = MixtureScorer(self.weights, self.means, full)
+        self._scorer = MixtureScorer(self.weights, self.means, full, device=self.device)
+
+    def to(self, device, dtype=None) -> OneClassDetector:
+        """Score on ``device`` (``"cpu"``, ``"cuda"``, ...), in float64 unless ``dtype`` is ``torch.float32``
+        (:class:`~bfdkern.detect.mixture.MixtureScorer`). Returns self."""
+        self.device = str(device)
+        if self._scorer is not None:
+            self._scorer.to(device, dtype)
+        return self
 
     @property
     def feature_dim(self) -> int:

@@ -1,36 +1,41 @@
-"""Evaluation preprocessing: the same steps for every image, real or fake.
+"""Evaluation preprocessing: the same steps for every image, real or fake, whatever its folder or format.
 
-A detector must not be able to tell real from fake by the file format (PNG from a generator,
-JPEG from a camera), by metadata, or by the framing. So every image, whatever its folder:
+1. **Decode** with the project's one decode path (:func:`bfdkern.data.decode.decode_image`, as pretraining
+   does): the cap policy, EXIF orientation applied, RGB, every bit of metadata dropped.
+2. **Crop** the square the encoder sees: the largest face (OpenCV Haar cascade), its box enlarged
+   ``face_scale`` times and made square, as pretraining crops faces; or, without ``face_crop`` (or when no face
+   is found), the centred square.
+3. **Resize** that square to ``size x size`` with the project's one filter
+   (:func:`bfdkern.data.transforms.fit_square`: bicubic).
+4. **Re-encode** (optional, ``jpeg_quality``): a baseline JPEG at one quality, decoded again, so that every
+   image reaching the encoder carries the same compression, whether it came as a camera JPEG or a generator's
+   PNG.
+5. **Perturb** (evaluation's robustness sweep only): :class:`bfdkern.detect.perturb.Perturbation`.
+6. **Tensor**: float ``[3, size, size]`` in [0, 1] (:func:`bfdkern.data.transforms.array_to_tensor`).
 
-1. is decoded to RGB pixels (alpha dropped, palette expanded); all metadata is discarded, EXIF
-   orientation included (it is not applied either, so a tag cannot change the pixels);
-2. optionally is cropped to its largest face (OpenCV Haar cascade), the box enlarged 1.3x and made square,
-   as pretraining crops faces (:class:`bfdkern.data.dataset.FaceDataset` with ``face_crop``);
-3. is re-encoded as a baseline JPEG at one quality (4:2:0) and decoded again, so both classes carry
-   the same compression traces;
-4. becomes the encoder's input tensor through :func:`bfdkern.data.transforms.to_tensor` at one size.
-
-:class:`Preprocessing` is a small frozen value; its :meth:`~Preprocessing.to_dict` goes into a
-detector file and into the feature cache key, so features are never mixed across settings.
+:class:`Preprocessing` is a small frozen value; its :meth:`~Preprocessing.to_dict` goes into a detector file
+and into the feature cache key (with :data:`PIPELINE`, the version of these steps), so features are never mixed
+across settings or versions.
 """
 
 from __future__ import annotations
 
-import io
 import os
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from bfdkern.data.transforms import IMAGE_SUFFIXES, square_box
+from bfdkern.data.decode import DEFAULT_LIMITS, Limits, UnreadableImage, decode_image, read_image_file, reencode_jpeg
+from bfdkern.data.transforms import IMAGE_SUFFIXES, fit_square, square_box
 
+PIPELINE = 2
+"""Version of the preprocessing steps. 1: no EXIF orientation, the re-encode before the resize (until 0.1)."""
 
-class ImageError(ValueError):
-    """An image file that cannot be used; the message names the file."""
+ImageError = UnreadableImage
+"""An image file that cannot be used (the decode path's error; ``reason`` says why, the message names it)."""
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
@@ -48,13 +53,13 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """How an image file becomes the pixels the encoder sees.
+    """How an image file becomes the pixels the encoder sees (the module docstring's steps).
 
     Args:
-        jpeg_quality: re-encode every image as JPEG at this quality (1..100); None keeps the decoded
-            pixels as they are (metadata is still dropped).
+        jpeg_quality: re-encode every image as JPEG at this quality (1..100) after resizing; None keeps the
+            resized pixels as they are (metadata is still dropped).
         face_crop: crop to the largest detected face (OpenCV Haar cascade); an image with no detected
-            face is kept whole (:meth:`apply` says so; feature extraction warns with the count).
+            face is centre-cropped (:meth:`apply` says so; feature extraction warns with the count).
         face_scale: the face box is enlarged by this factor (and made square) before cropping.
         size: side in pixels of the encoder's input (224 for the ResNets, 64 for the small CPU backbone).
     """
@@ -73,68 +78,60 @@ class Preprocessing:
             raise ValueError(f"size must be >= 8 pixels, got {self.size}")
 
     def to_dict(self) -> dict:
-        """JSON-able settings (stored in detector files and feature cache keys)."""
-        return asdict(self)
+        """JSON-able settings plus the :data:`PIPELINE` version (stored in detector files and cache keys)."""
+        return {**asdict(self), "pipeline": PIPELINE}
 
     @classmethod
     def from_dict(cls, data: dict) -> Preprocessing:
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of :meth:`to_dict` (the pipeline version is not a setting: see :func:`pipeline_of`)."""
         known = {k: data[k] for k in ("jpeg_quality", "face_crop", "face_scale", "size") if k in data}
         return cls(**known)
 
-    def apply(self, data: bytes, name: str | os.PathLike = "<bytes>") -> tuple[Image.Image, bool | None]:
-        """The encoded bytes of one image file -> (RGB PIL image without metadata, face_found).
+    def apply(
+        self, data: bytes, name: str | os.PathLike = "<bytes>", perturbation=None, key: bytes | str = b""
+    ) -> tuple[np.ndarray, bool | None]:
+        """The encoded bytes of one image file -> (uint8 ``[size, size, 3]``, face_found).
 
-        ``face_found`` is None when ``face_crop`` is off. ``name`` is only used in error messages.
-        Raises :class:`ImageError` for data that is not a decodable image."""
-        image = decode_rgb(data, name)
-        face_found = None
+        Args:
+            data: the file's bytes (:func:`read_image_file`).
+            name: the file, named in errors.
+            perturbation: an optional :class:`~bfdkern.detect.perturb.Perturbation` (step 5).
+            key: the file's content hash (seeds a random perturbation).
+
+        ``face_found`` is None when ``face_crop`` is off. Raises :class:`ImageError` for data that is not a
+        decodable image (``reason`` says why)."""
+        image = decode_image(data, name=name)
+        box, face_found = None, None
         if self.face_crop:
-            image, face_found = crop_largest_face(image, self.face_scale)
+            box = largest_face_box(image, self.face_scale)
+            face_found = box is not None
+        array = fit_square(image, int(self.size), box)
         if self.jpeg_quality is not None:
-            image = reencode_jpeg(image, int(self.jpeg_quality))
-        return image, face_found
+            array = np.asarray(reencode_jpeg(array, int(self.jpeg_quality)), dtype=np.uint8)
+        if perturbation is not None:
+            array = perturbation.apply(array, key)
+        return array, face_found
 
-    def load(self, path: str | os.PathLike) -> Image.Image:
-        """Read and preprocess one image file (see :meth:`apply`); returns the image."""
-        return self.apply(read_bytes(path), path)[0]
-
-
-def read_bytes(path: str | os.PathLike) -> bytes:
-    """The bytes of a file, with an :class:`ImageError` naming it when it cannot be read."""
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise ImageError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    def load(self, path: str | os.PathLike, limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
+        """Read and preprocess one image file (see :meth:`apply`); returns uint8 ``[size, size, 3]``."""
+        return self.apply(read_image_file(path, limits), path)[0]
 
 
-def decode_rgb(data: bytes, name: str | os.PathLike = "<bytes>") -> Image.Image:
-    """Decode image bytes to a fresh RGB image that carries no metadata (no EXIF, ICC, orientation)."""
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-                # Flatten transparency on black, identically for every image.
-                im = im.convert("RGBA")
-                rgb = Image.new("RGB", im.size)
-                rgb.paste(im, mask=im.getchannel("A"))
-            else:
-                rgb = im.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise ImageError(f"{name}: not a readable image ({exc})") from None
-    if rgb.width < 1 or rgb.height < 1:
-        raise ImageError(f"{name}: empty image ({rgb.width}x{rgb.height})")
-    # Rebuild from the pixels so nothing of the file's info dict survives.
-    return Image.fromarray(np.asarray(rgb, dtype=np.uint8), mode="RGB")
+def pipeline_of(preprocessing: dict) -> int:
+    """The :data:`PIPELINE` version a stored preprocessing dict was made with (1 when it predates versions)."""
+    return int(preprocessing.get("pipeline", 1))
 
 
-def reencode_jpeg(image: Image.Image, quality: int) -> Image.Image:
-    """Compress ``image`` as a baseline JPEG (4:2:0) at ``quality`` and decode it again."""
-    buf = io.BytesIO()
-    image.save(buf, format="JPEG", quality=int(quality), subsampling="4:2:0", optimize=False)
-    buf.seek(0)
-    with Image.open(buf) as im:
-        return Image.fromarray(np.asarray(im.convert("RGB"), dtype=np.uint8), mode="RGB")
+def pipeline_warning(header: dict, path) -> str | None:
+    """A one-line warning when the detector file ``path`` (its ``header``) was fitted on features of an older
+    preprocessing pipeline than the one that makes the features now; None when they agree."""
+    version = pipeline_of(header.get("preprocessing") or {})
+    if version == PIPELINE:
+        return None
+    return (
+        f"{path} was fitted on features of preprocessing pipeline {version}, features are now made by pipeline "
+        f"{PIPELINE} (EXIF orientation applied, the JPEG re-encode after the resize): refit it for exact results"
+    )
 
 
 _LOCATORS = threading.local()
@@ -149,12 +146,11 @@ def _face_locator():
     return _LOCATORS.haar
 
 
-def crop_largest_face(image: Image.Image, scale: float = 1.3) -> tuple[Image.Image, bool]:
-    """Crop ``image`` to the square around its largest face (OpenCV Haar cascade), the face box enlarged by
-    ``scale``; parts outside the image are black. Returns (image, face_found); the image is returned whole
-    when no face is found."""
+def largest_face_box(image: Image.Image, scale: float = 1.3) -> tuple[int, int, int, int] | None:
+    """The square box (x0, y0, x1, y1) around the largest face of ``image`` (OpenCV Haar cascade), the face box
+    enlarged by ``scale`` (:func:`bfdkern.data.transforms.square_box`, as pretraining); None when no face is
+    found."""
     faces = _face_locator().locate(np.asarray(image, dtype=np.uint8))
     if not faces:
-        return image, False
-    box = square_box(faces[0].face, scale, image.width, image.height)
-    return image.crop(box), True
+        return None
+    return square_box(faces[0].face, scale, image.width, image.height)

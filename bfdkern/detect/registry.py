@@ -1,15 +1,22 @@
 """The detectors ``bfdkern evaluate`` knows: what each is, how it is built, and whether it needs weights the
-user supplies (nothing is downloaded); and :func:`load_scorer`, which turns any of them into a scorer of image
-files. User encoders (the frozen-feature slot) are loaded by :mod:`bfdkern.detect.encoder`."""
+user supplies (nothing is downloaded); and :func:`load_scorer`, which turns any of them into a :class:`Scorer` of
+image files that skips unreadable ones. User encoders (the frozen-feature slot) are loaded by :mod:`bfdkern.detect.encoder`."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+import hashlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
+from bfdkern.data.decode import UnreadableImage, decode_image, read_image_file
+from bfdkern.data.transforms import fit_square
 from bfdkern.detect.baselines import CNNDetector, CornealHighlightDetector, GramNetDetector
 from bfdkern.detect.encoder import load_detector_with_any_encoder
+from bfdkern.detect.features import Skipped, image_features, resolve_device
+from bfdkern.detect.preprocess import pipeline_warning
 
 
 @dataclass(frozen=True)
@@ -131,19 +138,116 @@ def format_catalogue(catalogue: dict[str, DetectorEntry]) -> str:
 TRAINING_FREE = ("hu21",)
 
 
-def load_scorer(item: str, encoder: str | None = None, feature_options: dict | None = None):
-    """A detector to evaluate, from ``NAME=WHAT`` or ``WHAT``: a detector file from fit-oneclass / fit-binary /
-    :func:`~bfdkern.detect.fitting.fit_frozen` (``.npz``), a CNND or GramNet file (``.pt``), or ``hu21`` (training-free).
+@dataclass
+class ScoredFiles:
+    """A scorer's output for a list of files: the scores of those it could read, in input order, and the
+    files it skipped with their reasons."""
 
-    Returns (name, detector, score) where ``score(paths) -> [N]`` scores image files; ``name`` defaults to the
-    file's stem. ``encoder`` overrides the encoder recorded in ``.npz`` files."""
+    paths: list[Path]  # the M files scored
+    scores: np.ndarray  # float64 [M]
+    skipped: list[Skipped] = field(default_factory=list)
+    no_face: list[Path] = field(default_factory=list)
+
+
+@dataclass
+class Scorer:
+    """A named detector that scores image files: ``score_files(paths, perturbation=None) -> ScoredFiles``.
+
+    ``detector`` gives the conventions (``kind``, ``positive_class``, ``score_name``, ``threshold``,
+    ``decide``); ``extra`` what the results record about it (detector file, encoder identity, preprocessing)."""
+
+    name: str
+    detector: object
+    score_files: Callable[..., ScoredFiles]
+    extra: dict = field(default_factory=dict)
+
+
+def frozen_scorer(name: str, detector, encoder, feature_options: dict | None = None, extra=None) -> Scorer:
+    """A one-class or binary head on a frozen encoder (:class:`~bfdkern.detect.encoder.FrozenEncoder`): the
+    detector's preprocessing, then the perturbation, then the encoder, then the head (on the features' device)."""
+    kw = dict(feature_options or {})
+
+    def score_files(paths, perturbation=None) -> ScoredFiles:
+        got = image_features(
+            encoder.module,
+            paths,
+            kw.get("batch_size", 32),
+            kw.get("device"),
+            kw.get("cache_dir"),
+            preprocessing=detector.preprocessing,
+            perturbation=perturbation,
+            num_workers=kw.get("num_workers", 2),
+            progress=kw.get("progress", True),
+            encoder_id=encoder.fingerprint,
+        )
+        scores = detector.score(got.features) if got.paths else np.zeros(0)
+        return ScoredFiles(got.paths, scores, got.skipped, got.no_face)
+
+    if hasattr(detector, "to"):  # the one-class mixture scores on the features' device, in float64
+        detector.to(resolve_device(kw.get("device")))
+    return Scorer(name, detector, score_files, dict(extra or {}))
+
+
+def _decoded(paths, perturbation, size: int | None, progress: bool, desc: str):
+    """(index, uint8 [H, W, 3]) for each readable file, or (index, Skipped): decoded by the one decode path,
+    centre-square resized to ``size`` (None: kept whole), then perturbed."""
+    from tqdm.auto import tqdm
+
+    for i, path in enumerate(tqdm(list(paths), desc=desc, unit="img", disable=not progress, leave=False)):
+        try:
+            data = read_image_file(path)
+            array = np.asarray(decode_image(data, name=path), dtype=np.uint8)
+        except UnreadableImage as exc:
+            yield i, Skipped.of(path, exc)
+            continue
+        if size is not None:
+            array = fit_square(array, size)
+        if perturbation is not None:
+            array = perturbation.apply(array, hashlib.sha256(data).hexdigest())
+        yield i, array
+
+
+def image_scorer(name: str, detector, score_arrays, size: int | None, progress: bool, batch: int, extra=None):
+    """A detector that scores decoded pixels (``score_arrays(list of uint8 [H, W, 3]) -> [n]``); its common
+    preprocessing is the decode path and, when ``size`` is given, its own centre-square resize."""
+
+    def score_files(paths, perturbation=None) -> ScoredFiles:
+        paths = [Path(p) for p in paths]
+        kept, scores, skipped, pending = [], [], [], []
+
+        def flush():
+            if pending:
+                scores.append(np.asarray(score_arrays([a for _, a in pending]), dtype=np.float64))
+                kept.extend(paths[i] for i, _ in pending)
+                pending.clear()
+
+        for i, got in _decoded(paths, perturbation, size, progress, name):
+            if isinstance(got, Skipped):
+                skipped.append(got)
+            else:
+                pending.append((i, got))
+                if len(pending) >= batch:
+                    flush()
+        flush()
+        return ScoredFiles(kept, np.concatenate(scores) if scores else np.zeros(0), skipped)
+
+    return Scorer(name, detector, score_files, dict(extra or {}))
+
+
+def load_scorer(item: str, encoder: str | None = None, feature_options: dict | None = None) -> Scorer:
+    """A detector to evaluate, from ``NAME=WHAT`` or ``WHAT``: a detector file from fit-oneclass / fit-binary /
+    :func:`~bfdkern.detect.fitting.fit_frozen` (``.npz``), a CNND or GramNet file (``.pt``), or ``hu21``
+    (training-free). ``NAME`` defaults to the file's stem; ``encoder`` overrides the encoder recorded in ``.npz``
+    files. Unreadable images are skipped with their reasons (:class:`ScoredFiles`)."""
     name, sep, what = item.partition("=")
     if not sep:
         name, what = "", item
     kw = dict(feature_options or {})
+    progress = kw.get("progress", True)
     if what in TRAINING_FREE:
         det = CornealHighlightDetector()
-        return name or what, det, lambda paths: det.score_files(paths, progress=kw.get("progress", True))
+        score = lambda arrays: [det.score_image(a) for a in arrays]
+        return image_scorer(name or what, det, score, None, progress, 1, {"detector_file": what})
     path = Path(what)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such detector file (or training-free detector {list(TRAINING_FREE)})")
@@ -157,6 +261,11 @@ def load_scorer(item: str, encoder: str | None = None, feature_options: dict | N
             raise ValueError(f"{path}: not a CNND or GramNet detector file")
         det = classes[kind].load(path)
         device = kw.get("device")
-        return name or path.stem, det, lambda paths: det.score_files(paths, device=device)
-    det, _, frozen = load_detector_with_any_encoder(path, encoder)
-    return name or path.stem, det, lambda paths: det.score(frozen.features(paths, det.preprocessing, **kw))
+        score = lambda arrays: det.score_images(arrays, device)
+        batch = kw.get("batch_size", 32)
+        return image_scorer(name or path.stem, det, score, det.params["size"], progress, batch, {"detector_file": what})
+    det, header, frozen = load_detector_with_any_encoder(path, encoder)
+    extra = {"detector_file": str(path), "encoder": frozen.identity, "preprocessing": det.preprocessing.to_dict()}
+    note = pipeline_warning(header, path)
+    extra["warnings"] = [note] if note else []
+    return frozen_scorer(name or path.stem, det, frozen, kw, extra)

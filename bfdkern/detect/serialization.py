@@ -26,6 +26,7 @@ from bfdkern.detect.sources import relative_source
 from bfdkern.models.files import CHECKSUM_KEY, Fields, SavedFileError, check_finite, payload_checksum
 
 FORMAT = "bfdkern.detector/1"
+FIT_HASHES_KEY = "__fit_sha256__"
 META_KEY = "__meta__"
 KINDS = {"oneclass": OneClassDetector, "binary": BinaryDetector}
 FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
@@ -43,7 +44,14 @@ def content_checksum(header: dict, arrays: dict[str, np.ndarray]) -> str:
     return payload_checksum({"header": header, "arrays": arrays})
 
 
-def save_detector(path: str | os.PathLike, detector: Detector, *, encoder: dict, preprocessing: Preprocessing) -> Path:
+def save_detector(
+    path: str | os.PathLike,
+    detector: Detector,
+    *,
+    encoder: dict,
+    preprocessing: Preprocessing,
+    fit_hashes=None,
+) -> Path:
     """Write ``detector`` to ``path`` (``.npz`` appended when missing), atomically, with a checksum of its content.
 
     Args:
@@ -51,6 +59,8 @@ def save_detector(path: str | os.PathLike, detector: Detector, *, encoder: dict,
             ``source`` (where the encoder was loaded from; its path relative to the detector file is recorded
             too, so that the two can be moved together) and ``config``.
         preprocessing: the image preprocessing the features were made with (reused at detection).
+        fit_hashes: optional sha256 hex digests of the image files the detector was fitted on (evaluate refuses
+            test images among them).
     """
     if "fingerprint" not in encoder:
         raise ValueError("encoder identity needs a 'fingerprint'")
@@ -74,6 +84,9 @@ def save_detector(path: str | os.PathLike, detector: Detector, *, encoder: dict,
         **meta,
     }
     payload = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+    if fit_hashes is not None:
+        digests = sorted(set(fit_hashes))
+        payload[FIT_HASHES_KEY] = np.frombuffer(b"".join(bytes.fromhex(h) for h in digests), np.uint8).reshape(-1, 32)
     header = json.loads(json.dumps(header, sort_keys=True))  # as it will be read back (tuples become lists)
     header[CHECKSUM_KEY] = content_checksum(header, payload)
     payload[META_KEY] = np.array(json.dumps(header, sort_keys=True))
@@ -83,8 +96,8 @@ def save_detector(path: str | os.PathLike, detector: Detector, *, encoder: dict,
 def load_detector(path: str | os.PathLike) -> tuple[Detector, dict]:
     """Read a file written by :func:`save_detector`, validated.
 
-    Returns (detector, header); the detector also carries ``.encoder`` (dict) and ``.preprocessing``
-    (:class:`Preprocessing`). Raises :class:`DetectorFileError` naming the file (and the field) when it is
+    Returns (detector, header); the detector also carries ``.encoder`` (dict), ``.preprocessing``
+    (:class:`Preprocessing`) and ``.fit_hashes`` (frozenset of sha256 hex; empty when the file has none). Raises :class:`DetectorFileError` naming the file (and the field) when it is
     missing, not a detector file, damaged or malformed."""
     path = Path(path)
     if not path.is_file():
@@ -121,6 +134,11 @@ def load_detector(path: str | os.PathLike) -> tuple[Detector, dict]:
     if not isinstance(kind, str) or kind not in KINDS:
         raise DetectorFileError(f"{path}: unknown detector kind {kind!r}, expected one of {list(KINDS)}")
     _check_header(fields)
+    fit_hashes = arrays.pop(FIT_HASHES_KEY, None)  # after the checksum, which covers it
+    if fit_hashes is not None and (fit_hashes.dtype != np.uint8 or fit_hashes.ndim != 2 or fit_hashes.shape[1] != 32):
+        raise DetectorFileError(
+            f"{path}: {FIT_HASHES_KEY} must be uint8 [N, 32], got {fit_hashes.dtype} {fit_hashes.shape}"
+        )
     _ARRAY_CHECKS[kind](fields, arrays)
     try:
         detector = KINDS[kind].from_state(header, arrays)
@@ -129,6 +147,9 @@ def load_detector(path: str | os.PathLike) -> tuple[Detector, dict]:
         raise DetectorFileError(f"{path}: malformed {kind} detector: {exc!r}") from None
     detector.encoder = header["encoder"]
     detector.preprocessing = preprocessing
+    detector.fit_hashes = (
+        frozenset(row.tobytes().hex() for row in fit_hashes) if fit_hashes is not None else frozenset()
+    )
     return detector, header
 
 
@@ -150,6 +171,7 @@ def _check_header(fields: Fields) -> None:
         fields.fail("preprocessing.face_crop", f"expected true or false, got {fields.get('preprocessing.face_crop')!r}")
     fields.number("preprocessing.face_scale", optional=True, check=lambda v: v >= 1, what=">= 1")
     fields.integer("preprocessing.size", minimum=8, optional=True)
+    fields.integer("preprocessing.pipeline", minimum=1, optional=True)
     fields.dict("params")
     fields.number("threshold")
     fields.dict("report", optional=True)

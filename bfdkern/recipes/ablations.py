@@ -131,7 +131,7 @@ def run_preset(preset: Preset, base: dict, sets: ImageSets, out_dir, *, echo=pri
 
     Files under ``out_dir/NAME``: ``run/`` (the pretraining run), ``oneclass.npz``, ``results.csv`` and plots.
     Returns one comparison row: preset, description, tasks, lambda, components, normalized, AUC per generator
-    (``auc_<name>``) and the mean ``auc``, ``ap``, ``accuracy`` (fractions)."""
+    (``auc_<name>``) and the means of every metric of :mod:`bfdkern.detect.metrics` (fractions)."""
     from pathlib import Path
 
     from bfdkern.detect import OneClassDetector, Preprocessing, evaluate_scores, save_detector, write_results
@@ -169,9 +169,9 @@ def run_preset(preset: Preset, base: dict, sets: ImageSets, out_dir, *, echo=pri
         "components": options["n_components"],
         "normalized": bool(options.get("normalize", True)),
     }
-    row.update({f"auc_{r['generator']}": r["auc"] for r in result["rows"]})
+    row.update({f"auc_{r['generator']}": r["auc"] for r in result["rows"] if r["generator"] != "mean"})
     row.update(result["mean"])
-    echo(f"  mean AUC {100 * row['auc']:.2f}%, AP {100 * row['ap']:.2f}%, accuracy {100 * row['accuracy']:.2f}%")
+    echo(f"  mean AUC {100 * row['auc']:.2f}%, AP (fake +) {100 * row['ap_fake']:.2f}%, ACC {100 * row['acc']:.2f}%")
     return row
 
 
@@ -200,8 +200,8 @@ def write_comparison(
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(rows), 4))
     x = np.arange(len(rows))
-    for offset, metric in ((-0.2, "auc"), (0.2, "ap")):
-        ax.bar(x + offset, [100 * r[metric] for r in rows], width=0.4, label=metric.upper())
+    for offset, metric, name in ((-0.2, "auc", "AUC"), (0.2, "ap_fake", "AP (fake +)")):
+        ax.bar(x + offset, [100 * r[metric] for r in rows], width=0.4, label=name)
     ax.set_xticks(x, [r[label] for r in rows], rotation=30, ha="right")
     ax.set_ylabel("mean over generators (%)")
     ax.set_ylim(0, 100)
@@ -214,11 +214,11 @@ def write_comparison(
 def format_comparison(rows: list[dict]) -> str:
     """The comparison as a fixed-width text table (metrics in percent)."""
     width = max(len("preset"), *(len(r["preset"]) for r in rows))
-    head = f"{'preset':<{width}}  {'tasks':>5}  {'lambda':<20}  {'AUC %':>6}  {'AP %':>6}  {'Acc %':>6}"
+    head = f"{'preset':<{width}}  {'tasks':>5}  {'lambda':<20}  {'AUC %':>6}  {'AP(fake+) %':>11}  {'ACC %':>6}"
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(
             f"{r['preset']:<{width}}  {r['tasks']:>5}  {r['lambda']:<20}  {100 * r['auc']:6.2f}  "
-            f"{100 * r['ap']:6.2f}  {100 * r['accuracy']:6.2f}"
+            f"{100 * r['ap_fake']:11.2f}  {100 * r['acc']:6.2f}"
         )
     return "\n".join(lines)

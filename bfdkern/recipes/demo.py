@@ -266,13 +266,12 @@ def _detect_both(out: Path, images: _Images, trained: _Pretrained, s: DemoSettin
     t = time.perf_counter()
     before, after = _detect(trained.initial_model, images.held_out, s), _detect(trained.model, images.held_out, s)
     plots = dict(trained.result.plots)
-    plots["roc"] = plot_roc(
+    plots["roc"] = plot_roc(  # fakeness = minus the log-likelihood
         {
-            "pretrained encoder": (after["labels"], after["scores"]),
-            "random-init encoder": (before["labels"], before["scores"]),
+            "pretrained encoder": (-after["real"], -after["fake"]),
+            "random-init encoder": (-before["real"], -before["fake"]),
         },
         out / "plots" / "roc.png",
-        positive_class="real",
         title="one-class detector: real vs camera-less faces",
     )
     plots["histogram"] = plot_histograms(

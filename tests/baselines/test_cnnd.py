@@ -109,3 +109,30 @@ def test_fit_baseline_command_trains_and_evaluate_scores_it(eval_sets, tmp_path,
     empty.mkdir()
     assert cli.main(["fit-baseline", "cnnd", *common[:2], "--fake", str(empty), "-o", str(out)]) == 2
     assert "empty" in capsys.readouterr().err
+
+
+def test_fit_baseline_skips_unreadable_images_before_training(eval_sets, tmp_path, capsys):
+    reals = tmp_path / "reals"
+    reals.mkdir()
+    for p in list_images(eval_sets / "fit")[:6]:
+        (reals / p.name).write_bytes(p.read_bytes())
+    (reals / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    argv = ["fit-baseline", "cnnd", "--real", str(reals), "--fake", str(eval_sets / "fake"), "--arch", "resnet18"]
+    argv += [
+        "--size",
+        "32",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "6",
+        "--device",
+        "cpu",
+        "--quiet",
+        "-o",
+        str(tmp_path / "c.pt"),
+    ]
+    assert cli.main(argv) == 0
+    captured = capsys.readouterr()
+    assert "trained 1 epochs on 6 real and 12 fake images" in captured.out
+    assert "skipped 1 (not an image: 1) of 19 images" in captured.err and "broken.jpg" in captured.err
+    assert cli.main([*argv, "--strict"]) == 3

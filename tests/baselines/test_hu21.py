@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bfdkern.data.decode import decode_image
 from bfdkern.data.faces import HaarFaceLocator, TemplateLocator
 from bfdkern.detect import evaluate_scores, list_images
 from bfdkern.detect.baselines import CornealHighlightDetector, highlight_iou, highlight_mask
 from bfdkern.detect.baselines.hu21 import eye_crops, iris_circle
 from bfdkern.detect.metrics import roc_auc
-from bfdkern.detect.preprocess import decode_rgb, read_bytes
 from tests.helpers import shared_data_dir
 
 SIZE = 96
@@ -38,7 +38,7 @@ def test_consistent_highlights_score_higher_than_moved_ones():
     moved = [det.score_image(_face((1, -1), (-3, 2), seed)) for seed in range(4)]
     assert min(same) > 0.5 and max(moved) < 0.2
     result = evaluate_scores(det, np.array(same), {"moved": np.array(moved)})
-    assert result["rows"][0]["auc"] == 1.0 and result["rows"][0]["accuracy"] == 1.0
+    assert result["rows"][0]["auc"] == 1.0 and result["rows"][0]["acc"] == 1.0
 
 
 def test_irises_are_found_and_highlights_compared_in_the_cornea_frame():
@@ -92,7 +92,7 @@ def test_real_faces_own_eyes_agree_more_than_two_photos_eyes():
     if data is None or not (data / "faces" / "faces_with_exif").is_dir():
         pytest.skip("needs ../shared/data/faces")
     paths = list_images(data / "faces" / "faces_with_exif")
-    images = [np.asarray(decode_rgb(read_bytes(p), p)) for p in paths]
+    images = [np.asarray(decode_image(p)) for p in paths]
     aucs = {}
     for name, min_contrast in (("cornea", 12.0), ("whole", float("inf"))):
         det = CornealHighlightDetector(locator=HaarFaceLocator(), min_contrast=min_contrast)

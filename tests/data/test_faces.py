@@ -7,9 +7,9 @@ import pickle
 import numpy as np
 import pytest
 
+from bfdkern.data.decode import decode_image as load_image
 from bfdkern.data.faces import HaarFaceLocator, LandmarkLocator, TemplateLocator, parts_from_landmarks
 from bfdkern.data.simulator import read_labels, simulate_collection
-from bfdkern.data.transforms import load_image
 
 
 def _inside(points, box):
@@ -103,8 +103,8 @@ def test_mediapipe_finds_the_faces_of_real_photos(shared_data):
     """MediaPipe's bundled BlazeFace (optional package): a face box and eye/mouth boxes inside it, on real
     photos; 'auto' picks it when it is installed."""
     pytest.importorskip("mediapipe")
+    from bfdkern.data.decode import decode_image as load_image
     from bfdkern.data.faces import MediaPipeFaceLocator, detector_id, face_detector
-    from bfdkern.data.transforms import load_image
 
     assert isinstance(face_detector("auto"), MediaPipeFaceLocator)
     locator = MediaPipeFaceLocator()

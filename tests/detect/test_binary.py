@@ -63,3 +63,18 @@ def test_bad_inputs():
         BinaryDetector().fit(_features(10, 0), _features(10, 1, d=8))
     with pytest.raises(ValueError, match="val_fraction"):
         BinaryDetector(val_fraction=1.0)
+
+
+def test_validation_curve_is_reported_and_training_stops_early():
+    real, fake = _features(400, 0.0, seed=7), _features(100, 2.5, seed=8)
+    det = BinaryDetector(hidden=32, max_epochs=300, patience=5).fit(real, fake, device="cpu")
+    r = det.report
+    h = r["history"]
+    assert [e["epoch"] for e in h] == list(range(r["epochs"] + 1))  # epoch 0 = before training
+    assert h[0]["train_loss"] is None and all(e["train_loss"] > 0 for e in h[1:])
+    assert r["stopped_early"] and r["epochs"] < 300
+    best = min(h[1:], key=lambda e: e["val_loss"])
+    assert best["epoch"] == r["best_epoch"] and best["val_loss"] == pytest.approx(r["best_val_loss"])
+    assert best["val_auc"] > 0.9 and 0.5 < best["val_balanced_acc"] <= 1.0
+    # The curve's AUC is the AUC of the kept weights on the validation split.
+    assert h[0]["val_auc"] < best["val_auc"]

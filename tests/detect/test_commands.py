@@ -1,74 +1,88 @@
-"""The detection commands end to end on the camera simulator's images, and their errors on bad inputs."""
+"""The fit and detect commands end to end on the camera simulator's images: what they record and report, the
+fit warnings, unreadable images skipped with their reasons, and errors on bad inputs."""
 
-import csv
 import json
 
 import numpy as np
-import pytest
-import torch
 
-from bfdkern.cli import main
-from bfdkern.data.simulator import simulate_collection, simulate_uncamera
 from bfdkern.detect import load_detector
-from bfdkern.models import BladesModel, save_model
-from bfdkern.tasks import blades_spec
+from tests.detect.cli import common as _common
+from tests.detect.cli import run_cli as _run
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("detect_cli")
-    simulate_collection(root / "real", 24, seed=0, size=32)
-    simulate_collection(root / "real_test", 12, seed=1, size=32)
-    simulate_uncamera(root / "fake", 16, seed=2, size=32)
-    simulate_uncamera(root / "fake2", 12, seed=3, size=32, kinds=("clean",))
-    for seed, name in ((0, "run"), (1, "other_run")):
-        torch.manual_seed(seed)
-        model = BladesModel(blades_spec(), backbone="small", feature_dim=768)
-        save_model(root / name / "encoder.pt", model, extra={"pretrain_config": {"image_size": 32, "face_crop": False}})
-    (root / "empty").mkdir()
-    return root
+def test_fit_oneclass_records_encoder_preprocessing_and_fit_set(world, oneclass_file):
+    import hashlib
 
-
-def _common(root):
-    return ["--cache-dir", str(root / "cache"), "--quiet", "--device", "cpu"]
-
-
-def _run(capsys, argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-@pytest.fixture(scope="module")
-def oneclass_file(world):
-    path = world / "oc.npz"
-    assert (
-        main(
-            [
-                "fit-oneclass",
-                "--encoder",
-                str(world / "run"),
-                "--real",
-                str(world / "real"),
-                "-o",
-                str(path),
-                "--components",
-                "2",
-                *_common(world),
-            ]
-        )
-        == 0
-    )
-    return path
-
-
-def test_fit_oneclass_records_encoder_and_preprocessing(world, oneclass_file):
     det, header = load_detector(oneclass_file)
     assert det.kind == "oneclass" and det.report["n_real"] == 24
     assert header["encoder"]["source"].endswith("run/encoder.pt") and header["encoder"]["config"]["backbone"] == "small"
     # The input size follows the encoder's pretraining when --size is not given.
     assert det.preprocessing.size == 32 and det.preprocessing.jpeg_quality == 95 and not det.preprocessing.face_crop
     assert header["params"]["n_components"] == 2 and header["params"]["init_params"] == "k-means++"
+    assert header["preprocessing"]["pipeline"] == 2
+    assert det.fit_hashes == {hashlib.sha256(p.read_bytes()).hexdigest() for p in (world / "real").glob("*.jpg")}
+    assert det.report["threshold_set_on"] == "the fit set (in-sample)"
+    assert (world / "oc.scores.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_fit_oneclass_warns_small_fit_sets_and_in_sample_thresholds(world, capsys, tmp_path):
+    """The reported failure: a 10-component full mixture on a few images in 768 dimensions, no word said."""
+    fit = ["fit-oneclass", "--encoder", world / "run", "--real", world / "real", "-o", tmp_path / "a.npz"]
+    code, out, err = _run(capsys, [*fit, "--components", "10", *_common(world)])
+    assert code == 0, err
+    assert "warning: the fit set is too small for a 10-component full-covariance mixture in 768 dimensions" in err
+    assert "24 images are 2.4 per component" in err and "--components 2 --covariance diag" in err
+    assert "warning: the threshold is set in-sample" in err and "--calibration 0.2" in err
+    # A held-out calibration set: no in-sample warning; the threshold is set on it; --false-alarm is the rate.
+    fit[-1] = tmp_path / "b.npz"
+    options = ["--components", "1", "--covariance", "diag", "--calibration", "0.25", "--false-alarm", "0.1"]
+    code, out, err = _run(capsys, [*fit, *options, *_common(world)])
+    assert code == 0 and "warning" not in err, err
+    assert "at 10.0% false alarms on 6 held-out calibration reals" in out
+    det, _ = load_detector(tmp_path / "b.npz")
+    assert det.report["n_real"] == 18 and det.report["n_calibration"] == 6 and det.params["false_alarm_rate"] == 0.1
+    assert len(det.fit_hashes) == 24  # the calibration images are in the fit set too: no test may reuse them
+    # A calibration folder.
+    fit[-1] = tmp_path / "c.npz"
+    code, out, err = _run(capsys, [*fit, "--components", "1", "--calibration", world / "real_b", *_common(world)])
+    assert code == 0 and "10 held-out calibration reals" in out
+    code, _, err = _run(capsys, [*fit, "--calibration", "1.5", *_common(world)])
+    assert code == 2 and "--calibration 1.5" in err
+
+
+def test_fit_commands_skip_unreadable_images_and_strict_says_so(world, capsys, tmp_path):
+    folder = tmp_path / "reals"
+    folder.mkdir()
+    for p in sorted((world / "real").glob("*.jpg"))[:12]:
+        (folder / p.name).write_bytes(p.read_bytes())
+    data = (world / "real" / "cam_00000.jpg").read_bytes()
+    (folder / "cam_cut.jpg").write_bytes(data[: len(data) * 3 // 4])
+    (folder / "cam_text.png").write_text("not an image")
+    fit = ["fit-oneclass", "--encoder", world / "run", "--real", folder, "-o", tmp_path / "x.npz", "--components", "1"]
+    code, out, err = _run(capsys, [*fit, *_common(world)])
+    assert code == 0, err
+    assert "skipped 2 (truncated or corrupt: 1, not an image: 1) of 14 images" in err and "Traceback" not in err
+    det, _ = load_detector(tmp_path / "x.npz")
+    assert det.report["n_real"] == 12 and det.report["skipped"]["count"] == 2 and len(det.fit_hashes) == 12
+    code, _, err = _run(capsys, [*fit, "--strict", *_common(world)])
+    assert code == 3 and (tmp_path / "x.npz").is_file()
+    fit_binary = ["fit-binary", "--encoder", world / "run", "--real", folder, "--fake", world / "fake"]
+    fit_binary += ["-o", tmp_path / "b.npz", "--hidden", "8", "--epochs", "3", "--strict", *_common(world)]
+    code, out, err = _run(capsys, fit_binary)
+    assert code == 3 and "skipped 2" in err and (tmp_path / "b.npz").is_file()
+
+
+def test_fit_binary_reports_its_validation_curve(world, capsys, tmp_path):
+    argv = ["fit-binary", "--encoder", world / "run", "--real", world / "real", "--fake", world / "fake"]
+    argv += ["-o", tmp_path / "b.npz", "--hidden", "16", "--epochs", "200", "--patience", "3", *_common(world)]
+    code, out, err = _run(capsys, argv)
+    assert code == 0, err
+    assert "epoch  train loss  val loss  val AUC %" in out and "<- kept" in out
+    det, _ = load_detector(tmp_path / "b.npz")
+    r = det.report
+    assert r["stopped_early"] and f"stopped early after {r['epochs']} epochs; kept epoch {r['best_epoch']}" in out
+    assert len(r["history"]) == r["epochs"] + 1
+    assert (tmp_path / "b.curve.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_fit_binary_reports_the_fakes_it_used(world, capsys):
@@ -121,8 +135,9 @@ def test_detect_json_and_table(world, oneclass_file, capsys):
     det, _ = load_detector(oneclass_file)
     assert all(r["threshold"] == det.threshold and r["detector"] == "oneclass" for r in rows)
     assert all((r["label"] == "fake") == (r["score"] < r["threshold"]) for r in rows)
-    code, out, _ = _run(capsys, ["detect", world / "real_test", "--detector", oneclass_file, *_common(world)])
+    code, out, err = _run(capsys, ["detect", world / "real_test", "--detector", oneclass_file, *_common(world)])
     assert code == 0 and "score = log-likelihood" in out and len(out.splitlines()) == 2 + 12
+    assert "scored 12 images, skipped 0" in err
 
 
 def test_unnormalised_embedding_detector_fits_detects_and_evaluates(world, capsys, tmp_path):
@@ -156,72 +171,12 @@ def test_unnormalised_embedding_detector_fits_detects_and_evaluates(world, capsy
     assert code == 0 and "--no-normalize changes nothing" in err and "--encoder embedding:" in err
 
 
-def test_evaluate_writes_table_csv_json_and_plots(world, oneclass_file, capsys, tmp_path):
-    out_dir = tmp_path / "eval"
-    code, out, err = _run(
-        capsys,
-        [
-            "evaluate",
-            "--detector",
-            oneclass_file,
-            "--real",
-            world / "real_test",
-            "--fake",
-            f"resynth={world / 'fake'}",
-            "--fake",
-            f"clean={world / 'fake2'}",
-            "--out",
-            out_dir,
-            *_common(world),
-        ],
-    )
-    assert code == 0, err
-    assert "positive class = real" in out and "mean" in out
-    result = json.loads((out_dir / "results.json").read_text())
-    assert [r["generator"] for r in result["rows"]] == ["resynth", "clean"]
-    assert result["positive_class"] == "real" and result["rows"][0]["n_real"] == 12
-    for m in ("auc", "ap", "accuracy"):
-        assert result["mean"][m] == pytest.approx(np.mean([r[m] for r in result["rows"]]))
-        assert all(0.0 <= r[m] <= 1.0 for r in result["rows"])
-    with (out_dir / "results.csv").open() as f:
-        table = list(csv.DictReader(f))
-    assert [r["generator"] for r in table] == ["resynth", "clean", "mean"]
-    with (out_dir / "scores.csv").open() as f:
-        assert sum(1 for _ in csv.DictReader(f)) == 12 + 16 + 12
-    for png in ("roc.png", "histograms.png"):
-        assert (out_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
 def test_empty_folder_is_named(world, capsys):
     code, _, err = _run(
         capsys,
         ["fit-oneclass", "--encoder", world / "run", "--real", world / "empty", "-o", world / "x.npz", *_common(world)],
     )
     assert code == 2 and f"{world / 'empty'}: no images found" in err
-
-
-def test_unreadable_image_is_named(world, capsys, tmp_path):
-    folder = tmp_path / "reals"
-    folder.mkdir()
-    for p in sorted((world / "real").glob("*.jpg"))[:3]:
-        (folder / p.name).write_bytes(p.read_bytes())
-    (folder / "cam_broken.jpg").write_bytes(b"\xff\xd8\xff\xdb not a jpeg at all")
-    code, _, err = _run(
-        capsys,
-        [
-            "fit-oneclass",
-            "--encoder",
-            world / "run",
-            "--real",
-            folder,
-            "-o",
-            tmp_path / "x.npz",
-            "--components",
-            "2",
-            *_common(world),
-        ],
-    )
-    assert code == 2 and "cam_broken.jpg: not a readable image" in err and "Traceback" not in err
 
 
 def test_detector_with_another_encoder_is_refused(world, oneclass_file, capsys):

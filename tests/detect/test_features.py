@@ -6,7 +6,8 @@ import torch
 from PIL import Image
 
 from bfdkern.data.transforms import to_tensor
-from bfdkern.detect.features import FeatureCache, encoder_fingerprint, extract_features
+from bfdkern.detect.features import FeatureCache, encoder_fingerprint, extract_features, image_features
+from bfdkern.detect.perturb import Perturbation
 from bfdkern.detect.preprocess import ImageError, Preprocessing
 from tests.detect.tiny_encoder import TinyEncoder
 
@@ -93,6 +94,49 @@ def test_unreadable_image_is_named(images, tmp_path):
         extract_features(TinyEncoder(), [*images, bad], device="cpu", preprocessing=PREP, progress=False)
     with pytest.raises(ValueError, match="no images"):
         extract_features(TinyEncoder(), [], device="cpu", preprocessing=PREP, progress=False)
+
+
+def test_unreadable_files_are_skipped_with_reasons_and_the_rest_kept(images, tmp_path):
+    cut = tmp_path / "img" / "cut.png"
+    cut.write_bytes(images[0].read_bytes()[:60])
+    text = tmp_path / "img" / "text.png"
+    text.write_text("hello")
+    paths = [cut, *images[:3], text, images[3], tmp_path / "gone.png"]
+    enc = TinyEncoder()
+    got = image_features(enc, paths, batch_size=2, device="cpu", preprocessing=PREP, progress=False)
+    assert got.paths == [*images[:3], images[3]] and got.index.tolist() == [1, 2, 3, 5]
+    assert [(s.path.name, s.reason) for s in got.skipped] == [
+        ("cut.png", "truncated or corrupt"),
+        ("text.png", "not an image"),
+        ("gone.png", "missing"),
+    ]
+    strict = extract_features(enc, images[:4], device="cpu", preprocessing=PREP, progress=False)
+    np.testing.assert_allclose(got.features, strict, rtol=1e-5, atol=1e-6)  # other batches, same features
+    assert got.digests[0] == __import__("hashlib").sha256(images[0].read_bytes()).hexdigest()
+
+
+def test_an_unwritable_cache_is_a_warning_not_a_failure(images, tmp_path):
+    blocked = tmp_path / "cache"
+    blocked.write_text("a file where the cache folder should be")
+    with pytest.warns(UserWarning, match="cannot be written"):
+        out = extract_features(
+            TinyEncoder(), images[:3], device="cpu", cache_dir=blocked, preprocessing=PREP, progress=False
+        )
+    assert out.shape == (3, 16)
+
+
+def test_perturbation_is_applied_after_the_preprocessing_and_keys_the_cache(images, tmp_path):
+    enc = TinyEncoder()
+    blur = Perturbation.parse("blur=1.5")
+    cache = tmp_path / "cache"
+    clean = extract_features(enc, images[:3], device="cpu", cache_dir=cache, preprocessing=PREP, progress=False)
+    blurred = extract_features(
+        enc, images[:3], device="cpu", cache_dir=cache, preprocessing=PREP, perturbation=blur, progress=False
+    )
+    assert enc.seen == 6 and not np.allclose(clean, blurred)  # the clean entries were not reused
+    x = torch.stack([to_tensor(blur.apply(PREP.load(p)), size=32) for p in images[:3]])
+    with torch.no_grad():
+        np.testing.assert_allclose(blurred, enc.features(x).numpy(), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.cuda

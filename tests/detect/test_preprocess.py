@@ -1,4 +1,5 @@
-"""Evaluation preprocessing: identical for every image, metadata gone, one JPEG quality, clear errors."""
+"""Evaluation preprocessing: one decode path with pretraining, identical for every image, metadata gone, the
+re-encode after the resize, clear errors."""
 
 import io
 
@@ -6,7 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bfdkern.detect.preprocess import ImageError, Preprocessing, list_images
+from bfdkern.data.decode import decode_image
+from bfdkern.data.transforms import fit_square
+from bfdkern.detect.preprocess import PIPELINE, ImageError, Preprocessing, list_images, pipeline_warning
 
 
 def _photo(seed=0, size=48):
@@ -25,7 +28,6 @@ def test_same_pixels_give_the_same_output_whatever_the_container_or_metadata():
     px = _photo()
     exif = Image.Exif()
     exif[0x010F] = "Canon"  # Make
-    exif[0x0112] = 6  # Orientation: would rotate if applied
     rgba = np.dstack([px, np.full(px.shape[:2], 255, np.uint8)])
     files = [
         _encode(px, "PNG"),
@@ -33,45 +35,66 @@ def test_same_pixels_give_the_same_output_whatever_the_container_or_metadata():
         _encode(rgba, "PNG"),
         _encode(px, "WEBP", lossless=True, exif=exif),
     ]
-    prep = Preprocessing(jpeg_quality=90)
-    outs = [np.asarray(prep.apply(f, f"file{i}")[0]) for i, f in enumerate(files)]
+    prep = Preprocessing(jpeg_quality=90, size=32)
+    outs = [prep.apply(f, f"file{i}")[0] for i, f in enumerate(files)]
     for out in outs[1:]:
         np.testing.assert_array_equal(out, outs[0])
-    assert outs[0].shape == px.shape  # orientation tag not applied
+    assert outs[0].shape == (32, 32, 3) and outs[0].dtype == np.uint8
 
 
-def test_output_carries_no_metadata_and_is_jpeg_compressed():
+def test_orientation_is_applied_as_in_pretraining():
+    """The EXIF orientation tag rotates the pixels exactly as the pretraining dataset's decode does."""
+    px = _photo(1, 40)[:, :24]  # 40 high, 24 wide
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    data = _encode(px, "PNG", exif=exif)
+    prep = Preprocessing(jpeg_quality=None, size=24)
+    out, _ = prep.apply(data, "rotated.png")
+    expected = fit_square(np.rot90(px, k=-1).copy(), 24)  # the displayed image, 24 high and 40 wide
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(out, fit_square(decode_image(data), 24))
+
+
+def test_output_is_the_resize_then_one_jpeg_round_trip():
     exif = Image.Exif()
     exif[0x010F] = "Canon"
-    data = _encode(_photo(1), "JPEG", quality=100, exif=exif)
-    image, face = Preprocessing(jpeg_quality=75).apply(data, "x.jpg")
+    data = _encode(_photo(1, 64), "JPEG", quality=100, exif=exif)
+    out, face = Preprocessing(jpeg_quality=75, size=32).apply(data, "x.jpg")
     assert face is None
-    assert not image.info and not image.getexif()
-    # The output equals one explicit JPEG round trip at quality 75 of the decoded pixels.
-    decoded = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-    again = np.asarray(Image.open(io.BytesIO(_encode(decoded, "JPEG", quality=75, subsampling="4:2:0"))))
-    np.testing.assert_array_equal(np.asarray(image), again)
+    resized = fit_square(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")), 32)
+    again = np.asarray(Image.open(io.BytesIO(_encode(resized, "JPEG", quality=75, subsampling="4:2:0"))))
+    np.testing.assert_array_equal(out, again)
 
 
 def test_no_reencode_keeps_pixels():
-    px = _photo(2)
-    image, _ = Preprocessing(jpeg_quality=None).apply(_encode(px, "PNG"))
-    np.testing.assert_array_equal(np.asarray(image), px)
+    px = _photo(2, 32)
+    out, _ = Preprocessing(jpeg_quality=None, size=32).apply(_encode(px, "PNG"))
+    np.testing.assert_array_equal(out, px)
 
 
-def test_settings_round_trip_and_validation():
+def test_settings_round_trip_with_the_pipeline_version():
     prep = Preprocessing(jpeg_quality=80, face_crop=True, face_scale=1.5, size=64)
+    assert prep.to_dict()["pipeline"] == PIPELINE
     assert Preprocessing.from_dict(prep.to_dict()) == prep
     with pytest.raises(ValueError, match="jpeg_quality"):
         Preprocessing(jpeg_quality=0)
+    assert pipeline_warning({"preprocessing": prep.to_dict()}, "d.npz") is None
+    old = {k: v for k, v in prep.to_dict().items() if k != "pipeline"}
+    assert "d.npz was fitted on features of preprocessing pipeline 1" in pipeline_warning(
+        {"preprocessing": old}, "d.npz"
+    )
 
 
 def test_unreadable_and_missing_files_are_named(tmp_path):
     bad = tmp_path / "broken.jpg"
-    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    with pytest.raises(ImageError, match="broken.jpg: not a readable image"):
+    bad.write_bytes(b"\xff\xd8\xff\xe0 a JPEG marker, then nothing")
+    with pytest.raises(ImageError, match="broken.jpg: truncated or corrupt") as info:
         Preprocessing().load(bad)
-    with pytest.raises(ImageError, match="gone.png: cannot be read"):
+    assert info.value.reason == "truncated or corrupt"
+    (tmp_path / "text.png").write_text("hello")
+    with pytest.raises(ImageError, match="text.png: not an image"):
+        Preprocessing().load(tmp_path / "text.png")
+    with pytest.raises(ImageError, match="gone.png: missing"):
         Preprocessing().load(tmp_path / "gone.png")
 
 
@@ -87,18 +110,17 @@ def test_list_images(tmp_path):
 
 
 def test_face_crop_on_real_photos(shared_data):
-    """On real group photos the crop finds a face and returns a square around it."""
+    """On real group photos the crop finds a face: the output differs from the centred square of the photo."""
     folder = shared_data / "faces" / "faces_with_exif"
     paths = sorted(folder.glob("*.jp*g"))[:3]
     if not paths:
         pytest.skip("no face photos in the shared data")
-    prep = Preprocessing(jpeg_quality=95, face_crop=True)
+    prep = Preprocessing(jpeg_quality=None, face_crop=True, size=64)
     found = 0
     for p in paths:
-        image, face = prep.apply(p.read_bytes(), p)
+        out, face = prep.apply(p.read_bytes(), p)
+        assert out.shape == (64, 64, 3)
         if face:
             found += 1
-            assert image.width == image.height
-            with Image.open(p) as original:
-                assert image.width < max(original.size)
+            assert not np.array_equal(out, fit_square(decode_image(p), 64))
     assert found >= 1

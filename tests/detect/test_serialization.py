@@ -92,3 +92,17 @@ def test_wrong_encoder_is_a_clear_error(tmp_path, oneclass):
         DetectorFileError, match=r"det.npz: fitted on features of encoder abababababab .*/runs/b is 0123"
     ):
         check_encoder(path, header, "0123" * 16, "/runs/b")
+
+
+def test_fit_hashes_round_trip(oneclass, tmp_path):
+    import hashlib
+
+    det = oneclass
+    digests = [hashlib.sha256(bytes([i])).hexdigest() for i in range(5)]
+    path = save_detector(
+        tmp_path / "d.npz", det, encoder=ENCODER, preprocessing=PREP, fit_hashes=[*digests, digests[0]]
+    )
+    loaded, _ = load_detector(path)
+    assert loaded.fit_hashes == frozenset(digests)
+    plain = save_detector(tmp_path / "plain.npz", det, encoder=ENCODER, preprocessing=PREP)
+    assert load_detector(plain)[0].fit_hashes == frozenset()

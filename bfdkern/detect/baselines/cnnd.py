@@ -198,23 +198,30 @@ class CNNDetector:
         return self
 
     def _training_image(self, path: Path, aug: Augmentation) -> Image.Image:
-        from bfdkern.detect.preprocess import decode_rgb, read_bytes
+        from bfdkern.data.decode import decode_image
 
-        return self.augment.apply(decode_rgb(read_bytes(path), path), aug)
+        return self.augment.apply(decode_image(path), aug)
 
     @torch.no_grad()
-    def score_files(self, paths, batch_size: int = 32, device: str | None = None) -> np.ndarray:
-        """Image files -> [N] P(fake) (float64), no augmentation."""
-        from bfdkern.detect.preprocess import decode_rgb, read_bytes
-
+    def score_images(self, images: Sequence, device: str | None = None) -> np.ndarray:
+        """RGB images (PIL or uint8 [H, W, 3]; the centred square is resized to ``size``) -> [N] P(fake)
+        (float64), no augmentation."""
         dev = torch.device(device or "cpu")
         net = self.net.to(dev).eval()
-        out = []
+        try:
+            return torch.sigmoid(net(self._batch(list(images), dev)).squeeze(1)).double().cpu().numpy()
+        finally:
+            self.net = net.cpu()
+
+    def score_files(self, paths, batch_size: int = 32, device: str | None = None) -> np.ndarray:
+        """Image files -> [N] P(fake) (float64), no augmentation; an unreadable file is an error naming it."""
+        from bfdkern.data.decode import decode_image
+
         paths = list(paths)
-        for start in range(0, len(paths), batch_size):
-            images = [decode_rgb(read_bytes(p), p) for p in paths[start : start + batch_size]]
-            out.append(torch.sigmoid(net(self._batch(images, dev)).squeeze(1)).double().cpu().numpy())
-        self.net = net.cpu()
+        out = [
+            self.score_images([decode_image(p) for p in paths[start : start + batch_size]], device)
+            for start in range(0, len(paths), batch_size)
+        ]
         return np.concatenate(out)
 
     def decide(self, scores) -> np.ndarray:

@@ -205,12 +205,11 @@ class CornealHighlightDetector:
         """Image files -> [N] highlight IoUs (float64); an unreadable file is an error naming it."""
         from tqdm.auto import tqdm
 
-        from bfdkern.detect.preprocess import decode_rgb, read_bytes
+        from bfdkern.data.decode import decode_image
 
         scores = []
         for path in tqdm(list(paths), desc="hu21", unit="img", disable=not progress, leave=False):
-            image = np.asarray(decode_rgb(read_bytes(path), path))
-            scores.append(self.score_image(image, str(path)))
+            scores.append(self.score_image(np.asarray(decode_image(path)), str(path)))
         return np.asarray(scores, dtype=np.float64)
 
     def decide(self, scores) -> np.ndarray:

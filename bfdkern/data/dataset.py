@@ -303,7 +303,8 @@ class FaceDataset(Dataset):
         for f in files:
             try:
                 check_file(f)  # the cap policy before the EXIF reader reads the file (decoding skips it)
-            except UnreadableImage:
+            except UnreadableImage as exc:  # counted as the reader counts its refusals (not_a_regular_file, ...)
+                self.exif_reasons[exc.reason.replace(" ", "_")] += 1
                 labels.append({})
                 continue
             try:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -105,7 +104,7 @@ def load_detector(path: str | os.PathLike) -> tuple[Detector, dict]:
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as exc:
+    except Exception as exc:  # a damaged .npz: numpy raises zip, header-syntax and even tokenize errors
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise DetectorFileError(
             f"{path}: not a detector file (.npz without pickled objects) or damaged: {first}"

@@ -251,16 +251,21 @@ def model_card(model, summary: dict, evaluations: list[dict], names: list[str], 
             f"### {name}: {result.get('detector', '?')} detector (score {result.get('score', '?')}, positive class "
             f"{positive})",
             "",
-            "| generator | real | fake | AUC | AP | accuracy |",
-            "|---|---:|---:|---:|---:|---:|",
+            "| real | generator | real images | fake images | AUC | AP (fake = positive) | ACC |",
+            "|---|---|---:|---:|---:|---:|---:|",
         ]
         for r in result["rows"]:
+            if "mean" in (r.get("real"), r.get("generator")):  # the means: one overall row below
+                continue
             lines.append(
-                f"| {r.get('generator')} | {r.get('n_real')} | {r.get('n_fake')} | {_fmt(r.get('auc'))} | "
-                f"{_fmt(r.get('ap'))} | {_fmt(r.get('accuracy'))} |"
+                f"| {r.get('real', 'real')} | {r.get('generator')} | {r.get('n_real')} | {r.get('n_fake')} | "
+                f"{_fmt(r.get('auc'))} | {_fmt(r.get('ap_fake'))} | {_fmt(r.get('acc'))} |"
             )
         m = result["mean"]
-        lines += [f"| **mean** | | | {_fmt(m.get('auc'))} | {_fmt(m.get('ap'))} | {_fmt(m.get('accuracy'))} |", ""]
+        lines += [
+            f"| **mean** | | | | {_fmt(m.get('auc'))} | {_fmt(m.get('ap_fake'))} | {_fmt(m.get('acc'))} |",
+            "",
+        ]
     commit = origin.get("commit")
     commit_text = f"git commit `{commit}`" + (" (with uncommitted changes)" if origin.get("dirty") else "")
     lines += [

@@ -219,8 +219,9 @@ def test_real_photos_with_face_crops(shared_data):
 
 
 def test_face_crop_from_known_boxes(tmp_path):
+    from bfdkern.data.decode import decode_image as load_image
     from bfdkern.data.faces import LandmarkLocator
-    from bfdkern.data.transforms import array_to_tensor, fit_square, load_image, square_box
+    from bfdkern.data.transforms import array_to_tensor, fit_square, square_box
 
     paths = simulate_collection(tmp_path, 4, seed=3, size=96)
     boxes = {r["file"]: [int(r[f"face_{c}"]) for c in ("x0", "y0", "x1", "y1")] for r in read_labels(tmp_path)}

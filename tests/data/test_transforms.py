@@ -8,7 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from bfdkern.data.transforms import UnreadableImage, fit_square, load_image, square_box, to_tensor
+from bfdkern.data.decode import UnreadableImage
+from bfdkern.data.decode import decode_image as load_image
+from bfdkern.data.transforms import fit_square, square_box, to_tensor
 
 
 def _jpeg(path, width=40, height=24, seed=0):

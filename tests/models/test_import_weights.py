@@ -84,7 +84,16 @@ def test_the_imported_encoder_fits_and_evaluates_detectors(checkpoints, photos, 
     fit = ["fit-oneclass", "--encoder", f"embedding:{enc}", "--no-normalize", "--components", "2", "--real", photos]
     code, out, err = _run(capsys, [*fit, "-o", oc, *common])
     assert code == 0, err
-    evaluate = ["evaluate", "--detector", oc, "--real", photos, "--fake", f"sim={checkpoints['root'] / 'fake'}"]
+    evaluate = [
+        "evaluate",
+        "--allow-overlap",
+        "--detector",
+        oc,
+        "--real",
+        photos,
+        "--fake",
+        f"sim={checkpoints['root'] / 'fake'}",
+    ]
     code, out, err = _run(capsys, [*evaluate, "--out", tmp_path / "eval", "--no-cache", "--quiet", "--device", "cpu"])
     assert code == 0, err
     assert (tmp_path / "eval" / "results.json").is_file()

@@ -35,6 +35,7 @@ from bfdkern.detect.features import encoder_fingerprint, extract_features
 from bfdkern.detect.preprocess import Preprocessing
 from bfdkern.detect.serialization import DetectorFileError, check_encoder, load_detector
 from bfdkern.detect.sources import absolute_source, candidate_sources, source_exists, split_source
+from bfdkern.models.files import torch_load
 from bfdkern.models.normalization import IMAGENET_MEAN, IMAGENET_STD
 
 HEAD_NAMES = ("fc", "classifier", "heads", "head")
@@ -179,10 +180,7 @@ class UserEncoder(nn.Module):
 
 
 def _state_dict(path: Path) -> dict:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a foreign or damaged file
-        raise ValueError(f"{path}: not a readable state dict ({type(exc).__name__}: {exc})") from None
+    state = torch_load(path, "cpu", "state dict")  # one line naming the file when torch cannot read it
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

@@ -105,9 +105,10 @@ def inspect_file(path: str | os.PathLike, limits: Limits = DEFAULT_LIMITS) -> Fi
             return FileInfo(path, len(data), digest, im.format, im.width, im.height, quality, sampling)
     except UnreadableImage as exc:
         return FileInfo(path, len(data), digest, error=exc)
+    except Image.UnidentifiedImageError:  # its message names the in-memory buffer, not the file
+        return FileInfo(path, len(data), digest, error=UnreadableImage(path, "not an image"))
     except Exception as exc:  # any header a decoder refuses: recorded, not raised
-        reason = "not an image" if isinstance(exc, Image.UnidentifiedImageError) else "truncated or corrupt"
-        return FileInfo(path, len(data), digest, error=UnreadableImage(path, reason, str(exc)[:120]))
+        return FileInfo(path, len(data), digest, error=UnreadableImage(path, "truncated or corrupt", str(exc)[:120]))
 
 
 def inspect_files(paths, limits: Limits = DEFAULT_LIMITS, workers: int = 2, progress: bool = True) -> list[FileInfo]:

@@ -123,8 +123,17 @@ def test_bad_encoders_are_named(tmp_path):
     junk.write_bytes(b"not a model")
     with pytest.raises(ValueError, match="junk.pt: not a TorchScript file"):
         load_frozen_encoder(f"torchscript:{junk}")
-    with pytest.raises(ValueError, match="junk.pt: not a readable state dict"):
+    with pytest.raises(ValueError, match="junk.pt: cannot be read as a weights-only torch state dict: "):
         load_frozen_encoder(f"torchvision:resnet18:{junk}")
+    whole = tmp_path / "whole.pth"
+    torch.save(torchvision.models.resnet18(), whole)  # the model, not its state dict: one line, not six
+    with pytest.raises(ValueError) as info:
+        load_frozen_encoder(f"torchvision:resnet18:{whole}")
+    assert str(info.value) == (
+        f"{whole}: cannot be read as a weights-only torch state dict: it holds a pickled "
+        "torchvision.models.resnet.ResNet object (a whole model?), which weights-only loading does not run; "
+        "save its state_dict() instead"
+    )
     with pytest.raises(ValueError, match="unknown torchvision architecture 'resnet7'"):
         load_frozen_encoder(f"torchvision:resnet7:{junk}")
     small = tmp_path / "small.pth"

@@ -75,3 +75,10 @@ def test_jpeg_quality_and_subsampling_differences_warn_and_equal_classes_do_not(
     (line, _) = shortcut_warnings({"r": sa}, {"g": sb}, {"oc": None})
     assert "median JPEG quality 95 (r) vs 75 (g)" in line and "chroma subsampling 4:2:0 (r) vs 4:4:4 (g)" in line
     assert shortcut_warnings({"r": sa}, {"g": sc}, {"oc": None}) == []
+
+
+def test_a_file_no_decoder_knows_is_named_not_its_buffer(tmp_path):
+    path = tmp_path / "notes.png"
+    path.write_bytes(b"plain text, not an image")
+    info = inspect_file(path)
+    assert str(info.error) == f"{path}: not an image"  # not "cannot identify image file <_io.BytesIO ...>"

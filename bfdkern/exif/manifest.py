@@ -46,6 +46,7 @@ from typing import NamedTuple
 
 from tqdm import tqdm
 
+from bfdkern.data.decode import DEFAULT_LIMITS
 from bfdkern.exif.labels import TASKS, Label, QuantileBins, labels_of
 from bfdkern.exif.parse import ORDINAL_SOURCES, TagValue, parse_tags
 from bfdkern.exif.reader import (
@@ -84,7 +85,7 @@ FILE_REASONS: dict[str, str] = {
 }
 """Why a file has no labels at all: the ``reason`` column of the ``files`` table."""
 
-DEFAULT_MAX_BYTES = 512 * 2**20
+DEFAULT_MAX_BYTES = DEFAULT_LIMITS.max_bytes  # the cap policy of every image reader (data/decode.py)
 DEFAULT_TIMEOUT_S = 30.0
 
 _FILE_COLUMNS = (

@@ -22,10 +22,11 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from bfdkern.data.decode import DEFAULT_LIMITS
 from bfdkern.exif.parse import EXIF_TAGS, MAKER_TAGS, TagValue, parse_tags
 
-MAX_PIXELS = 2 * 89_478_485
-"""Declared pixel count above which a file is a decompression bomb (Pillow's error threshold)."""
+MAX_PIXELS = DEFAULT_LIMITS.max_pixels
+"""Declared pixel count above which a file is refused (the cap policy of every image reader, data/decode.py)."""
 
 READ_REASONS: dict[str, str] = {
     "unreadable": "the file could not be opened or read (permissions, vanished)",
@@ -94,6 +95,8 @@ class ExifBackend(Protocol):
 
 
 def _check_pixels(width: int, height: int, label: str) -> None:
+    """The pixel cap of every image reader (data/decode.py). Only the cap: reading metadata decodes no pixels, so
+    a small file declaring a large image (a RAW header, a truncated photo) is no bomb here."""
     if width * height > MAX_PIXELS:
         raise ExifReadError(
             "decompression_bomb", f"{label}: declares {width} x {height} pixels, more than the {MAX_PIXELS:,} allowed"

@@ -9,7 +9,8 @@
 // the ordered pair (i, j)), so each row writes only its own gradient and no atomics are needed.
 // Work is split into fixed units whose partial sums are reduced in a fixed order: results do not
 // depend on the thread count or on which thread ran a unit, and repeat bitwise. The units run on the
-// calling thread and on helpers that never hold it up when the cores are busy (work_units.h).
+// calling thread and on torch's intra-op team only as far as other processes leave cores idle
+// (work_units.h).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -267,7 +268,7 @@ int64_t rows_per_unit(const OrdinalRows<T>& rows) {
 }
 
 // Runs body(u) for every unit on as many threads as give each at least kWorkPerThread (at most
-// torch's intra-op thread count): the caller and inter-op pool helpers that never hold it up.
+// torch's intra-op thread count, and no more than the idle cores allow).
 template <typename F>
 void run_units(int64_t num_units, double pair_evaluations, const F& body) {
   const auto wanted = static_cast<int64_t>(std::ceil(pair_evaluations / kWorkPerThread));

@@ -460,6 +460,13 @@ def run_workers(root: str, batches: Sequence[list[Item]], workers: int, job, tim
     ctx = multiprocessing.get_context(method)
     pending = deque(enumerate(batches))
     attempts: Counter = Counter()
+    # A worker is one core's share of the work: OpenCV's own thread pool (its Haar cascade runs on all
+    # cores by default) would put several threads of every worker on each core. Set in this process,
+    # which the workers inherit it from: OpenCV hangs when its thread count is changed after a fork.
+    cv2 = sys.modules.get("cv2")
+    cv2_threads = cv2.getNumThreads() if cv2 is not None else None
+    if cv2 is not None:
+        cv2.setNumThreads(1)
     pool = [_Worker(ctx, job) for _ in range(min(workers, len(batches)))]
     try:
         while pending or any(w.batch for w in pool):
@@ -488,6 +495,8 @@ def run_workers(root: str, batches: Sequence[list[Item]], workers: int, job, tim
     finally:
         for w in pool:
             w.stop()
+        if cv2 is not None:
+            cv2.setNumThreads(cv2_threads)
 
 
 def _replace(pool, w, reason, ctx, root, job, pending, attempts, timeout_s=0.0):

@@ -170,3 +170,36 @@ def test_find_faces_counts_and_keeps_table_boxes(fdf, tmp_path):
     assert report.detections == 0 and report.known == 8  # FDF's boxes are kept, nothing detected
     with sqlite3.connect(manifest) as db:
         assert {s for (s,) in db.execute("SELECT DISTINCT source FROM faces")} == {"table:fdf:fdf_metainfo.json"}
+
+
+class ThreadCountLocator(HaarFaceLocator):
+    """The real Haar cascade, which also writes the OpenCV thread count it ran with to a file."""
+
+    log = None
+
+    def locate(self, image, source=None):
+        import cv2
+
+        with open(self.log, "a") as fh:
+            fh.write(f"{cv2.getNumThreads()}\n")
+        return super().locate(image, source=source)
+
+
+def test_face_workers_run_opencv_on_one_thread_each(tmp_path):
+    """Each worker is one core's share (OpenCV's cascade would otherwise run on every core in every
+    worker); the thread count is set before the workers fork, since changing it inside a forked child
+    hangs once the parent has used OpenCV's pool, and the parent's count comes back afterwards."""
+    cv2 = pytest.importorskip("cv2")
+    folder = tmp_path / "photos"
+    simulate_collection(folder, 8, seed=3, size=64)
+    manifest = tmp_path / "m.sqlite"
+    build_manifest(folder, manifest, workers=0, progress=False)
+    before = cv2.getNumThreads()
+    locator = ThreadCountLocator()
+    locator.log = tmp_path / "threads.txt"
+    find_faces(manifest, locator, workers=0, progress=False)  # the parent's pool is in use from here
+    serial = locator.log.read_text().split()
+    locator.log.unlink()
+    report = find_faces(manifest, locator, workers=2, progress=False, redo=True, timeout_s=60)
+    assert report.detections == 8 and locator.log.read_text().split() == ["1"] * 8
+    assert serial == [str(before)] * 8 and cv2.getNumThreads() == before

@@ -430,6 +430,7 @@ class _Worker:
         self.process.start()
         child.close()
         self.batch: tuple[int, list[Item]] | None = None
+        self.sent_at = 0.0  # when the batch was sent (monotonic seconds)
 
     def kill(self) -> None:
         if self.process.is_alive():
@@ -472,7 +473,7 @@ def run_workers(root: str, batches: Sequence[list[Item]], workers: int, job, tim
         while pending or any(w.batch for w in pool):
             for w in list(pool):
                 if w.batch is None and pending:
-                    w.batch = pending.popleft()
+                    w.batch, w.sent_at = pending.popleft(), time.monotonic()
                     try:
                         w.conn.send(w.batch)
                     except OSError:  # it died while idle: nothing of this batch was read
@@ -489,7 +490,9 @@ def run_workers(root: str, batches: Sequence[list[Item]], workers: int, job, tim
                 yield rows
             now = time.monotonic()
             for w in list(pool):
-                started = w.state[2]
+                # Since its current file, or since the batch was sent while it has not begun it: a worker
+                # stuck before its first file (a library hanging in a forked child) is timed out too.
+                started = w.state[2] if w.batch is not None and int(w.state[0]) == w.batch[0] else w.sent_at
                 if w.batch is not None and started > 0 and now - started > timeout_s:
                     yield from _replace(pool, w, "timeout", ctx, root, job, pending, attempts, timeout_s)
     finally:
@@ -524,7 +527,8 @@ def _replace(pool, w, reason, ctx, root, job, pending, attempts, timeout_s=0.0):
     if attempts[batch_id] < 2:
         pending.appendleft((batch_id, items))
         return
-    yield [job.failed(it, reason, f"{os.path.join(root, it[0])}: the worker died before reading it") for it in items]
+    why = f"was stuck for {timeout_s:g} s before reading it" if reason == "timeout" else "died before reading it"
+    yield [job.failed(it, reason, f"{os.path.join(root, it[0])}: the worker {why}") for it in items]
 
 
 # --------------------------------------------------------------------------------------------

@@ -170,6 +170,24 @@ def test_hanging_and_crashing_files_are_bounded(tmp_path):
     assert all(rows[f"ok{i}.jpg"]["make_label"] == "Nikon" for i in range(10))
 
 
+def test_a_worker_stuck_before_its_first_file_is_timed_out(tmp_path, monkeypatch):
+    """A worker that never begins its batch (a library hanging in a forked child) is killed after
+    timeout_s like one stuck on a file; after one fresh try the batch's files get a reason, and the run
+    ends instead of waiting forever."""
+    import bfdkern.exif.manifest as manifest_module
+
+    root = tmp_path / "photos"
+    for i in range(4):
+        photos.write_photo(root / f"ok{i}.jpg")
+    monkeypatch.setattr(manifest_module, "die_with_parent", lambda parent_pid: time.sleep(60))  # workers fork
+    start = time.monotonic()
+    report = build_manifest(root, tmp_path / "m.sqlite", workers=2, timeout_s=0.5, batch_size=2, progress=False)
+    assert time.monotonic() - start < 20
+    rows = _rows(tmp_path / "m.sqlite")
+    assert report.indexed == 4 and {r["reason"] for r in rows.values()} == {"timeout"}
+    assert all("stuck for 0.5 s before reading it" in r["detail"] and name in r["detail"] for name, r in rows.items())
+
+
 def test_bad_arguments_name_the_problem(tmp_path):
     root = tmp_path / "photos"
     photos.write_photo(root / "a.jpg")

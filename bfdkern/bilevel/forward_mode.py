@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -79,7 +80,10 @@ def math_attention():
 @contextlib.contextmanager
 def forward_mode_safe():
     """Run a forward under ``torch.func.jvp`` around the traps of the module doc."""
-    with math_attention(), _ExplicitBatchNorm():
+    with math_attention(), _ExplicitBatchNorm(), warnings.catch_warnings():
+        # PyTorch's first forward-mode pass loads its jvp decompositions through torch.jit.script and warns
+        # that it is deprecated: about PyTorch's own code, nothing a user of the jvp mode can act on.
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
         yield
 
 

@@ -152,3 +152,30 @@ def test_a_module_without_a_forward_mode_rule_is_named():
     # fd needs no forward-mode rule (two plain forwards: the Function has no vmap rule either)
     fd = hypergradient(model, SPEC, make_batch("mlp", 1), make_batch("mlp", 2), WEIGHTS, opt, mode="fd", batched=False)
     assert torch.isfinite(fd.value).all()
+
+
+def test_the_first_jvp_pass_shows_no_warning_about_pytorch_internals():
+    """PyTorch loads its jvp decompositions through the deprecated torch.jit.script on the first
+    forward-mode pass of a process, and warns about its own code: the jvp mode keeps that from users.
+    A fresh process, since the decompositions load once."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import torch\n"
+        "from bfdkern.bilevel import hypergradient\n"
+        "from tests.bilevel.toy import SPEC, WEIGHTS, make_batch, make_model\n"
+        "model = make_model('mlp')\n"
+        "opt = torch.optim.SGD(model.parameters(), lr=0.1)\n"
+        "hg = hypergradient(model, SPEC, make_batch('mlp', 1), make_batch('mlp', 2), WEIGHTS, opt, mode='jvp')\n"
+        "assert torch.isfinite(hg.value).all()\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    out = subprocess.run(
+        [sys.executable, "-W", "error::FutureWarning", "-c", code], cwd=root, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "Warning" not in out.stderr, out.stderr[-2000:]

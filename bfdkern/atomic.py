@@ -115,7 +115,7 @@ def _looks_full(folder: Path, needed: int | None) -> bool:
 
 def payload_bytes(payload) -> int:
     """Bytes of the tensor storages in a (nested dict / list / tuple) payload, each storage counted once."""
-    import torch
+    import torch  # lazy: CLI start-up (pretrain --help, via training.config)
 
     seen: set[tuple[int, int]] = set()
     total = 0
@@ -138,7 +138,7 @@ def payload_bytes(payload) -> int:
 def atomic_torch_save(payload, path: str | os.PathLike) -> Path:
     """torch.save ``payload`` to ``path`` atomically; :class:`DiskFull` (before writing when the free space is
     clearly short) names the file and the space it needs, and the previous file stays intact."""
-    import torch
+    import torch  # lazy: CLI start-up (pretrain --help, via training.config)
 
     return atomic_write(Path(path), lambda f: torch.save(payload, f), payload_bytes(payload) + SLACK)
 

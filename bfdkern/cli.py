@@ -15,6 +15,8 @@ import os
 import sys
 import warnings
 
+from bfdkern.commands.options import apply_config_file
+
 COMMANDS = {
     "demo": "demo",
     "index": "index",
@@ -77,8 +79,6 @@ def _run(argv: list[str]) -> int:
         return 2
     parser = build_parser(command)
     try:
-        from bfdkern.commands.options import apply_config_file
-
         apply_config_file(_command_parser(parser, command), argv[1:])
     except (ValueError, OSError) as exc:
         print(f"bfdkern {command}: error: {exc}", file=sys.stderr)

@@ -8,10 +8,10 @@ from pathlib import Path
 
 def pyplot():
     """matplotlib.pyplot on the Agg backend (imported on first use: it costs start-up time)."""
-    import matplotlib
+    import matplotlib  # lazy: heavy (matplotlib, ~0.3 s), only when a figure is drawn
 
     matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: heavy (matplotlib, ~0.3 s), only when a figure is drawn
 
     return plt
 

@@ -202,7 +202,7 @@ class TaskSpec:
 
     def outer_mask(self, device=None, dtype=None) -> torch.Tensor:
         """[K] 1.0 for the tasks of the outer objective l_1, else 0.0 (``dtype`` default float32)."""
-        import torch
+        import torch  # lazy: CLI start-up (pretrain --help, via training.config)
 
         return torch.tensor([1.0 if t.outer else 0.0 for t in self.tasks], device=device, dtype=dtype or torch.float32)
 
@@ -270,7 +270,7 @@ class TaskSpec:
 
     def empty_targets(self, batch: int, dtype=None, device=None) -> torch.Tensor:
         """[B, J] all-missing targets to fill in (``dtype`` default float32)."""
-        import torch
+        import torch  # lazy: CLI start-up (pretrain --help, via training.config)
 
         return torch.full((batch, self.num_targets), MISSING, dtype=dtype or torch.float32, device=device)
 

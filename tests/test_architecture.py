@@ -1,10 +1,13 @@
 """The package's import graph, read from the sources with ``ast``: no module imports (directly, through a
 chain, or lazily inside a function) one that imports it back, and imports point one way down the layers
-commands -> recipes -> {training, detect} -> {bilevel, models, data, exif} -> ops -> tasks."""
+commands -> recipes -> {training, detect} -> {bilevel, models, data, exif} -> ops -> tasks. An import inside
+a function says why it is there (``# lazy: REASON``), except in the command line, whose rule is written once
+in :mod:`bfdkern.commands`."""
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -113,6 +116,43 @@ def rank(module: str) -> int | None:
     return None
 
 
+LAZY_COMMENT = re.compile(r"#\s*lazy:\s*\S")
+"""``# lazy: REASON``: why an import sits inside a function (an optional dependency, the command line's start-up
+time, a heavy import only a rare path needs)."""
+LAZY_BY_CONVENTION = ("commands", "cli")
+"""Parts of the package whose function-local imports follow the rule in :mod:`bfdkern.commands` instead."""
+
+
+def function_local_imports(tree: ast.AST) -> list[ast.Import | ast.ImportFrom]:
+    """The import statements inside a function (or a method, or a function nested in either) of ``tree``."""
+    found = []
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if in_function and isinstance(child, (ast.Import, ast.ImportFrom)):
+                found.append(child)
+            visit(child, in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)))
+
+    visit(tree, False)
+    return found
+
+
+def unexplained_local_imports(package: Path = PACKAGE) -> list[str]:
+    """``path:line: statement`` of each function-local import outside :data:`LAZY_BY_CONVENTION` with no
+    ``# lazy: REASON`` comment on one of its lines or alone on the line above it."""
+    missing = []
+    for name, path in sorted(module_files(package).items()):
+        if name.partition(".")[2].split(".")[0] in LAZY_BY_CONVENTION:
+            continue
+        lines = path.read_text().splitlines()
+        for node in function_local_imports(ast.parse("\n".join(lines), str(path))):
+            own = lines[node.lineno - 1 : node.end_lineno]
+            above = lines[node.lineno - 2].strip() if node.lineno > 1 else ""
+            if not any(LAZY_COMMENT.search(line) for line in own) and not LAZY_COMMENT.match(above):
+                missing.append(f"{path.relative_to(package.parent)}:{node.lineno}: {own[0].strip()}")
+    return missing
+
+
 def test_the_package_has_no_import_cycle():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
@@ -127,6 +167,15 @@ def test_imports_point_down_the_layers():
     )
     assert not upward, "imports pointing up the layers:\n" + "\n".join(upward)
     assert not [a for a, targets in graph.items() if "bfdkern" in targets], "only users import the package root"
+
+
+def test_each_function_local_import_says_why():
+    missing = unexplained_local_imports()
+    assert not missing, (
+        "imports inside functions belong at the module top, or carry `# lazy: REASON` on their line or the line "
+        "above (an optional dependency, the command line's start-up time, a heavy import only a rare path needs):\n"
+        + "\n".join(missing)
+    )
 
 
 def _write(root: Path, files: dict[str, str]) -> Path:
@@ -172,3 +221,26 @@ def test_the_cycle_check_accepts_a_package_importing_its_submodules(tmp_path):
     graph = import_graph(_write(tmp_path, files) / "pkg")
     assert graph == {"pkg": {"pkg.a", "pkg.b"}, "pkg.a": {"pkg.b"}, "pkg.b": set()}
     assert find_cycle(graph) is None
+
+
+def test_the_local_import_check_wants_a_reason(tmp_path):
+    files = {
+        "pkg/__init__.py": "import os\n",
+        "pkg/a.py": (
+            "def f():\n"
+            "    import json\n"  # no reason: found
+            "    import csv  # lazy: optional dependency\n"
+            "    # lazy: heavy, only on a rare path\n"
+            "    from pkg import b\n"
+            "    import re  # lazy:\n"  # a reason that says nothing: found
+            "\n"
+            "class C:\n"
+            "    def m(self):\n"
+            "        import sys\n"  # a method: found
+        ),
+        "pkg/b.py": "import json\n",
+        "pkg/commands/__init__.py": "",
+        "pkg/commands/run.py": "def run():\n    import json\n",  # the command line's own rule
+    }
+    missing = unexplained_local_imports(_write(tmp_path, files) / "pkg")
+    assert missing == ["pkg/a.py:2: import json", "pkg/a.py:6: import re  # lazy:", "pkg/a.py:10: import sys"]

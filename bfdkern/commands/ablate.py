@@ -4,6 +4,12 @@ images and evaluate it on the same test sets; one comparison table (CSV, PNG) fo
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+from bfdkern.commands.evaluate import parse_fakes
+from bfdkern.commands.options import DEVICE_HELP, run_command
+
 HELP = "run ablations/baselines (pretrain + one-class fit + evaluation each) and write one comparison table"
 
 # Options of this command that map onto PretrainConfig fields (dest -> field).
@@ -12,7 +18,6 @@ FIELDS = ("epochs", "batch_size", "lr", "lambda_lr", "image_size", "backbone", "
 
 def add_arguments(parser) -> None:
     """Declare the command's options on ``parser``."""
-    from bfdkern.commands.options import DEVICE_HELP
     from bfdkern.models.choices import BACKBONES
     from bfdkern.recipes.ablations import PRESETS
 
@@ -48,16 +53,10 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     """Run the command; 0 on success, 2 on a bad input (the message names it)."""
-    from bfdkern.commands.options import run_command
-
     return run_command("ablate", lambda: _ablate(args), device=args.device)
 
 
 def _ablate(args) -> int:
-    import sys
-    from pathlib import Path
-
-    from bfdkern.commands.evaluate import parse_fakes
     from bfdkern.detect import list_images
     from bfdkern.recipes.ablations import (
         ImageSets,

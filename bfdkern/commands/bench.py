@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from bfdkern.commands.options import DEVICE_HELP, run_command
+
 if TYPE_CHECKING:
     import torch
 
@@ -16,8 +18,6 @@ HELP = "time the fused multi-task loss (forward + backward) per backend against 
 
 
 def add_arguments(parser) -> None:
-    from bfdkern.commands.options import DEVICE_HELP
-
     parser.add_argument("--batch", type=int, nargs="+", default=[48, 256, 1024], help="batch sizes B")
     parser.add_argument("--device", default=None, help=DEVICE_HELP)
     parser.add_argument(
@@ -40,8 +40,6 @@ def measure(fn, device: torch.device, min_time: float):
 
 
 def run(args) -> int:
-    from bfdkern.commands.options import run_command
-
     return run_command("bench", lambda: _bench(args), device=args.device)
 
 

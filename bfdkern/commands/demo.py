@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import sys
 
+from bfdkern.commands.options import run_command
+
 HELP = "run the whole method on simulated camera photos (CPU, no data needed, ~2 minutes)"
 
 
@@ -41,7 +43,6 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from bfdkern.commands.options import run_command
     from bfdkern.recipes.demo import run_demo
     from bfdkern.recipes.demo_settings import DemoSettings
 

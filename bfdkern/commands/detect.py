@@ -4,6 +4,19 @@ with its error and is skipped."""
 
 from __future__ import annotations
 
+import csv
+import json
+import sys
+from pathlib import Path
+
+from bfdkern.commands.options import (
+    EXIT_PARTIAL,
+    add_feature_arguments,
+    add_strict_argument,
+    feature_kwargs,
+    run_command,
+)
+
 HELP = "score images with a fitted detector: per image the score, the label (real/fake) or why it was skipped"
 
 OUTPUT_FORMATS = (".csv", ".jsonl", ".json")
@@ -11,8 +24,6 @@ OUTPUT_FORMATS = (".csv", ".jsonl", ".json")
 
 def add_arguments(parser) -> None:
     """Declare the command's options on ``parser``."""
-    from bfdkern.commands.options import add_feature_arguments, add_strict_argument
-
     parser.add_argument("images", nargs="+", metavar="FILES_OR_DIRS", help="image files or folders (recursively)")
     parser.add_argument("--detector", required=True, metavar="FILE", help="detector file from fit-oneclass/fit-binary")
     parser.add_argument(
@@ -36,14 +47,10 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     """Run the command: 0 when every image was scored (or some were skipped, without --strict), 3 when some were
     skipped under --strict, 2 on a bad input or when no image could be read (the message names it)."""
-    from bfdkern.commands.options import run_command
-
     return run_command("detect", lambda: _detect(args), device=args.device)
 
 
 def _expand(items) -> list:
-    from pathlib import Path
-
     from bfdkern.detect import list_images
 
     paths = []
@@ -62,9 +69,6 @@ class _Rows:
     """Where the rows go: a CSV or JSON-lines file, or the terminal (a table or JSON lines); flushed per chunk."""
 
     def __init__(self, args, det):
-        import sys
-        from pathlib import Path
-
         self.det, self.file, self.kind = det, None, "table"
         if args.output:
             suffix = Path(args.output).suffix.lower()
@@ -77,8 +81,6 @@ class _Rows:
             self.kind = "jsonl"
         self.out = self.file or sys.stdout
         if self.kind == "csv":
-            import csv
-
             self.writer = csv.writer(self.out)
             self.writer.writerow(["path", "score", "label", "error"])
         elif self.kind == "table":
@@ -86,8 +88,6 @@ class _Rows:
             print(f"{'score':>14}  {'label':<5}  image", file=self.out)
 
     def write(self, path, score=None, label=None, error=None) -> None:
-        import json
-
         if self.kind == "csv":
             self.writer.writerow([str(path), "" if score is None else f"{score:.9g}", label or "", error or ""])
         elif self.kind == "jsonl":
@@ -109,11 +109,8 @@ class _Rows:
 
 
 def _detect(args) -> int:
-    import sys
-
     from tqdm.auto import tqdm
 
-    from bfdkern.commands.options import EXIT_PARTIAL, feature_kwargs
     from bfdkern.detect.encoder import load_detector_with_any_encoder
     from bfdkern.detect.features import image_features, resolve_device, skipped_summary
     from bfdkern.detect.preprocess import pipeline_warning

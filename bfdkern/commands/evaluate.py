@@ -6,6 +6,19 @@ reported, a test set that overlaps a detector's fit set refused."""
 
 from __future__ import annotations
 
+import json
+import os
+import sys
+from pathlib import Path
+
+from bfdkern.commands.options import (
+    add_feature_arguments,
+    add_strict_argument,
+    feature_kwargs,
+    run_command,
+    skipped_status,
+)
+
 HELP = "evaluate detectors: AUC, AP, ACC, EER, TPR@FPR per real source and generator, tables, plots, robustness"
 
 TABLE_FORMATS = ("csv", "md", "tex")
@@ -14,8 +27,6 @@ DEFAULT_METRICS = "auc,ap_fake,acc"
 
 def add_arguments(parser) -> None:
     """Declare the command's options on ``parser``."""
-    from bfdkern.commands.options import add_feature_arguments, add_strict_argument
-
     parser.add_argument(
         "--list", action="store_true", help="list the registered detectors and which need user-supplied weights"
     )
@@ -95,9 +106,6 @@ def parse_fakes(items) -> dict:
 def parse_reals(items) -> dict:
     """["DIR"] or ["NAME=DIR", ...] -> {NAME: DIR}. A plain DIR is named ``real`` when it is the only one, else by
     its folder name; ``NAME=DIR`` is recognised when NAME has no path separator and the whole is no folder."""
-    import os
-    from pathlib import Path
-
     reals: dict[str, str] = {}
     for item in items:
         name, sep, folder = item.partition("=")
@@ -141,16 +149,10 @@ def _listing() -> str:
 def run(args) -> int:
     """Run the command: 0 on success (images skipped as unreadable are reported), 3 when some were skipped under
     --strict, 2 on a bad input (the message names it)."""
-    from bfdkern.commands.options import run_command
-
     return run_command("evaluate", lambda: _evaluate(args), device=args.device)
 
 
 def _evaluate(args) -> int:
-    import sys
-    from pathlib import Path
-
-    from bfdkern.commands.options import feature_kwargs, skipped_status
     from bfdkern.detect import list_images
     from bfdkern.detect.perturb import Perturbation
     from bfdkern.detect.registry import load_scorer
@@ -197,8 +199,6 @@ def _evaluate(args) -> int:
 def _files_report(reals: dict, fakes: dict, scorers, args) -> dict:
     """Inspect every class's files (format, size, JPEG quality, content hash), print the table and the format
     shortcut warnings."""
-    import sys
-
     from bfdkern.detect.formats import format_report, inspect_files, shortcut_warnings, summarize
 
     infos = {("real", n): inspect_files(p, workers=args.workers, progress=not args.quiet) for n, p in reals.items()}
@@ -233,8 +233,6 @@ def _reencode_quality(scorer) -> int | None:
 
 def _overlap(infos: dict, scorers, allowed: bool) -> dict:
     """Test images whose content is in a detector's fit set: an error naming them, or (allowed) a warning."""
-    import sys
-
     found = {}
     for scorer in scorers:
         fit = getattr(scorer.detector, "fit_hashes", frozenset())
@@ -295,8 +293,6 @@ def _evaluate_one(scorer, reals, fakes, conditions, folder, metrics) -> dict:
 def _write_overview(out, entries, per_detector, files_report, overlap, skipped, args, metrics) -> list:
     """evaluation.json (everything), table.{csv,md,tex}, comparison.png (every metric, clean images) and, with
     perturbations, robustness.png; the chosen table printed."""
-    import json
-
     from bfdkern.detect.evaluation import MEAN
     from bfdkern.detect.features import skipped_record
     from bfdkern.detect.metrics import METRICS

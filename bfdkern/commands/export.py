@@ -5,6 +5,8 @@ evaluation tables, bfdkern version and git commit)."""
 
 from __future__ import annotations
 
+from bfdkern.commands.options import run_command
+
 HELP = "export a finished run as a shareable folder: config.json + model.safetensors + a model card README.md"
 
 
@@ -25,8 +27,6 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     """Run the command; 0 on success, 2 on a bad input (the message names it)."""
-    from bfdkern.commands.options import run_command
-
     return run_command("export", lambda: _export(args))
 
 

@@ -4,6 +4,10 @@ detector (CNND or GramNet) on real vs generated images (unreadable ones skipped 
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from bfdkern.commands.options import DEVICE_HELP, add_strict_argument, run_command, skipped_status
+
 HELP = "train a supervised baseline detector (CNND or GramNet) on real and generated images (score = P(fake))"
 
 BASELINES = ("cnnd", "gramnet")
@@ -11,7 +15,6 @@ BASELINES = ("cnnd", "gramnet")
 
 def add_arguments(parser) -> None:
     """Declare the command's options on ``parser``."""
-    from bfdkern.commands.options import DEVICE_HELP, add_strict_argument
     from bfdkern.detect.choices import ARCHES
 
     parser.add_argument("baseline", choices=BASELINES, help="cnnd: blur + JPEG augmented ResNet; gramnet: Gram blocks")
@@ -40,15 +43,10 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     """Run the command; 0 on success, 2 on a bad input (the message names it)."""
-    from bfdkern.commands.options import run_command
-
     return run_command("fit-baseline", lambda: _fit(args), device=args.device)
 
 
 def _fit(args) -> int:
-    from pathlib import Path
-
-    from bfdkern.commands.options import skipped_status
     from bfdkern.detect import list_images
     from bfdkern.detect.baselines import CNNDetector, GramNetDetector
     from bfdkern.detect.features import readable_images

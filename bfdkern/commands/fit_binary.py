@@ -3,18 +3,25 @@ detector on the frozen encoder's features of real and fake face images."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from bfdkern.commands.options import (
+    add_feature_arguments,
+    add_fit_arguments,
+    add_preprocessing_arguments,
+    add_strict_argument,
+    feature_kwargs,
+    load_fit_encoder,
+    preprocessing_from_args,
+    run_command,
+    skipped_status,
+)
+
 HELP = "fit the binary detector: a two-layer perceptron on real and fake faces' features (score = P(fake))"
 
 
 def add_arguments(parser) -> None:
     """Declare the command's options on ``parser``."""
-    from bfdkern.commands.options import (
-        add_feature_arguments,
-        add_fit_arguments,
-        add_preprocessing_arguments,
-        add_strict_argument,
-    )
-
     add_fit_arguments(parser)
     parser.add_argument(
         "--fake", required=True, metavar="DIR", help="folder of fake face images (searched recursively)"
@@ -46,17 +53,12 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     """Run the command; 0 on success, 2 on a bad input (the message names it)."""
-    from bfdkern.commands.options import run_command
-
     return run_command("fit-binary", lambda: _fit(args), device=args.device)
 
 
 def _fit(args) -> int:
-    from pathlib import Path
-
     import numpy as np
 
-    from bfdkern.commands.options import feature_kwargs, load_fit_encoder, preprocessing_from_args, skipped_status
     from bfdkern.detect import BinaryDetector, list_images, save_detector
     from bfdkern.detect.features import image_features, skipped_record, warn_no_face
     from bfdkern.detect.plots import plot_validation_curve

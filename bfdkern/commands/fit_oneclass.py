@@ -4,18 +4,26 @@ on the frozen encoder's features of real face images."""
 from __future__ import annotations
 
 import sys
+import warnings
+from pathlib import Path
+
+from bfdkern.commands.options import (
+    add_feature_arguments,
+    add_fit_arguments,
+    add_preprocessing_arguments,
+    add_strict_argument,
+    feature_kwargs,
+    load_fit_encoder,
+    preprocessing_from_args,
+    run_command,
+    skipped_status,
+)
 
 HELP = "fit the one-class detector: a Gaussian mixture on real faces' features (score = log-likelihood)"
 
 
 def add_arguments(parser) -> None:
     """Declare the command's options on ``parser``."""
-    from bfdkern.commands.options import (
-        add_feature_arguments,
-        add_fit_arguments,
-        add_preprocessing_arguments,
-        add_strict_argument,
-    )
     from bfdkern.detect.choices import COVARIANCE_TYPES
 
     add_fit_arguments(parser)
@@ -55,15 +63,11 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     """Run the command; 0 on success, 2 on a bad input (the message names it)."""
-    from bfdkern.commands.options import run_command
-
     return run_command("fit-oneclass", lambda: _fit(args), device=args.device)
 
 
 def _split_calibration(args, paths: list) -> tuple[list, list]:
     """(fit paths, calibration paths) from --calibration: none, a seeded fraction of ``paths``, or a folder."""
-    from pathlib import Path
-
     import numpy as np
 
     from bfdkern.detect import list_images
@@ -86,10 +90,6 @@ def _split_calibration(args, paths: list) -> tuple[list, list]:
 
 
 def _fit(args) -> int:
-    import warnings
-    from pathlib import Path
-
-    from bfdkern.commands.options import feature_kwargs, load_fit_encoder, preprocessing_from_args, skipped_status
     from bfdkern.detect import OneClassDetector, list_images, save_detector
     from bfdkern.detect.features import image_features, skipped_record, warn_no_face
     from bfdkern.detect.oneclass import FitWarning

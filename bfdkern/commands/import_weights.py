@@ -9,7 +9,11 @@ tower, text_fc, Zou25's task heads, EAL's temperature) is left out, and the repo
 
 from __future__ import annotations
 
+import hashlib
 import sys
+from pathlib import Path
+
+from bfdkern.commands.options import run_command
 
 HELP = "import the authors' BLADES, Zou25 or EAL checkpoint as a bfdkern encoder (and BLADES's BC MLP as a detector)"
 
@@ -44,14 +48,10 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     """Run the command; 0 on success, 2 on a bad input (the message names it)."""
-    from bfdkern.commands.options import run_command
-
     return run_command("import-weights", lambda: _import(args))
 
 
 def _file_sha256(path) -> str:
-    import hashlib
-
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -60,8 +60,6 @@ def _file_sha256(path) -> str:
 
 
 def _import(args) -> int:
-    from pathlib import Path
-
     from bfdkern.models import import_authors_encoder, save_model
 
     source = Path(args.file)

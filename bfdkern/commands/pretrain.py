@@ -12,6 +12,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from bfdkern.commands.options import DEVICE_HELP, add_config_argument, run_command
+
 HELP = "pretrain the encoder on real photos with bi-level task weights (resumable; Ctrl-C saves)"
 
 # Options of this command that map onto PretrainConfig fields (dest -> field).
@@ -47,7 +49,6 @@ SWITCHES = {"fixed_lambda": True, "face_crop": True, "unpaired": False, "tf32": 
 def add_arguments(parser) -> None:
     """Declare the command's options (plain data only: no torch for ``--help``)."""
     from bfdkern.bilevel.choices import MODES
-    from bfdkern.commands.options import DEVICE_HELP, add_config_argument
     from bfdkern.data.choices import FACE_DETECTOR_NAMES
     from bfdkern.models.choices import BACKBONES
     from bfdkern.recipes.ablations import PRESETS
@@ -261,8 +262,6 @@ def config_from_args(args):
 
 
 def run(args) -> int:
-    from bfdkern.commands.options import run_command
-
     return run_command("pretrain", lambda: _pretrain(args), device=args.device)
 
 
@@ -270,13 +269,14 @@ def _pretrain(args) -> int:
     import torch
 
     from bfdkern.bilevel.distributed import is_main_process
-    from bfdkern.training import format_losses, pretrain
 
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     config = config_from_args(args)
+    from bfdkern.training import format_losses, pretrain  # the trainer loads torch._dynamo: after the checks
+
     try:
         result = pretrain(config, args.out, resume=bool(args.resume))
     except KeyboardInterrupt:  # before training started (e.g. while the images were checked)

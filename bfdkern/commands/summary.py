@@ -3,6 +3,8 @@ distinct values and examples, and why labels are missing; optionally a coverage 
 
 from __future__ import annotations
 
+from bfdkern.commands.options import run_command
+
 HELP = "print the EXIF tag coverage of a manifest (frequency, unique values, examples) and plot it"
 
 
@@ -13,8 +15,6 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from bfdkern.commands.options import run_command
-
     return run_command("summary", lambda: _summary(args))
 
 

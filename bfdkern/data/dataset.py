@@ -15,21 +15,28 @@ the source photo's EXIF labels (kept for its manipulated versions too), ``manipu
 
 from __future__ import annotations
 
+import hashlib
+import multiprocessing
 import os
+import uuid
 import warnings
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import count, islice
+from multiprocessing.context import get_spawning_popen
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm import tqdm
 
-from bfdkern.data import manipulations
+from bfdkern.data import face_index, manipulations
 from bfdkern.data.decode import UnreadableImage, check_file, decode_image
+from bfdkern.data.face_index import read_manifest_items
 from bfdkern.data.faces import (
     FACE_DETECTORS,
     FaceLocator,
@@ -41,6 +48,9 @@ from bfdkern.data.faces import (
 )
 from bfdkern.data.faces import face_detector as face_detector_by_name
 from bfdkern.data.transforms import IMAGE_SUFFIXES, Box, array_to_tensor, center_box, fit_square, square_box
+from bfdkern.exif import ExifReadError, get_backend, labels_of, read_exif
+from bfdkern.exif import targets as exif_targets
+from bfdkern.exif.manifest import build_manifest
 from bfdkern.tasks import TaskSpec
 
 DETECT_SIDE = 640
@@ -57,19 +67,13 @@ class VanishedImages:
     every = 100
 
     def __init__(self) -> None:
-        import multiprocessing
-
         self._count = multiprocessing.Value("q", 0)  # shared with forked and spawned DataLoader workers
 
     def __getstate__(self):
-        from multiprocessing.context import get_spawning_popen
-
         # Shared only with processes being started (DataLoader workers); a plain copy keeps its count.
         return {"count": self._count if get_spawning_popen() is not None else None, "total": self.total}
 
     def __setstate__(self, state) -> None:
-        import multiprocessing
-
         self._count = state["count"] if state["count"] is not None else multiprocessing.Value("q", state["total"])
 
     @property
@@ -115,8 +119,6 @@ def folder_manifest(folder: str | os.PathLike) -> Path:
     """Where the manifest of a photo folder is cached (EXIF labels and faces found once for every run on
     it): ``$BFDKERN_CACHE_DIR/manifests/<folder name>-<hash of its path>.sqlite``, the cache dir defaulting to
     ``~/.cache/bfdkern``."""
-    import hashlib
-
     folder = Path(folder).resolve()
     cache = Path(os.environ.get("BFDKERN_CACHE_DIR") or Path.home() / ".cache" / "bfdkern")
     digest = hashlib.sha1(str(folder).encode("utf-8", "surrogateescape")).hexdigest()[:12]
@@ -220,8 +222,6 @@ class FaceDataset(Dataset):
     def _prepare(self, manifest: Path, folder, backend, boxes, detect: bool, workers: int, progress: bool) -> None:
         """Bring ``manifest`` up to date (rank 0 alone under torch.distributed; the others wait): index the
         folder's EXIF, import the boxes table, find the faces it lacks."""
-        from bfdkern.data import face_index
-
         rank, world = _distributed_rank()
         want = {"folder": None if folder is None else str(folder), "boxes": None if boxes is None else str(boxes)}
         want["detector"] = detector_id(self.locator) if detect else None
@@ -230,8 +230,6 @@ class FaceDataset(Dataset):
             face_index.wait_until_prepared(manifest, want)
             return
         if folder is not None:
-            from bfdkern.exif.manifest import build_manifest
-
             manifest.parent.mkdir(parents=True, exist_ok=True)
             build_manifest(folder, manifest, workers=workers, backend=backend, progress=progress)
         if boxes is not None:
@@ -243,8 +241,6 @@ class FaceDataset(Dataset):
         face_index.mark_prepared(manifest, want)
 
     def _from_manifest(self, path: Path, bins) -> None:
-        from bfdkern.data.face_index import read_manifest_items
-
         items = read_manifest_items(path, self.spec, bins)
         keep = np.ones(len(items.paths), dtype=bool)
         for i, reason in items.skip.items():
@@ -265,8 +261,6 @@ class FaceDataset(Dataset):
     # --- building the index from files -----------------------------------------------------------------------
     def _from_files(self, source, backend: str, bins, progress: bool) -> None:
         paths, labels = self._sources(source, backend)
-        from bfdkern.exif import targets as exif_targets
-
         exif = exif_targets(labels, self.spec, bins=bins, dtype=torch.float32) if labels else self.spec.empty_targets(0)
         self.paths, parts, sizes, keep = [], [], [], []
         for i, path in enumerate(_progress(paths, progress, "checking images")):
@@ -296,8 +290,6 @@ class FaceDataset(Dataset):
         return self._read_exif(files, backend)
 
     def _read_exif(self, files: list[str], backend: str) -> tuple[list[str], list[dict]]:
-        from bfdkern.exif import ExifReadError, get_backend, labels_of, read_exif
-
         reader = get_backend(backend)
         labels = []
         for f in files:
@@ -440,10 +432,6 @@ class FaceDataset(Dataset):
 
 def _shared_token() -> str:
     """A random token drawn by rank 0 and given to every rank (one small broadcast)."""
-    import uuid
-
-    import torch.distributed as dist
-
     box = [uuid.uuid4().hex]
     dist.broadcast_object_list(box, src=0)
     return box[0]
@@ -451,8 +439,6 @@ def _shared_token() -> str:
 
 def _distributed_rank() -> tuple[int, int]:
     """(rank, world size) under an initialised torch.distributed, else (0, 1)."""
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
@@ -578,8 +564,6 @@ def endless(loader: DataLoader) -> Iterator:
 def _progress(it, enabled: bool, desc: str):
     if not enabled:
         return it
-    from tqdm import tqdm
-
     return tqdm(it, desc=desc, unit="img")
 
 

@@ -22,8 +22,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
-from bfdkern.data.faces import FaceLocator, detector_id, normalized_parts, parts_from_fdf
+from bfdkern.data.decode import UnreadableImage, decode_image, image_size
+from bfdkern.data.faces import (
+    FaceLocator,
+    FaceParts,
+    LandmarkLocator,
+    detector_id,
+    normalized_parts,
+    parts_from_face_box,
+    parts_from_fdf,
+)
+from bfdkern.exif.labels import TASKS, targets_from_columns
 from bfdkern.exif.manifest import (
     FACE_COLUMNS,
     PART_COLUMNS,
@@ -33,6 +44,8 @@ from bfdkern.exif.manifest import (
     _meta,
     disk_full_reported,
     lock_manifest,
+    manifest_root,
+    open_manifest,
     run_workers,
 )
 
@@ -89,8 +102,6 @@ class FaceJob:
         self.root, self.locator, self.source = root, locator, source
 
     def __call__(self, item: Item) -> tuple:
-        from bfdkern.data.decode import UnreadableImage, decode_image
-
         rel, size, mtime_ns = item
         path = os.path.join(self.root, rel)
         try:
@@ -124,8 +135,6 @@ def find_faces(
     """Find the face of every file of ``manifest`` that has no valid face row from this detector yet (none,
     another detector's, or its file changed since), in ``workers`` processes, and store them. A file whose
     face came from a table keeps it. Returns what it did (``detections``: files detected now)."""
-    from tqdm import tqdm
-
     start = time.perf_counter()
     manifest = Path(manifest)
     source = detector_id(locator)
@@ -208,8 +217,6 @@ def _fdf_rows(path: Path):
 
 def _pixel_rows(path: Path, fmt: str):
     """(line, key, FaceParts in pixels | None, keypoints (pixels) | None, error | None) for pixel tables."""
-    from bfdkern.data.faces import FaceParts, LandmarkLocator, parts_from_face_box
-
     if fmt == "json":
         data = _read_json(path)
         if not isinstance(data, dict):
@@ -259,8 +266,6 @@ def import_boxes(
     into fractions with the image's size (read from its header). A row that cannot be used is recorded in the
     ``rejects`` table with its line and reason. ``aliases``: row key -> file stem, for keys that are not file
     names."""
-    from bfdkern.data.decode import UnreadableImage, image_size
-
     start = time.perf_counter()
     manifest, table = Path(manifest), Path(table)
     if not table.is_file():
@@ -372,9 +377,6 @@ class ManifestItems:
 def read_manifest_items(manifest: str | os.PathLike, spec, bins=None) -> ManifestItems:
     """Read ``manifest`` for ``spec`` in bulk (200,000 rows in about a second). A manifest whose class labels
     name another vocabulary than the spec's classes (the official BLADES JSON's) is an error naming both."""
-    from bfdkern.exif.labels import TASKS, targets_from_columns
-    from bfdkern.exif.manifest import manifest_root, open_manifest
-
     manifest = Path(manifest)
     root = str(manifest_root(manifest))
     with closing(open_manifest(manifest)) as db:
@@ -434,8 +436,6 @@ def _check_vocabulary(manifest: Path, vocabulary, spec) -> None:
 def manifest_vocabulary(manifest: str | os.PathLike) -> dict[str, list[str]] | None:
     """The class vocabulary a manifest's labels name when it is not bfdkern's (imported from the official
     BLADES JSON), else None."""
-    from bfdkern.exif.manifest import open_manifest
-
     with closing(open_manifest(manifest)) as db:
         row = db.execute("SELECT value FROM meta WHERE key = 'vocabulary'").fetchone()
     return None if row is None else json.loads(row[0])

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import cv2
 import numpy as np
 
 from bfdkern.data.choices import FACE_DETECTOR_NAMES
@@ -145,17 +146,11 @@ class HaarFaceLocator:
 
     def _cascades(self):
         if self._face is None:
-            try:
-                import cv2
-            except ImportError:
-                raise ImportError('HaarFaceLocator needs OpenCV: pip install "opencv-python-headless<5"') from None
             self._face = _load_cascade(cv2, "haarcascade_frontalface_default.xml")
             self._eye = _load_cascade(cv2, "haarcascade_eye.xml")
         return self._face, self._eye
 
     def locate(self, image: np.ndarray, source: str | None = None) -> list[FaceParts]:
-        import cv2
-
         face_cascade, eye_cascade = self._cascades()
         gray = cv2.cvtColor(np.ascontiguousarray(image[:, :, :3]), cv2.COLOR_RGB2GRAY)
         h, w = gray.shape
@@ -392,14 +387,14 @@ class MediaPipeFaceLocator:
 
     @staticmethod
     def version() -> str:
-        import mediapipe
+        import mediapipe  # lazy: optional dependency (mediapipe, not installed by default)
 
         return f"mediapipe {mediapipe.__version__}"
 
     def _models(self):
         if self._detectors is None:
             try:
-                import mediapipe as mp
+                import mediapipe as mp  # lazy: optional dependency (mediapipe, not installed by default)
             except ImportError:
                 raise ImportError(
                     "the mediapipe face detector needs the mediapipe package: pip install --no-deps mediapipe==0.10.14 "
@@ -412,8 +407,6 @@ class MediaPipeFaceLocator:
         return self._detectors
 
     def locate(self, image: np.ndarray, source: str | None = None) -> list[FaceParts]:
-        import cv2
-
         rgb = np.ascontiguousarray(image[:, :, :3])
         h, w = rgb.shape[:2]
         scale = min(1.0, self.max_side / max(h, w))
@@ -451,6 +444,7 @@ def face_detector(name: str = "auto") -> FaceLocator:
     """A detector of :data:`FACE_DETECTORS` by name; ``auto``: MediaPipe where it is installed, else Haar."""
     if name == "auto":
         try:
+            # lazy: optional dependency (mediapipe, not installed by default)
             import mediapipe  # noqa: F401
         except ImportError:
             return HaarFaceLocator()
@@ -464,8 +458,6 @@ def face_detector(name: str = "auto") -> FaceLocator:
 def detector_id(locator) -> str:
     """What found a face, as the manifest records it: detector, library and version (``"haar opencv 4.10.0"``)."""
     if isinstance(locator, HaarFaceLocator):
-        import cv2
-
         return f"haar opencv {cv2.__version__} min_face={locator.min_face} eyes={locator.eyes}"
     if isinstance(locator, MediaPipeFaceLocator):
         return f"{locator.version()} blazeface short+full min_confidence={locator.min_confidence}"

@@ -24,7 +24,9 @@ import cv2
 import numpy as np
 
 from bfdkern.data.faces import FaceParts
+from bfdkern.data.simulator import example_face
 from bfdkern.data.transforms import Box
+from bfdkern.figures import pyplot
 
 MANIPULATIONS = ("mouth_flip_both", "mouth_flip_h", "eye_flip_h", "warp")
 KINDS = ("original", *MANIPULATIONS)
@@ -192,11 +194,7 @@ def save_examples(
 ) -> Path:
     """A PNG grid for the docs: one column per kind (original first), ``draws`` rows of examples, and a row
     with the change against the resampled original (amplified), titled with the labels."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     path = Path(path)
     fig, axes = plt.subplots(draws + 1, len(KINDS), figsize=(2.2 * len(KINDS), 2.3 * (draws + 1)), squeeze=False)
     for col, kind in enumerate(KINDS):
@@ -236,7 +234,5 @@ def _checked(box: Box, name: str, w: int, h: int) -> Box:
 
 def docs_figure(path: str | os.PathLike = "docs/manipulations.png", size: int = 128, seed: int = 5) -> Path:
     """The docs' example grid, made from a simulated camera photo (never from real data)."""
-    from bfdkern.data.simulator import example_face
-
     face, parts = example_face(size=size, seed=seed)
     return save_examples(path, face, parts, seed=0, draws=1, dpi=80)

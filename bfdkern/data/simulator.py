@@ -42,6 +42,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
 from bfdkern.data.faces import ALIGNED_TEMPLATE, FaceParts, sub_box
 
@@ -452,7 +453,7 @@ def exif_tags(settings: dict) -> dict[str, str]:
 
 def encode_jpeg(image: np.ndarray, settings: dict) -> bytes:
     """The camera's JPEG (make quality and subsampling) with its EXIF, as bytes."""
-    import pyexiv2
+    import pyexiv2  # lazy: optional dependency (pyexiv2, GPL; only EXIF writing and its reader need it)
 
     make: CameraMake = settings["make"]
     buf = io.BytesIO()
@@ -581,6 +582,4 @@ def _write_csv(path: Path, fields, rows) -> None:
 def _progress(it, enabled: bool, desc: str):
     if not enabled:
         return it
-    from tqdm import tqdm
-
     return tqdm(it, desc=desc, unit="img")

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from bfdkern.detect.oneclass import l2_normalise
 
@@ -100,8 +101,6 @@ class BinaryDetector:
         self, real_features, fake_features, device: str | torch.device | None = None, progress: bool = False
     ) -> BinaryDetector:
         """Train on real [Nr, D] and fake [Nf, D] features (each class needs >= 2 samples)."""
-        from tqdm.auto import tqdm
-
         real = l2_normalise(real_features, "real features")
         fake = l2_normalise(fake_features, "fake features")
         if real.shape[1] != fake.shape[1]:
@@ -129,6 +128,7 @@ class BinaryDetector:
         opt = torch.optim.AdamW(mlp.parameters(), lr=p["lr"], weight_decay=p["weight_decay"])
 
         def validate(epoch: int, train_loss: float | None) -> dict:
+            # lazy: heavy (detect.metrics loads scikit-learn, ~0.9 s), only fitting; scoring needs none
             from bfdkern.detect.metrics import roc_auc
 
             mlp.eval()

@@ -21,6 +21,7 @@ in their identity); a BLADES encoder carries its own.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,8 +36,11 @@ from bfdkern.detect.features import encoder_fingerprint, extract_features
 from bfdkern.detect.preprocess import Preprocessing
 from bfdkern.detect.serialization import DetectorFileError, check_encoder, load_detector
 from bfdkern.detect.sources import absolute_source, candidate_sources, source_exists, split_source
+from bfdkern.models import load_model, read_checkpoint
+from bfdkern.models.encoder import is_exported_folder, model_from_checkpoint
 from bfdkern.models.files import torch_load
 from bfdkern.models.normalization import IMAGENET_MEAN, IMAGENET_STD
+from bfdkern.models.pretrained import CONFIG_FILE
 
 HEAD_NAMES = ("fc", "classifier", "heads", "head")
 """Attributes that hold a torchvision model's classification head, in the order they are looked for."""
@@ -125,12 +129,6 @@ def load_encoder(run_or_checkpoint: str | os.PathLike, *, embedding: bool = Fals
     with ``embedding`` its features are the un-normalised embedding (:class:`EmbeddingFeatures`).
 
     Raises FileNotFoundError / ValueError naming the path when it holds no usable encoder."""
-    import json
-
-    from bfdkern.models import load_model, read_checkpoint
-    from bfdkern.models.encoder import is_exported_folder, model_from_checkpoint
-    from bfdkern.models.pretrained import CONFIG_FILE
-
     path = Path(run_or_checkpoint)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such encoder run directory, checkpoint or exported folder")
@@ -193,7 +191,7 @@ def torchvision_encoder(arch: str, path: str | os.PathLike) -> nn.Module:
     """``torchvision.models.get_model(arch)`` (no weights downloaded) with the state dict in ``path`` and its
     classification head replaced by the identity. Raises ValueError naming the file when the weights do not
     fit the architecture."""
-    import torchvision
+    import torchvision  # lazy: heavy (torchvision, ~1.4 s), only when a torchvision encoder is built
 
     path = Path(path)
     if arch not in torchvision.models.list_models():

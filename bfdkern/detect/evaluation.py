@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from bfdkern.detect.metrics import METRIC_KEYS, METRIC_LABELS, detection_metrics
+from bfdkern.detect.plots import plot_histograms, plot_roc
 
 MEAN = "mean"
 """The name of the mean rows (over generators) and of the mean source (over real sources)."""
@@ -150,8 +151,6 @@ def write_results(
 
     ``real_paths`` / ``real_scores`` are one list / array, or real source name -> list / array (as in
     :func:`evaluate_scores`). Returns name -> path."""
-    from bfdkern.detect.plots import plot_histograms, plot_roc
-
     reals = real_scores if isinstance(real_scores, dict) else {"real": real_scores}
     real_files = real_paths if isinstance(real_paths, dict) else {"real": real_paths}
     out = Path(out_dir)

@@ -19,6 +19,7 @@ import json
 import os
 import tempfile
 import warnings
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from bfdkern.data.decode import DEFAULT_LIMITS, Limits, UnreadableImage, read_image_file
+from bfdkern.data.decode import DEFAULT_LIMITS, Limits, UnreadableImage, decode_image, read_image_file
 from bfdkern.data.transforms import array_to_tensor
 from bfdkern.detect.preprocess import Preprocessing
 
@@ -148,8 +149,6 @@ class ImageFeatures:
 
 def skipped_summary(skipped: Sequence[Skipped]) -> str:
     """``"3 (truncated or corrupt: 2, not an image: 1)"``: the count and the reasons, most frequent first."""
-    from collections import Counter
-
     counts = Counter(s.reason for s in skipped)
     return f"{len(skipped)} ({', '.join(f'{r}: {n}' for r, n in counts.most_common())})" if skipped else "0"
 
@@ -157,7 +156,6 @@ def skipped_summary(skipped: Sequence[Skipped]) -> str:
 def readable_images(paths, workers: int = 2, progress: bool = True) -> tuple[list[Path], list[Skipped]]:
     """(the files that decode, the others with their reasons), each decoded once through the one decode path:
     for trainers that read images many times and must not fail on one in the middle of a run."""
-    from bfdkern.data.decode import decode_image
 
     def check(path: Path):
         try:
@@ -177,8 +175,6 @@ def readable_images(paths, workers: int = 2, progress: bool = True) -> tuple[lis
 def skipped_record(skipped: Sequence[Skipped], keep: int = 100) -> dict:
     """JSON-able record of skipped images (as detector files and results keep it): the count, the count per
     reason, and the first ``keep`` files with their reasons."""
-    from collections import Counter
-
     return {
         "count": len(skipped),
         "reasons": dict(Counter(s.reason for s in skipped).most_common()),

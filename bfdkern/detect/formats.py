@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, JpegImagePlugin
+from tqdm.auto import tqdm
 
 from bfdkern.data.decode import DEFAULT_LIMITS, Limits, UnreadableImage, check_header, read_image_file
 
@@ -87,8 +88,6 @@ class FileInfo:
 def inspect_file(path: str | os.PathLike, limits: Limits = DEFAULT_LIMITS) -> FileInfo:
     """The :class:`FileInfo` of one file: its bytes are read (within the cap policy) and hashed, its header
     parsed; no pixel is decoded."""
-    from PIL import JpegImagePlugin
-
     path = Path(path)
     try:
         data = read_image_file(path, limits)
@@ -113,8 +112,6 @@ def inspect_file(path: str | os.PathLike, limits: Limits = DEFAULT_LIMITS) -> Fi
 
 def inspect_files(paths, limits: Limits = DEFAULT_LIMITS, workers: int = 2, progress: bool = True) -> list[FileInfo]:
     """:func:`inspect_file` of every path, in order (threads read and hash while others parse)."""
-    from tqdm.auto import tqdm
-
     paths = list(paths)
     with ThreadPoolExecutor(max(1, workers)) as pool:
         it = pool.map(lambda p: inspect_file(p, limits), paths)

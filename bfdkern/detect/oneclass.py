@@ -188,6 +188,7 @@ class OneClassDetector:
         ``calibration_features`` [M, D] (held-out reals), or of the fit set itself when None (in-sample).
 
         Warns (:class:`FitWarning`) when N is too small for the mixture and when the threshold is in-sample."""
+        # lazy: heavy (scikit-learn, ~0.9 s), only fitting; scoring needs none
         from sklearn.mixture import GaussianMixture
 
         p = self.params

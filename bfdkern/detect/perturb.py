@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from bfdkern.data.decode import reencode_jpeg
+
 RESIZE_FILTERS = {
     "nearest": Image.Resampling.NEAREST,
     "box": Image.Resampling.BOX,
@@ -128,11 +130,9 @@ def _rng(seed: int, key: bytes | str | int, index: int) -> np.random.Generator:
 
 def _apply(step: Step, x: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
     if step.kind == "jpeg":
-        from bfdkern.data.decode import reencode_jpeg
-
         return np.asarray(reencode_jpeg(x, int(step.value)), dtype=np.uint8)
     if step.kind == "blur":
-        from scipy.ndimage import gaussian_filter
+        from scipy.ndimage import gaussian_filter  # lazy: heavy (scipy.ndimage, ~0.2 s), only the blur perturbation
 
         out = gaussian_filter(x.astype(np.float64), sigma=(step.value, step.value, 0), mode="mirror", truncate=4.0)
         return np.clip(np.rint(out), 0, 255).astype(np.uint8)

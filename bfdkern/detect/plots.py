@@ -10,13 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
-from bfdkern.detect.metrics import METRIC_KEYS, METRIC_LABELS, roc_curve
+from bfdkern.detect.metrics import METRIC_KEYS, METRIC_LABELS, roc_auc, roc_curve
 from bfdkern.figures import pyplot, save_figure
 
 
 def _readable_ticks(ax, axis: str = "x", integer: bool = False) -> None:
     """At most 6 round ticks, plain numbers (no offset or scientific notation the reader must decode)."""
-    from matplotlib.ticker import FuncFormatter, MaxNLocator
+    from matplotlib.ticker import FuncFormatter, MaxNLocator  # lazy: heavy (matplotlib), only when a figure is drawn
 
     target = ax.xaxis if axis == "x" else ax.yaxis
     target.set_major_locator(MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10], integer=integer))
@@ -30,8 +30,6 @@ def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | os.Pa
         curves: name -> (real fakeness [Nr], fake fakeness [Nf]), higher = more fake.
         path: the PNG to write.
     """
-    from bfdkern.detect.metrics import roc_auc
-
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.2, 5))
     for name, (real, fake) in curves.items():

@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from bfdkern.data.decode import DEFAULT_LIMITS, Limits, UnreadableImage, decode_image, read_image_file, reencode_jpeg
+from bfdkern.data.faces import HaarFaceLocator
 from bfdkern.data.transforms import IMAGE_SUFFIXES, fit_square, square_box
 
 PIPELINE = 2
@@ -140,8 +141,6 @@ _LOCATORS = threading.local()
 def _face_locator():
     # One cascade per thread: feature extraction preprocesses images in a thread pool.
     if getattr(_LOCATORS, "haar", None) is None:
-        from bfdkern.data.faces import HaarFaceLocator
-
         _LOCATORS.haar = HaarFaceLocator()
     return _LOCATORS.haar
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from bfdkern.data.decode import UnreadableImage, decode_image, read_image_file
 from bfdkern.data.transforms import fit_square
@@ -17,6 +18,7 @@ from bfdkern.detect.baselines import CNNDetector, CornealHighlightDetector, Gram
 from bfdkern.detect.encoder import load_detector_with_any_encoder
 from bfdkern.detect.features import Skipped, image_features, resolve_device
 from bfdkern.detect.preprocess import pipeline_warning
+from bfdkern.models.files import torch_load
 
 
 @dataclass(frozen=True)
@@ -191,8 +193,6 @@ def frozen_scorer(name: str, detector, encoder, feature_options: dict | None = N
 def _decoded(paths, perturbation, size: int | None, progress: bool, desc: str):
     """(index, uint8 [H, W, 3]) for each readable file, or (index, Skipped): decoded by the one decode path,
     centre-square resized to ``size`` (None: kept whole), then perturbed."""
-    from tqdm.auto import tqdm
-
     for i, path in enumerate(tqdm(list(paths), desc=desc, unit="img", disable=not progress, leave=False)):
         try:
             data = read_image_file(path)
@@ -252,8 +252,6 @@ def load_scorer(item: str, encoder: str | None = None, feature_options: dict | N
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such detector file (or training-free detector {list(TRAINING_FREE)})")
     if path.suffix == ".pt":
-        from bfdkern.models.files import torch_load
-
         data = torch_load(path, "cpu", "CNND or GramNet detector")
         kind = data.get("kind") if isinstance(data, dict) and isinstance(data.get("kind"), str) else None
         classes = {c.kind: c for c in (CNNDetector, GramNetDetector)}

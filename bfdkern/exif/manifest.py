@@ -25,9 +25,12 @@ version, creation time.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import hashlib
 import json
+import math
+import multiprocessing
 import os
 import shutil
 import signal
@@ -47,8 +50,15 @@ from typing import NamedTuple
 from tqdm import tqdm
 
 from bfdkern.data.decode import DEFAULT_LIMITS
-from bfdkern.exif.labels import TASKS, Label, QuantileBins, labels_of
-from bfdkern.exif.parse import ORDINAL_SOURCES, TagValue, parse_tags
+from bfdkern.exif.labels import TASKS, Label, QuantileBins, label_of, labels_of
+from bfdkern.exif.parse import (
+    CATEGORICAL_SOURCES,
+    ORDINAL_SOURCES,
+    TagValue,
+    parse_categorical,
+    parse_ordinal,
+    parse_tags,
+)
 from bfdkern.exif.reader import (
     READ_REASONS,
     ExifBackend,
@@ -57,6 +67,12 @@ from bfdkern.exif.reader import (
     get_backend,
     open_regular,
 )
+from bfdkern.exif.tables import ROW_REASONS, detect_format, read_table
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock
+    fcntl = None
 
 SCHEMA_VERSION = 2
 """2: table imports (``line``, ``disagree``, table ``rejects``) and face boxes (table ``faces``)."""
@@ -172,8 +188,6 @@ class IndexReport:
         return "\n".join(lines)
 
     def _table_text(self, rate: float) -> str:
-        from bfdkern.exif.tables import ROW_REASONS
-
         if self.indexed == 0 and self.unchanged:
             head = f"{self.manifest}: {self.table} and {self.root} unchanged: {self.unchanged} files, nothing imported"
         else:
@@ -362,8 +376,6 @@ def die_with_parent(parent_pid: int) -> None:
     watches the parent's pid once a second. Ends at once when the parent is already gone."""
     if sys.platform.startswith("linux"):
         with suppress(OSError, AttributeError):
-            import ctypes
-
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
     if os.getppid() != parent_pid:
         os._exit(1)
@@ -454,8 +466,6 @@ def run_workers(root: str, batches: Sequence[list[Item]], workers: int, job, tim
         for batch in batches:
             yield [job(item) for item in batch]
         return
-    import multiprocessing
-
     # fork: workers start in milliseconds and inherit the job as it is; spawn elsewhere (the job is pickled).
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     ctx = multiprocessing.get_context(method)
@@ -585,9 +595,7 @@ def lock_manifest(manifest: Path) -> Iterator[None]:
     """Hold ``MANIFEST.lock`` (an exclusive ``flock``) while a process writes the manifest, so that two
     writers never meet inside SQLite ("database is locked"): the second one is refused at once with the
     holder's pid. The lock file stays (removing it would race with the next writer); it holds the pid."""
-    try:
-        import fcntl
-    except ImportError:  # no flock (Windows): SQLite's own locking is all there is
+    if fcntl is None:  # no flock (Windows): SQLite's own locking is all there is
         yield
         return
     lock_path = manifest.with_name(manifest.name + ".lock")
@@ -923,9 +931,6 @@ class TableParser:
     f-numbers) across hundreds of thousands of rows."""
 
     def __init__(self, apex_converted: bool):
-        from bfdkern.exif.labels import label_of
-        from bfdkern.exif.parse import CATEGORICAL_SOURCES, parse_categorical, parse_ordinal
-
         self._label_of, self._apex = label_of, apex_converted
         self._sources = {t: tuple(s) for t, s in ORDINAL_SOURCES.items()} | {
             t: (s,) for t, s in CATEGORICAL_SOURCES.items()
@@ -1019,8 +1024,6 @@ def import_table(
     photo ids of FDF images, see :func:`bfdkern.data.face_index.fdf_photo_ids`). ``check_files``: also read each
     file's own EXIF (``workers`` processes, ``backend``) and record in the ``disagree`` column where it
     disagrees with the table (task -> [table label, file label]); the table's labels are kept."""
-    from bfdkern.exif.tables import read_table
-
     start = time.perf_counter()
     root_path, manifest_path = _checked_paths(root, manifest)
     table_path = Path(table)
@@ -1041,8 +1044,6 @@ def import_table(
             files = FileIndex(root_path, scanned.items)
             fmt = format
             if fmt == "auto":
-                from bfdkern.exif.tables import detect_format
-
                 fmt = detect_format(table_path)
             fingerprint = _table_fingerprint(table_path, fmt, ordinal)
             if meta.get("table_fingerprint") == fingerprint and _unchanged(db, files, str(table_path)):
@@ -1127,8 +1128,6 @@ def import_table(
 def _with_disagreements(rows, root, workers, backend, table, report, progress) -> list[tuple]:
     """``rows`` with their ``disagree`` column: where the file's own EXIF gives another label than the table
     (tasks whose labels the table gave as classes of another vocabulary, or as levels, are not compared)."""
-    import math
-
     items = [(r[0], r[1], r[2]) for r in rows]
     batch = max(1, min(64, len(items) // (max(workers, 1) * 8)))
     job = ExifJob(root, backend, backend, DEFAULT_MAX_BYTES)

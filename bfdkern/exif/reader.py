@@ -22,6 +22,8 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from PIL import Image, UnidentifiedImageError
+
 from bfdkern.data.decode import DEFAULT_LIMITS
 from bfdkern.exif.parse import EXIF_TAGS, MAKER_TAGS, TagValue, parse_tags
 
@@ -118,7 +120,7 @@ class Pyexiv2Backend:
 
     def __init__(self, low_level: bool | None = None) -> None:
         try:
-            import pyexiv2
+            import pyexiv2  # lazy: optional dependency (pyexiv2, GPL; backend='pillow' runs without it)
         except ImportError as exc:
             raise ImportError(
                 f"the pyexiv2 EXIF backend needs the pyexiv2 package ({exc}); install it or use backend='pillow'"
@@ -205,16 +207,9 @@ class PillowBackend:
     name = "pillow"
     _EXIF_IFD = 0x8769
 
-    def __init__(self) -> None:
-        from PIL import Image, UnidentifiedImageError
-
-        self._image = Image
-        self._unidentified = UnidentifiedImageError
-
     def read(self, data: bytes, label: str = "<bytes>") -> RawExif:
         if not data:
             raise ExifReadError("empty_file", f"{label}: the file is empty (0 bytes)")
-        Image = self._image
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # DecompressionBombWarning, truncated-EXIF warnings
@@ -227,7 +222,7 @@ class PillowBackend:
             raise
         except Image.DecompressionBombError as exc:
             raise ExifReadError("decompression_bomb", f"{label}: {exc}") from None
-        except self._unidentified:
+        except UnidentifiedImageError:
             raise ExifReadError("unrecognised_format", f"{label}: Pillow does not recognise the format") from None
         except Exception as exc:  # Pillow raises many types on broken files (SyntaxError, struct.error, ...)
             raise ExifReadError("corrupt", f"{label}: Pillow cannot read it: {type(exc).__name__}: {exc}") from None

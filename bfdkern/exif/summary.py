@@ -13,6 +13,8 @@ from fractions import Fraction
 from bfdkern.exif.labels import TASKS
 from bfdkern.exif.manifest import FILE_REASONS, open_manifest
 from bfdkern.exif.parse import ORDINAL_SOURCES
+from bfdkern.exif.tables import ROW_REASONS
+from bfdkern.figures import pyplot
 
 _REASON_COLORS = ["tab:blue", "tab:orange", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
 
@@ -128,8 +130,6 @@ def format_table(summary: ManifestSummary) -> str:
         lines.append("files without any label:")
         lines += [f"{n:8d}  {r}: {FILE_REASONS.get(r, '')}" for r, n in summary.file_reasons.most_common()]
     if summary.rejected:
-        from bfdkern.exif.tables import ROW_REASONS
-
         lines.append(f"table rows not used ({summary.source}; the rejects table lists each with its line):")
         lines += [f"{n:8d}  {r}: {ROW_REASONS.get(r, '')}" for r, n in summary.rejected.most_common()]
     return "\n".join(lines)
@@ -137,12 +137,9 @@ def format_table(summary: ManifestSummary) -> str:
 
 def plot_coverage(summary: ManifestSummary, png: str | os.PathLike) -> None:
     """A horizontal stacked bar per task: share of files with a usable label, then each missing reason."""
-    import matplotlib
+    from matplotlib.ticker import PercentFormatter  # lazy: heavy (matplotlib), only when a figure is drawn
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
-
+    plt = pyplot()
     reasons = sorted({r for s in summary.tags for r in s.missing}, key=lambda r: (r == NOT_READ, r))
     fig, ax = plt.subplots(figsize=(9, 0.45 * len(summary.tags) + 1.8))
     names = [s.task for s in summary.tags][::-1]
@@ -160,7 +157,7 @@ def plot_coverage(summary: ManifestSummary, png: str | os.PathLike) -> None:
     for y, s in enumerate(rows):
         ax.text(0.01, y, f"{s.coverage:.0%}", va="center", fontsize=8, color="white")
     ax.set_xlim(0, 1)
-    ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    ax.xaxis.set_major_formatter(PercentFormatter(1.0))
     ax.set_xlabel(f"share of files ({summary.files} files, {summary.labelled} with labels)")
     ax.set_title(f"EXIF label coverage: {os.path.basename(summary.manifest)}")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=4, fontsize=8, frameon=False)

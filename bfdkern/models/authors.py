@@ -202,7 +202,7 @@ def read_authors_checkpoint(path: str | os.PathLike, fmt: str | None = None, *, 
 
 
 def _resnet50_keys() -> list[str]:
-    import torchvision
+    import torchvision  # lazy: heavy (torchvision, ~1.4 s), only when a network is built
 
     return [k for k in torchvision.models.resnet50(weights=None).state_dict() if not k.startswith("fc.")]
 

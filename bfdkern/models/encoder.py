@@ -68,7 +68,7 @@ class SmallBackbone(nn.Module):
 
 
 def _torchvision_resnet(name: str) -> nn.Module:
-    import torchvision
+    import torchvision  # lazy: heavy (torchvision, ~1.4 s), only when a ResNet is built
 
     net = getattr(torchvision.models, name)(weights=None)
     net.out_dim = net.fc.in_features

@@ -14,6 +14,7 @@ import math
 import os
 from collections.abc import Callable
 from numbers import Integral, Real
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -262,8 +263,6 @@ def torch_load(
     """``torch.load(path, weights_only=True)`` with one-line errors naming the file: FileNotFoundError when it is
     missing, ``error`` when it is not a weights-only torch file (a foreign, truncated or code-carrying pickle).
     ``mmap`` maps the tensors instead of reading them (for large files of which a part is used)."""
-    from pathlib import Path
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such {what} file")

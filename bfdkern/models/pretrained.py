@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
 
 from bfdkern.atomic import atomic_write
 from bfdkern.models.architecture import check_model_config
@@ -29,8 +31,6 @@ def write_pretrained(
     """Write ``FOLDER/model.safetensors`` (``state_dict``, on the CPU) and ``FOLDER/config.json`` (``format``,
     ``model`` = ``model_config``, ``checksum`` of the weights, then ``extra_config``'s entries). Returns the
     folder."""
-    from safetensors.torch import save
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
@@ -50,9 +50,6 @@ def read_pretrained(folder: str | os.PathLike) -> tuple[dict, dict[str, torch.Te
     """(model config, state dict, weights path) of an exported folder, validated: the config's fields, finite
     tensors, and the weights' checksum. Raises FileNotFoundError or :class:`SavedFileError` (one line naming
     the file and the field)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     folder = Path(folder)
     config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
     for path in (config_path, weights_path):

@@ -86,7 +86,7 @@ def ensure_available(init: str, backbone: str) -> None:
 # --- ImageNet through torchvision's weights API ------------------------------------------------------------
 def _imagenet_file(arch: str, name: str) -> Path:
     """The cached file of torchvision's ``arch`` weights ``name``, downloaded first when absent."""
-    import torchvision
+    import torchvision  # lazy: heavy (torchvision, ~1.4 s), only to find ImageNet weights
 
     url = torchvision.models.get_model_weights(arch)[name].url
     path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)

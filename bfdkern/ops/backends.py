@@ -106,19 +106,19 @@ def _triton_why_not(device: torch.device) -> str | None:
 
 
 def _triton_forward(logits, targets, weights, layout):
-    from bfdkern.ops.kernels.triton import multitask_loss
+    from bfdkern.ops.kernels.triton import multitask_loss  # lazy: optional dependency (triton)
 
     return multitask_loss.forward(logits, targets, weights, layout)
 
 
 def _triton_backward(grad_per_task, logits, targets, layout):
-    from bfdkern.ops.kernels.triton import multitask_loss
+    from bfdkern.ops.kernels.triton import multitask_loss  # lazy: optional dependency (triton)
 
     return multitask_loss.backward(grad_per_task, logits, targets, layout)
 
 
 def _triton_perturb(theta, v, radius, out=None):
-    from bfdkern.ops.kernels.triton import perturb
+    from bfdkern.ops.kernels.triton import perturb  # lazy: optional dependency (triton)
 
     return perturb.perturb_pair(theta, v, radius, out)
 

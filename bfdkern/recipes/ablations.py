@@ -2,13 +2,20 @@
 :class:`~bfdkern.training.PretrainConfig` overrides plus :class:`~bfdkern.detect.OneClassDetector` options,
 so every one runs through the same trainer, detector and evaluation (``bfdkern pretrain --preset NAME``,
 ``bfdkern ablate --presets a,b``).
+
+``bfdkern pretrain --help`` reads :data:`PRESETS` from this module without torch, so the functions that run a
+preset import the trainer, the detectors and NumPy when they are called.
 """
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from bfdkern.figures import pyplot, save_figure
 from bfdkern.tasks import blades_spec
+from bfdkern.training.config import PretrainConfig
 
 TASK_GROUPS = ("ordinal", "categorical", "binary", "multilabel")
 """Task kinds usable as group names in :func:`tasks_without` (``--drop-tasks ordinal``)."""
@@ -103,11 +110,9 @@ class ImageSets:
 def _pretrained(config, run_dir, echo) -> tuple:
     """Pretrain ``config`` in ``run_dir``: a finished run with the same configuration is reused, an unfinished one
     is resumed, a different one is an error naming the folder. Returns (run_dir, steps)."""
-    from pathlib import Path
-
-    from bfdkern.models import CHECKPOINT_NAME as ENCODER_NAME
-    from bfdkern.training import PretrainConfig, pretrain
-    from bfdkern.training.run import is_run_dir
+    from bfdkern.models import CHECKPOINT_NAME as ENCODER_NAME  # lazy: CLI start-up (pretrain --help)
+    from bfdkern.training import pretrain  # lazy: CLI start-up (pretrain --help)
+    from bfdkern.training.run import is_run_dir  # lazy: CLI start-up (pretrain --help)
 
     run_dir = Path(run_dir)
     resume = is_run_dir(run_dir)
@@ -132,11 +137,9 @@ def run_preset(preset: Preset, base: dict, sets: ImageSets, out_dir, *, echo=pri
     Files under ``out_dir/NAME``: ``run/`` (the pretraining run), ``oneclass.npz``, ``results.csv`` and plots.
     Returns one comparison row: preset, description, tasks, lambda, components, normalized, AUC per generator
     (``auc_<name>``) and the means of every metric of :mod:`bfdkern.detect.metrics` (fractions)."""
-    from pathlib import Path
-
+    # lazy: CLI start-up (pretrain --help)
     from bfdkern.detect import OneClassDetector, Preprocessing, evaluate_scores, save_detector, write_results
-    from bfdkern.detect.encoder import load_encoder
-    from bfdkern.training import PretrainConfig
+    from bfdkern.detect.encoder import load_encoder  # lazy: CLI start-up (pretrain --help)
 
     folder = Path(out_dir) / preset.name
     config = PretrainConfig(**{**base, **preset.pretrain})
@@ -180,12 +183,7 @@ def write_comparison(
 ) -> dict:
     """``out_dir/STEM.csv`` (one row each, named by its ``label`` column; metrics as fractions) and
     ``STEM.png`` (mean AUC and AP per row, percent). Returns {"csv": path, "png": path}."""
-    import csv
-    from pathlib import Path
-
-    import numpy as np
-
-    from bfdkern.figures import pyplot, save_figure
+    import numpy as np  # lazy: CLI start-up (pretrain --help)
 
     if not rows:
         raise ValueError("no preset results to compare")

@@ -28,9 +28,25 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
+from bfdkern.data import FaceDataset
+from bfdkern.data.simulator import simulate_collection, simulate_uncamera
+from bfdkern.detect import (
+    BinaryDetector,
+    FitWarning,
+    OneClassDetector,
+    Preprocessing,
+    average_precision,
+    extract_features,
+    roc_auc,
+)
+from bfdkern.detect.evaluation import labelled
+from bfdkern.detect.plots import plot_histograms, plot_roc
+from bfdkern.ops import multitask_loss
 from bfdkern.recipes.demo_settings import DemoSettings
 from bfdkern.tasks import TaskSpec
+from bfdkern.training import BatchStream, Pretraining, chance_losses, read_log
 from bfdkern.training.chance import LEARNED_MARGIN, is_learned
 
 if TYPE_CHECKING:
@@ -96,8 +112,6 @@ def prepare_folder(out_dir: str | Path) -> Path:
 
 def _eval_batches(paths, spec: TaskSpec, settings: DemoSettings) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Fixed held-out pretext samples (manipulations drawn as in training, keyed by the seed), in batches."""
-    from bfdkern.data import FaceDataset
-
     ds = FaceDataset([str(p) for p in paths], spec, size=settings.image_size, seed=settings.seed + 1000)
     n = min(settings.eval_samples, 4 * len(ds))
     samples = [ds.draw((i % len(ds), 0, i // len(ds))) for i in range(n)]
@@ -110,8 +124,6 @@ def _eval_batches(paths, spec: TaskSpec, settings: DemoSettings) -> list[tuple[t
 
 def heldout_losses(model, batches, spec: TaskSpec) -> list[float]:
     """Mean per-task loss [K] of ``model`` (eval mode) over held-out batches."""
-    from bfdkern.ops import multitask_loss
-
     was = model.training
     model.eval()
     dtype = next(model.parameters()).dtype
@@ -122,8 +134,6 @@ def heldout_losses(model, batches, spec: TaskSpec) -> list[float]:
 
 
 def _features(model, paths, settings: DemoSettings) -> np.ndarray:
-    from bfdkern.detect import Preprocessing, extract_features
-
     prep = Preprocessing(jpeg_quality=settings.jpeg_quality, size=settings.image_size)
     return extract_features(
         model, paths, batch_size=64, device="cpu", cache_dir=None, preprocessing=prep, num_workers=1, progress=False
@@ -133,9 +143,6 @@ def _features(model, paths, settings: DemoSettings) -> np.ndarray:
 def _detect(model, data: dict, settings: DemoSettings) -> dict:
     """Both detectors on ``model``'s features: the one-class mixture fitted on the ``fit`` reals alone, the
     binary MLP on those and the ``fake_fit`` faces; both scored on ``test`` reals and ``fake_test`` faces."""
-    from bfdkern.detect import BinaryDetector, FitWarning, OneClassDetector, average_precision, roc_auc
-    from bfdkern.detect.evaluation import labelled
-
     f = {name: _features(model, paths, settings) for name, paths in data.items()}
     with warnings.catch_warnings():
         # The demo reports threshold-free AUC and AP of a small, regularised mixture on 192 photos: the
@@ -161,8 +168,6 @@ def _detect(model, data: dict, settings: DemoSettings) -> dict:
 
 def loader_rate(loader, batches: int = 24) -> float:
     """Batches per second one batch stream over ``loader`` delivers (its workers started, the consumer idle)."""
-    from bfdkern.training import BatchStream
-
     stream = BatchStream(loader)
     stream.next()  # workers started, first batch ready
     t0 = time.perf_counter()
@@ -185,8 +190,6 @@ class _Images:
 
 def _simulate(out: Path, s: DemoSettings, echo, progress: bool, seconds: dict) -> _Images:
     """1. The camera photos for pretraining, the held-out photos and the camera-less faces."""
-    from bfdkern.data.simulator import simulate_collection, simulate_uncamera
-
     t = time.perf_counter()
     photos = out / "photos"
     train = simulate_collection(photos / "train", s.train_photos, seed=s.seed, size=s.image_size, progress=progress)
@@ -233,8 +236,6 @@ class _Pretrained:
 def _pretrain(out: Path, images: _Images, spec: TaskSpec, s: DemoSettings, echo, progress: bool, seconds: dict):
     """2. Pretraining (the same run loop as `bfdkern pretrain`) on the pretraining photos only, with the pretext
     losses on held-out photos before and after."""
-    from bfdkern.training import Pretraining, chance_losses
-
     t = time.perf_counter()
     config = s.pretrain_config(images.train_dir, progress=progress)
     session = Pretraining(config, out / "run", spec=spec, echo=echo)
@@ -267,8 +268,6 @@ def _pretrain(out: Path, images: _Images, spec: TaskSpec, s: DemoSettings, echo,
 def _detect_both(out: Path, images: _Images, trained: _Pretrained, s: DemoSettings, seconds: dict):
     """3. Both detectors on the random-init and the pretrained encoder, with the ROC and score plots.
     Returns (random-init results, pretrained results, plots)."""
-    from bfdkern.detect.plots import plot_histograms, plot_roc
-
     t = time.perf_counter()
     before, after = _detect(trained.initial_model, images.held_out, s), _detect(trained.model, images.held_out, s)
     plots = dict(trained.result.plots)
@@ -299,8 +298,6 @@ def run_demo(
     progress: bool = True,
 ) -> DemoResult:
     """Run the demo in ``out_dir`` (see the module docstring) and print its report through ``echo``."""
-    from threadpoolctl import threadpool_limits
-
     s = settings or DemoSettings()
     spec = s.spec()
     t_start = time.perf_counter()
@@ -350,8 +347,6 @@ def run_demo(
 
 
 def _log_column(run_dir: Path, name: str) -> np.ndarray:
-    from bfdkern.training import read_log
-
     return read_log(run_dir)[name]
 
 

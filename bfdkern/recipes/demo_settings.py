@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bfdkern.tasks import blades_spec
+from bfdkern.training.config import PretrainConfig
+
 
 @dataclass
 class DemoSettings:
@@ -40,15 +43,11 @@ class DemoSettings:
 
     def spec(self):
         """The demo's task spec: :func:`~bfdkern.tasks.blades_spec` with ``ordinal_levels``."""
-        from bfdkern.tasks import blades_spec
-
         return blades_spec(ordinal_levels=self.ordinal_levels)
 
     def pretrain_config(self, data, **overrides):
         """The demo's pretraining run (small CNN on the CPU, no intermediate checkpoints) as a
         :class:`~bfdkern.training.PretrainConfig`; ``overrides`` replace fields (benchmarks)."""
-        from bfdkern.training.config import PretrainConfig
-
         fields = dict(
             data=str(data),
             epochs=self.epochs,

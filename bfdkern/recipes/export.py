@@ -18,6 +18,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bfdkern.models import CHECKPOINT_NAME, read_checkpoint
+from bfdkern.models.encoder import model_from_checkpoint
+from bfdkern.models.normalization import statistics_name
+from bfdkern.models.pretrained import CONFIG_FILE, WEIGHTS_FILE
+from bfdkern.training import load_checkpoint, read_log
+from bfdkern.training.plots import plot_lambdas
+from bfdkern.version import __version__ as installed
+
 LAMBDA_PNG = "lambda.png"
 CARD = "README.md"
 
@@ -33,8 +41,6 @@ class Export:
 
 def provenance() -> dict:
     """``{"version": bfdkern's version, "commit": the git commit of its source tree or None, "dirty": bool}``."""
-    from bfdkern.version import __version__ as installed
-
     source = Path(__file__).resolve().parent.parent
     commit, dirty = None, False
     try:
@@ -71,8 +77,6 @@ def find_results(run_dir: Path, extra=()) -> list[Path]:
 
 def _training_summary(run_dir: Path, encoder_extra: dict) -> dict:
     """Data, tasks and lambda of the run, from its encoder file, checkpoint, skipped.csv and chance.json."""
-    from bfdkern.training import load_checkpoint
-
     config = dict(encoder_extra.get("pretrain_config") or {})
     if (
         config.get("init")
@@ -111,10 +115,6 @@ def export_run(
         overwrite: write into a folder that already holds files (else refused).
 
     Raises FileNotFoundError (no finished run) or ValueError (a damaged file, a non-empty folder)."""
-    from bfdkern.models import CHECKPOINT_NAME, read_checkpoint
-    from bfdkern.models.encoder import model_from_checkpoint
-    from bfdkern.models.pretrained import CONFIG_FILE, WEIGHTS_FILE
-
     run_dir, out = Path(run_dir), Path(out_dir)
     if not (run_dir / CHECKPOINT_NAME).is_file():
         raise FileNotFoundError(
@@ -142,9 +142,6 @@ def export_run(
         shutil.copyfile(run_dir / LAMBDA_PNG, out / LAMBDA_PNG)
         written.append(out / LAMBDA_PNG)
     elif (run_dir / "log.csv").is_file() and model.spec is not None:
-        from bfdkern.training import read_log
-        from bfdkern.training.plots import plot_lambdas
-
         written.append(plot_lambdas(read_log(run_dir / "log.csv"), model.spec, out / LAMBDA_PNG))
     card = model_card(model, summary, evaluations, [p.parent.name for p in result_files], origin, out)
     (out / CARD).write_text(card)
@@ -169,8 +166,6 @@ def _fmt(value, digits: int = 3) -> str:
 
 def model_card(model, summary: dict, evaluations: list[dict], names: list[str], origin: dict, folder: Path) -> str:
     """The ``README.md`` of an exported folder (Markdown)."""
-    from bfdkern.models.normalization import statistics_name
-
     mean, std = model.statistics
     stats = {"imagenet": "ImageNet", "clip": "CLIP"}.get(statistics_name(mean, std), "its own")
     size = model.input_size or summary["config"].get("image_size")

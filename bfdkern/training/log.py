@@ -39,6 +39,7 @@ def check_logger(logger: str) -> None:
     writes anything)."""
     if logger == "tensorboard":
         try:
+            # lazy: optional dependency (tensorboard)
             from torch.utils.tensorboard import SummaryWriter  # noqa: F401
         except ImportError:
             raise ValueError(
@@ -46,6 +47,7 @@ def check_logger(logger: str) -> None:
             ) from None
     elif logger == "wandb":
         try:
+            # lazy: optional dependency (wandb)
             import wandb  # noqa: F401
         except ImportError:
             raise ValueError(
@@ -60,7 +62,7 @@ class TensorBoardSink:
     """Scalars to ``folder`` as TensorBoard events; a resumed run purges the events after its checkpoint."""
 
     def __init__(self, folder: Path, resume_step: int = 0):
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # lazy: optional dependency (tensorboard)
 
         self.writer = SummaryWriter(str(folder), purge_step=resume_step + 1 if resume_step else None)
 
@@ -77,7 +79,7 @@ class WandbSink:
     ``bfdkern``); its id is kept in ``RUN_DIR/wandb-id.txt`` so a resumed run continues it."""
 
     def __init__(self, run_dir: Path, config: dict):
-        import wandb
+        import wandb  # lazy: optional dependency (wandb)
 
         id_path = run_dir / WANDB_ID_NAME
         run_id = id_path.read_text().strip() if id_path.is_file() else wandb.util.generate_id()

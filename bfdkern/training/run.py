@@ -25,15 +25,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from bfdkern.atomic import DiskFull, atomic_write_text, disk_full_named
+from bfdkern.bilevel import BilevelTrainer
+from bfdkern.bilevel.distributed import init_from_environment, is_main_process, rank_device
+from bfdkern.data import FaceDataset, make_loaders
+from bfdkern.data.face_index import manifest_vocabulary
 from bfdkern.devices import resolve_device
+from bfdkern.models import build_model, save_model
 from bfdkern.models.encoder import CHECKPOINT_NAME as ENCODER_NAME
 from bfdkern.tasks import TaskSpec
+from bfdkern.training.chance import chance_losses, is_learned
 from bfdkern.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint, set_random_states
 from bfdkern.training.config import CONFIG_NAME, PretrainConfig
 from bfdkern.training.log import LOG_NAME, TENSORBOARD_DIR, WANDB_ID_NAME, StepLog, check_logger, open_sink, read_log
-from bfdkern.training.plots import LAMBDA_PLOT, LOSS_PLOT
+from bfdkern.training.plots import LAMBDA_PLOT, LOSS_PLOT, plot_lambdas, plot_losses
 from bfdkern.training.rundir import RunLock, remove_files, remove_leftovers
 from bfdkern.training.streams import BatchStream
 
@@ -149,8 +156,6 @@ class InterruptGuard:
 
 
 def _echo(message: str) -> None:
-    from tqdm import tqdm
-
     tqdm.write(message, file=sys.stdout)
 
 
@@ -194,8 +199,6 @@ class Pretraining:
         spec: TaskSpec | None = None,
         echo: Callable[[str], None] | None = None,
     ):
-        from bfdkern.bilevel.distributed import init_from_environment, is_main_process
-
         # Under torchrun: one process a rank; rank 0 alone logs, shows progress, holds the lock and writes files.
         self.sync = init_from_environment(config.device)
         self.main = is_main_process()
@@ -204,8 +207,6 @@ class Pretraining:
         if not self.main:
             self.echo = lambda message: None
         if config.vocabulary is None and Path(config.data).is_file() and spec is None:
-            from bfdkern.data.face_index import manifest_vocabulary
-
             config.vocabulary = manifest_vocabulary(config.data)
             if config.vocabulary is not None:  # labels imported from the official BLADES JSON
                 self.echo(
@@ -272,11 +273,6 @@ class Pretraining:
 
     # --- building the session -----------------------------------------------------------------------------
     def _build(self, resume: bool) -> None:
-        from bfdkern.bilevel import BilevelTrainer
-        from bfdkern.bilevel.distributed import rank_device
-        from bfdkern.data import FaceDataset, make_loaders
-        from bfdkern.models import build_model
-
         config = self.config
         self.device = resolve_device(rank_device(config.device))
         self.dtype = getattr(torch, config.dtype)
@@ -443,8 +439,6 @@ class Pretraining:
         if targets is not None:
             self._chance_targets.append(targets.detach().cpu())
         if self._chance_targets and (force or len(self._chance_targets) >= CHANCE_BATCHES):
-            from bfdkern.training.chance import chance_losses
-
             self.chance = chance_losses(self._chance_targets, self.spec).tolist()
             self._chance_targets = []
             if self.main:
@@ -474,8 +468,6 @@ class Pretraining:
             self.close()
 
     def _run(self, on_step: Callable | None, plots: bool) -> PretrainResult:
-        from tqdm import tqdm
-
         cfg, trainer = self.config, self.trainer
         stop = self.total_steps if cfg.max_steps is None else min(int(cfg.max_steps), self.total_steps)
         log = None
@@ -565,8 +557,6 @@ class Pretraining:
         self.save_checkpoint()
         encoder = None
         if status == "finished" and self.main:
-            from bfdkern.models import save_model
-
             encoder = save_model(
                 self.run_dir / ENCODER_NAME,
                 self.model,
@@ -590,8 +580,6 @@ class Pretraining:
         log_path = self.run_dir / LOG_NAME
         log = read_log(log_path) if self.main and log_path.is_file() else {}
         if plots and len(log.get("step", [])):
-            from bfdkern.training.plots import plot_lambdas, plot_losses
-
             chance = None if self.chance is None else np.asarray(self.chance, dtype=np.float64)
             with disk_full_named(self.run_dir / LAMBDA_PLOT):
                 pngs["lambda"] = plot_lambdas(log, self.spec, self.run_dir / LAMBDA_PLOT)
@@ -646,8 +634,6 @@ def pretrain(
 def format_losses(result: PretrainResult, spec: TaskSpec) -> str:
     """A table: per task, the loss over the first and last steps, its chance level, whether it is learned
     (clearly below chance), and lambda."""
-    from bfdkern.training.chance import is_learned
-
     lines = [f"{'task':<18}{'loss first':>11}{'loss last':>11}{'chance':>9}  {'learned':<8}{'lambda':>15}"]
     for k, name in enumerate(spec.names):
         first = result.first_losses[k] if result.first_losses else float("nan")

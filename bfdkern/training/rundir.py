@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 from pathlib import Path
 
 LOCK_NAME = "run.lock"
@@ -113,8 +114,6 @@ def remove_leftovers(run_dir: str | os.PathLike, names) -> list[Path]:
 
 def remove_files(run_dir: str | os.PathLike, names) -> list[Path]:
     """Delete the named files (and folders) of an earlier attempt that saved no checkpoint."""
-    import shutil
-
     removed = []
     for name in names:
         path = Path(run_dir) / name

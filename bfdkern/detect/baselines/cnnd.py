@@ -11,6 +11,7 @@ import io
 import json
 import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,10 +19,16 @@ import numpy as np
 import torch
 from PIL import Image, ImageFilter
 from torch import nn
+from tqdm.auto import tqdm
 
+from bfdkern.atomic import atomic_torch_save
+from bfdkern.data.decode import decode_image
+from bfdkern.data.transforms import to_tensor
 from bfdkern.detect.choices import ARCHES
 from bfdkern.detect.encoder import torchvision_encoder
-from bfdkern.models.normalization import IMAGENET_MEAN, IMAGENET_STD
+from bfdkern.models.encoder import load_fitting
+from bfdkern.models.files import Fields, SavedFileError, state_dict_field, torch_load, verify_checksum, with_checksum
+from bfdkern.models.normalization import IMAGENET_MEAN, IMAGENET_STD, checked_statistics
 
 
 @dataclass(frozen=True)
@@ -63,7 +70,7 @@ class BlurJpeg:
 
 
 def _network(arch: str) -> nn.Module:
-    import torchvision
+    import torchvision  # lazy: heavy (torchvision, ~1.4 s), only when a network is built
 
     if arch not in ARCHES:
         raise ValueError(f"arch must be one of {list(ARCHES)}, got {arch!r}")
@@ -98,8 +105,6 @@ class CNNDetector:
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
     ):
-        from bfdkern.models.normalization import checked_statistics
-
         mean, std = checked_statistics(mean, std, self.kind)
         self.params = {"arch": arch, "size": int(size), "seed": int(seed), "mean": list(mean), "std": list(std)}
         torch.manual_seed(seed)
@@ -124,8 +129,6 @@ class CNNDetector:
         return BlurJpeg()
 
     def _batch(self, images: Sequence[Image.Image], device) -> torch.Tensor:
-        from bfdkern.data.transforms import to_tensor
-
         x = torch.stack([to_tensor(im, size=self.params["size"]) for im in images]).to(device)
         mean = torch.tensor(self.params["mean"], device=device).view(1, 3, 1, 1)
         return (x - mean) / torch.tensor(self.params["std"], device=device).view(1, 3, 1, 1)
@@ -147,10 +150,6 @@ class CNNDetector:
         previous batch trains (memory stays one batch ahead, whatever the collection's size); the
         augmentation draws come from the seed in batch order, so a run is the same for any ``workers``.
         Returns self."""
-        from concurrent.futures import ThreadPoolExecutor
-
-        from tqdm.auto import tqdm
-
         paths = [Path(p) for p in real_paths] + [Path(p) for p in fake_paths]
         labels = np.r_[np.zeros(len(real_paths)), np.ones(len(fake_paths))].astype(np.float32)
         if not len(real_paths) or not len(fake_paths):
@@ -198,8 +197,6 @@ class CNNDetector:
         return self
 
     def _training_image(self, path: Path, aug: Augmentation) -> Image.Image:
-        from bfdkern.data.decode import decode_image
-
         return self.augment.apply(decode_image(path), aug)
 
     @torch.no_grad()
@@ -215,8 +212,6 @@ class CNNDetector:
 
     def score_files(self, paths, batch_size: int = 32, device: str | None = None) -> np.ndarray:
         """Image files -> [N] P(fake) (float64), no augmentation; an unreadable file is an error naming it."""
-        from bfdkern.data.decode import decode_image
-
         paths = list(paths)
         out = [
             self.score_images([decode_image(p) for p in paths[start : start + batch_size]], device)
@@ -231,9 +226,6 @@ class CNNDetector:
     def save(self, path: str | os.PathLike) -> Path:
         """Write the weights and parameters (input statistics included) to ``path`` atomically: a torch file
         readable with ``weights_only``, with a checksum of its payload."""
-        from bfdkern.atomic import atomic_torch_save
-        from bfdkern.models.files import with_checksum
-
         payload = {"kind": self.kind, "params": json.dumps(self.params), "state": self.net.state_dict()}
         return atomic_torch_save(with_checksum(payload), path)
 
@@ -241,8 +233,6 @@ class CNNDetector:
     def load(cls, path: str | os.PathLike) -> CNNDetector:
         """Inverse of :meth:`save`, validated (fields, finite weights, the checksum when the file has one); a file
         that is not a detector of this kind is a ValueError naming it (and the field)."""
-        from bfdkern.models.files import Fields, SavedFileError, state_dict_field, torch_load, verify_checksum
-
         data = torch_load(path, "cpu", f"{cls.kind} detector")
         if not isinstance(data, dict) or data.get("kind") != cls.kind:
             found = data.get("kind") if isinstance(data, dict) else type(data).__name__
@@ -254,8 +244,6 @@ class CNNDetector:
             det = cls(**json.loads(text))
         except (ValueError, TypeError) as exc:
             fields.fail("params", f"cannot build a {cls.kind} detector ({exc})")
-        from bfdkern.models.encoder import load_fitting
-
         load_fitting(det.net, state_dict_field(fields, "state"), path, f"the {cls.kind} network")
         det.net.eval()
         return det

@@ -52,7 +52,7 @@ class GramResNet(nn.Module):
 
     def __init__(self, arch: str = "resnet50"):
         super().__init__()
-        import torchvision
+        import torchvision  # lazy: heavy (torchvision, ~1.4 s), only when a network is built
 
         if arch not in ARCHES:
             raise ValueError(f"arch must be one of {list(ARCHES)}, got {arch!r}")

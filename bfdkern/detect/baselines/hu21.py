@@ -20,7 +20,12 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+import cv2
 import numpy as np
+from tqdm.auto import tqdm
+
+from bfdkern.data.decode import decode_image
+from bfdkern.data.faces import HaarFaceLocator, TemplateLocator
 
 EYE_SIZE = 32
 """Side, in pixels, both corneas (or both eye crops) are resampled to before their highlights are compared."""
@@ -61,8 +66,6 @@ def iris_circle(eye: np.ndarray) -> tuple[float, float, float, float]:
     against the ring around it (out to ``RING_SCALE`` r), and that contrast in gray levels (0 ... 255), on
     the crop clipped at its median (highlights and sclera count as the surround's level). Radii span
     ``IRIS_RADII`` of the crop's height."""
-    import cv2
-
     x = np.asarray(eye, dtype=np.float32)
     x = np.minimum(x, np.median(x))  # a bright highlight inside the iris must not hide its darkness
     h, w = x.shape
@@ -88,8 +91,6 @@ def iris_circle(eye: np.ndarray) -> tuple[float, float, float, float]:
 
 def cornea_crop(eye: np.ndarray, circle, size: int = EYE_SIZE) -> tuple[np.ndarray, np.ndarray]:
     """The square around ``circle`` = (cx, cy, r) resampled to [size, size], and the bool disk inside it."""
-    import cv2
-
     cx, cy, r = (float(v) for v in circle[:3])
     scale = 2.0 * r / size  # output pixel -> input pixels
     to_input = np.float32([[scale, 0, cx - r + 0.5 * scale - 0.5], [0, scale, cy - r + 0.5 * scale - 0.5]])
@@ -117,8 +118,6 @@ def eye_crops(image: np.ndarray, eyes_box, height: int = SEARCH_HEIGHT) -> tuple
     """RGB uint8 [H, W, 3] and the box (x0, y0, x1, y1) of both eyes -> the two gray eye crops (the left and
     right halves of the box), each scaled to ``height`` rows with its aspect kept (so that an iris stays a
     disk), uint8."""
-    import cv2
-
     x0, y0, x1, y1 = (int(v) for v in eyes_box)
     h, w = image.shape[:2]
     x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
@@ -170,8 +169,6 @@ class CornealHighlightDetector:
         }
 
     def _eyes_box(self, image: np.ndarray, source: str):
-        from bfdkern.data.faces import HaarFaceLocator, TemplateLocator
-
         if self.locator is None:
             self.locator = HaarFaceLocator()
         faces = self.locator.locate(image, source)
@@ -180,8 +177,6 @@ class CornealHighlightDetector:
     def highlight_masks(self, image: np.ndarray, source: str = "<image>") -> tuple[np.ndarray, np.ndarray, bool]:
         """RGB uint8 [H, W, 3] -> the two eyes' highlight masks [EYE_SIZE, EYE_SIZE] and whether they are
         cornea masks (both irises found) rather than whole-eye ones."""
-        import cv2
-
         p = self.params
         eyes = eye_crops(image, self._eyes_box(image, source))
         circles = [iris_circle(eye) for eye in eyes]
@@ -203,10 +198,6 @@ class CornealHighlightDetector:
 
     def score_files(self, paths: Sequence[str | os.PathLike], progress: bool = True) -> np.ndarray:
         """Image files -> [N] highlight IoUs (float64); an unreadable file is an error naming it."""
-        from tqdm.auto import tqdm
-
-        from bfdkern.data.decode import decode_image
-
         scores = []
         for path in tqdm(list(paths), desc="hu21", unit="img", disable=not progress, leave=False):
             scores.append(self.score_image(np.asarray(decode_image(path)), str(path)))

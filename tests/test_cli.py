@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from bfdkern import cli
+from bfdkern.commands.options import GPU_DEVICE_FILES
 from tests.helpers import ROOT
 
 
@@ -157,8 +158,27 @@ def test_device_cuda_without_a_gpu_is_one_clear_line(name, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err
     assert err.startswith(f"bfdkern {name}: error: --device cuda: ")
-    assert ("sees no CUDA GPU" in err or "built without CUDA" in err) and err.endswith("; use cpu\n")
+    reasons = ("sees no CUDA GPU", "built without CUDA", "has no GPU driver")
+    assert any(r in err for r in reasons) and err.endswith("; use cpu\n")
     assert list(tmp_path.iterdir()) == []  # nothing was written
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or any(os.path.exists(f) for f in GPU_DEVICE_FILES),
+    reason="a GPU driver's device files exist here",
+)
+def test_device_cuda_without_a_gpu_driver_fails_before_torch_is_imported(tmp_path):
+    """A missing GPU is told in well under a second: without the driver's device files, no torch."""
+    code = (
+        "import sys\n"
+        "from bfdkern import cli\n"
+        f"status = cli.main(['pretrain', '--data', {str(tmp_path)!r}, '--out', {str(tmp_path / 'run')!r}, '--device', 'cuda'])\n"
+        "assert status == 2 and 'torch' not in sys.modules, (status, sorted(m for m in sys.modules if 'torch' in m)[:5])\n"
+    )
+    proc = _python("-c", code)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert "--device cuda: this machine has no GPU driver" in proc.stderr.decode()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_device_names_are_checked(tmp_path, capsys):

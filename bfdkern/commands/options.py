@@ -10,6 +10,7 @@ imported when it runs.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -112,11 +113,28 @@ def feature_kwargs(args) -> dict:
     }
 
 
+GPU_DEVICE_FILES = ("/dev/nvidia0", "/dev/nvidiactl", "/dev/dxg", "/dev/kfd")  # NVIDIA, WSL2, ROCm
+
+
+def _no_gpu_driver(device: str) -> str | None:
+    """Why a ``cuda`` device cannot exist on this Linux machine, told without importing torch: none of the
+    device files an NVIDIA driver (native or WSL2) or ROCm creates. None when one exists, on other systems,
+    and for other devices: torch's own check (:mod:`bfdkern.devices`) decides those."""
+    if not (device == "cuda" or device.startswith("cuda:")) or not sys.platform.startswith("linux"):
+        return None
+    if any(os.path.exists(f) for f in GPU_DEVICE_FILES):
+        return None
+    return "this machine has no GPU driver (none of /dev/nvidia0, /dev/nvidiactl, /dev/dxg, /dev/kfd); use cpu"
+
+
 def check_device(device: str | None) -> None:
     """Raise ValueError, one line starting ``--device NAME:``, when ``device`` names a device this machine
     does not have (``cuda`` without a GPU, ``cuda:3`` with one GPU) or no device at all."""
     if device is None:
         return
+    problem = _no_gpu_driver(device)  # without torch (~2 s to import): a missing GPU fails at once
+    if problem is not None:
+        raise ValueError(f"--device {device}: {problem}")
     from bfdkern.devices import device_problem
 
     problem = device_problem(device)

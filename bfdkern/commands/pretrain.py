@@ -266,16 +266,16 @@ def run(args) -> int:
 
 
 def _pretrain(args) -> int:
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    config = config_from_args(args)  # every check that needs no data, before torch is imported (~2 s)
     import torch
 
     from bfdkern.bilevel.distributed import is_main_process
+    from bfdkern.training import format_losses, pretrain
 
     if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    config = config_from_args(args)
-    from bfdkern.training import format_losses, pretrain  # the trainer loads torch._dynamo: after the checks
 
     try:
         result = pretrain(config, args.out, resume=bool(args.resume))

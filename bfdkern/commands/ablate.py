@@ -1,5 +1,5 @@
 """`bfdkern ablate --data DIR --fit DIR --real DIR --fake NAME=DIR --out DIR --presets a,b`: pretrain each
-named ablation or baseline (:data:`bfdkern.recipes.ablations.PRESETS`), fit its one-class detector on the same real
+named ablation or baseline (:data:`bfdkern.recipes.presets.PRESETS`), fit its one-class detector on the same real
 images and evaluate it on the same test sets; one comparison table (CSV, PNG) for all."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ FIELDS = ("epochs", "batch_size", "lr", "lambda_lr", "image_size", "backbone", "
 def add_arguments(parser) -> None:
     """Declare the command's options on ``parser``."""
     from bfdkern.models.choices import BACKBONES
-    from bfdkern.recipes.ablations import PRESETS
+    from bfdkern.recipes.presets import PRESETS
 
     parser.add_argument("--data", required=True, metavar="DIR|MANIFEST", help="real photos to pretrain on")
     parser.add_argument("--fit", required=True, metavar="DIR", help="held-out real images to fit the detectors on")
@@ -58,14 +58,8 @@ def run(args) -> int:
 
 def _ablate(args) -> int:
     from bfdkern.detect import list_images
-    from bfdkern.recipes.ablations import (
-        ImageSets,
-        format_comparison,
-        get_preset,
-        parse_names,
-        run_preset,
-        write_comparison,
-    )
+    from bfdkern.recipes.ablations import ImageSets, format_comparison, run_preset, write_comparison
+    from bfdkern.recipes.presets import get_preset, parse_names
 
     presets = [get_preset(name) for name in parse_names(args.presets, "--presets")]
     data = Path(args.data)

@@ -136,7 +136,7 @@ def parse_metrics(text: str) -> tuple[str, ...]:
 def _listing() -> str:
     """The detector catalogue with the ablation presets of the recipes as one-class variants."""
     from bfdkern.detect.registry import DetectorEntry, catalogue, format_catalogue
-    from bfdkern.recipes.ablations import PRESETS
+    from bfdkern.recipes.presets import PRESETS
 
     variants = [
         DetectorEntry(p.name, "oneclass", p.description, f"bfdkern ablate --presets {p.name}")

@@ -51,7 +51,7 @@ def add_arguments(parser) -> None:
     from bfdkern.bilevel.choices import MODES
     from bfdkern.data.choices import FACE_DETECTOR_NAMES
     from bfdkern.models.choices import BACKBONES
-    from bfdkern.recipes.ablations import PRESETS
+    from bfdkern.recipes.presets import PRESETS
     from bfdkern.training.config import DTYPES, LOGGERS, PRECISIONS, PretrainConfig
 
     d = PretrainConfig()
@@ -96,7 +96,7 @@ def add_arguments(parser) -> None:
         "--seed", type=int, default=None, help=f"seed of the model, samples and batch order (default {d.seed})"
     )
     g.add_argument("--dtype", choices=DTYPES, default=None, help=f"parameter precision (default {d.dtype})")
-    a = parser.add_argument_group("ablations (see bfdkern.recipes.ablations)")
+    a = parser.add_argument_group("ablations (see bfdkern.recipes.presets)")
     a.add_argument(
         "--preset",
         default=None,
@@ -216,7 +216,7 @@ def config_from_args(args):
     """The run's :class:`~bfdkern.training.PretrainConfig`: new from the options, or the run directory's with
     the options that were given applied (a resumed run may change only the execution options, and lengthen
     ``--epochs``)."""
-    from bfdkern.recipes.ablations import get_preset, parse_names, tasks_without
+    from bfdkern.recipes.presets import get_preset, parse_names, tasks_without
     from bfdkern.training import PretrainConfig
 
     given = dict(get_preset(args.preset).pretrain) if args.preset else {}

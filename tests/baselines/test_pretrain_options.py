@@ -3,7 +3,7 @@
 import pytest
 
 from bfdkern import cli
-from bfdkern.recipes.ablations import PRESETS, get_preset, tasks_without
+from bfdkern.recipes.presets import PRESETS, get_preset, tasks_without
 from bfdkern.tasks import blades_spec
 from bfdkern.training import PretrainConfig
 

@@ -14,7 +14,7 @@ from bfdkern.detect import list_images, load_detector
 from bfdkern.detect.encoder import load_frozen_encoder, torchvision_encoder
 from bfdkern.detect.fitting import fit_frozen
 from bfdkern.detect.registry import catalogue
-from bfdkern.recipes.ablations import PRESETS
+from bfdkern.recipes.presets import PRESETS
 
 NO_CACHE = {"cache_dir": None, "num_workers": 1, "progress": False, "device": "cpu"}
 

@@ -91,8 +91,13 @@ inline int64_t idle_cores() {
     long running = 0, total = 0;
     const bool read = std::fscanf(f, "%lf %lf %lf %ld/%ld", &avg1, &avg5, &avg15, &running, &total) == 5;
     std::fclose(f);
-    const int64_t own = own_running_threads();
-    if (read && own >= 1) idle = std::clamp<int64_t>(cpus - (running - own) - 1, 0, cpus - 1);
+    if (read) {
+      idle = std::clamp<int64_t>(cpus - running, 0, cpus - 1);  // `running` counts the caller
+      // Only when that leaves a core busy is it worth telling this process's threads apart (one small read a
+      // thread): where the caller is the only one of them running, the two counts agree.
+      const int64_t own = idle < cpus - 1 ? own_running_threads() : -1;
+      if (own >= 1) idle = std::clamp<int64_t>(cpus - (running - own) - 1, 0, cpus - 1);
+    }
   }
   cached.store(idle, std::memory_order_relaxed);
   read_at.store(now, std::memory_order_relaxed);

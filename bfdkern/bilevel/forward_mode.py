@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 import warnings
 
 import torch
@@ -80,11 +81,21 @@ def math_attention():
 @contextlib.contextmanager
 def forward_mode_safe():
     """Run a forward under ``torch.func.jvp`` around the traps of the module doc."""
-    with math_attention(), _ExplicitBatchNorm(), warnings.catch_warnings():
-        # PyTorch's first forward-mode pass loads its jvp decompositions through torch.jit.script and warns
-        # that it is deprecated: about PyTorch's own code, nothing a user of the jvp mode can act on.
-        warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+    _load_jvp_decompositions()
+    with math_attention(), _ExplicitBatchNorm():
         yield
+
+
+def _load_jvp_decompositions() -> None:
+    """Load PyTorch's jvp decompositions (as its first forward-mode pass would) without the FutureWarning it
+    raises on loading them through ``torch.jit.script``: about PyTorch's own code, nothing a user of the jvp
+    mode can act on. Once per process: a filter around every pass would reset every warning's
+    shown-once record (``catch_warnings``), and it is not thread-safe."""
+    if "torch._decomp.decompositions_for_jvp" in sys.modules:
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+        import torch._decomp.decompositions_for_jvp  # noqa: F401  # lazy: loads TorchScript, jvp mode only
 
 
 _MARKERS = ("forward AD", "forward mode AD", "forward-mode", "jvp", "functorch transforms")

@@ -113,18 +113,20 @@ def feature_kwargs(args) -> dict:
     }
 
 
-GPU_DEVICE_FILES = ("/dev/nvidia0", "/dev/nvidiactl", "/dev/dxg", "/dev/kfd")  # NVIDIA, WSL2, ROCm
+# Device files of a GPU that CUDA (or ROCm, which torch also calls cuda) can use: NVIDIA's driver (always
+# /dev/nvidiactl, in containers too), WSL2, ROCm, and NVIDIA Jetson (Tegra).
+GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/dxg", "/dev/kfd", "/dev/nvhost-ctrl-gpu", "/dev/nvgpu")
 
 
 def _no_gpu_driver(device: str) -> str | None:
     """Why a ``cuda`` device cannot exist on this Linux machine, told without importing torch: none of the
-    device files an NVIDIA driver (native or WSL2) or ROCm creates. None when one exists, on other systems,
-    and for other devices: torch's own check (:mod:`bfdkern.devices`) decides those."""
+    device files a GPU driver creates is visible. None when one is, on other systems, and for other devices:
+    torch's own check (:mod:`bfdkern.devices`) decides those."""
     if not (device == "cuda" or device.startswith("cuda:")) or not sys.platform.startswith("linux"):
         return None
     if any(os.path.exists(f) for f in GPU_DEVICE_FILES):
         return None
-    return "this machine has no GPU driver (none of /dev/nvidia0, /dev/nvidiactl, /dev/dxg, /dev/kfd); use cpu"
+    return f"no GPU device is visible here (none of {', '.join(GPU_DEVICE_FILES)}); use cpu"
 
 
 def check_device(device: str | None) -> None:

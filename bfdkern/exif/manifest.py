@@ -410,7 +410,11 @@ class ExifJob:
         return _failed_row(item, self.backend_name, reason, detail)
 
 
-def _worker_main(conn, state, job, parent_pid: int) -> None:
+SPAWN_START_S = 60.0
+"""Seconds a spawned worker (a fresh interpreter, where fork is missing) may take to begin a batch."""
+
+
+def _worker_main(conn, state, job, parent_pid: int, fresh_interpreter: bool = False) -> None:
     # The parent handles Ctrl-C and SIGTERM and ends the workers; they must not die half-way by themselves.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -418,6 +422,9 @@ def _worker_main(conn, state, job, parent_pid: int) -> None:
         with suppress(OSError):
             os.close(fd)
     die_with_parent(parent_pid)
+    cv2 = sys.modules.get("cv2")
+    if cv2 is not None and fresh_interpreter:
+        cv2.setNumThreads(1)  # one core's share (see run_workers); safe here, no pool was inherited
     while True:
         message = conn.recv()
         if message is None:
@@ -438,7 +445,8 @@ class _Worker:
     def __init__(self, ctx, job):
         self.conn, child = ctx.Pipe()
         self.state = ctx.Array("d", [-1.0, 0.0, 0.0], lock=False)
-        self.process = ctx.Process(target=_worker_main, args=(child, self.state, job, os.getpid()), daemon=True)
+        fresh = ctx.get_start_method() != "fork"
+        self.process = ctx.Process(target=_worker_main, args=(child, self.state, job, os.getpid(), fresh), daemon=True)
         self.process.start()
         child.close()
         self.batch: tuple[int, list[Item]] | None = None
@@ -474,12 +482,16 @@ def run_workers(root: str, batches: Sequence[list[Item]], workers: int, job, tim
     # A worker is one core's share of the work: OpenCV's own thread pool (its Haar cascade runs on all
     # cores by default) would put several threads of every worker on each core. Set in this process,
     # which the workers inherit it from: OpenCV hangs when its thread count is changed after a fork.
+    # A spawned worker starts a fresh interpreter: it sets the count itself (_worker_main), and its start-up
+    # counts against the time a worker may take to begin a batch.
     cv2 = sys.modules.get("cv2")
     cv2_threads = cv2.getNumThreads() if cv2 is not None else None
-    if cv2 is not None:
-        cv2.setNumThreads(1)
-    pool = [_Worker(ctx, job) for _ in range(min(workers, len(batches)))]
+    start_s = timeout_s if method == "fork" else max(timeout_s, SPAWN_START_S)
+    pool: list[_Worker] = []
     try:
+        if cv2 is not None:
+            cv2.setNumThreads(1)
+        pool.extend(_Worker(ctx, job) for _ in range(min(workers, len(batches))))
         while pending or any(w.batch for w in pool):
             for w in list(pool):
                 if w.batch is None and pending:
@@ -502,9 +514,10 @@ def run_workers(root: str, batches: Sequence[list[Item]], workers: int, job, tim
             for w in list(pool):
                 # Since its current file, or since the batch was sent while it has not begun it: a worker
                 # stuck before its first file (a library hanging in a forked child) is timed out too.
-                started = w.state[2] if w.batch is not None and int(w.state[0]) == w.batch[0] else w.sent_at
-                if w.batch is not None and started > 0 and now - started > timeout_s:
-                    yield from _replace(pool, w, "timeout", ctx, root, job, pending, attempts, timeout_s)
+                begun = w.batch is not None and int(w.state[0]) == w.batch[0]
+                started, limit = (w.state[2], timeout_s) if begun else (w.sent_at, start_s)
+                if w.batch is not None and started > 0 and now - started > limit:
+                    yield from _replace(pool, w, "timeout", ctx, root, job, pending, attempts, limit)
     finally:
         for w in pool:
             w.stop()

@@ -239,3 +239,34 @@ def test_scan_and_columns(tmp_path):
     assert "not UTF-8" in str(report)
     assert ".jpg" in IMAGE_EXTENSIONS and ".heic" in IMAGE_EXTENSIONS
     assert COLUMNS[0] == "path" and len(COLUMNS) == len(set(COLUMNS))
+
+
+class _EchoJob:
+    def __call__(self, item):
+        return item
+
+    def failed(self, item, reason, detail):
+        return (item, reason)
+
+
+def test_a_worker_that_cannot_start_leaves_nothing_behind(tmp_path, monkeypatch):
+    """When starting the second worker fails (fork refused), the error reaches the caller, the worker
+    already started is stopped, and OpenCV's thread count in this process is back where it was."""
+    cv2 = pytest.importorskip("cv2")
+    import bfdkern.exif.manifest as manifest_module
+
+    real_worker, started = manifest_module._Worker, []
+
+    def worker_or_refusal(ctx, job):
+        if started:
+            raise OSError("fork refused")
+        started.append(real_worker(ctx, job))
+        return started[-1]
+
+    monkeypatch.setattr(manifest_module, "_Worker", worker_or_refusal)
+    before = cv2.getNumThreads()
+    batches = [[("a", 1, 1)], [("b", 1, 1)]]
+    with pytest.raises(OSError, match="fork refused"):
+        list(manifest_module.run_workers(str(tmp_path), batches, 2, _EchoJob(), timeout_s=5.0))
+    assert cv2.getNumThreads() == before
+    assert len(started) == 1 and not started[0].process.is_alive()

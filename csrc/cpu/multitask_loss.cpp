@@ -9,7 +9,7 @@
 // the ordered pair (i, j)), so each row writes only its own gradient and no atomics are needed.
 // Work is split into fixed units whose partial sums are reduced in a fixed order: results do not
 // depend on the thread count or on which thread ran a unit, and repeat bitwise. The units run on the
-// calling thread and on torch's intra-op team only as far as other processes leave cores idle
+// calling thread and on helper threads only as far as other processes leave cores idle
 // (work_units.h).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>

@@ -1,20 +1,20 @@
-// Independent work units run by torch's intra-op team, but only on cores that other processes leave
-// idle.
+// Independent work units run by the calling thread and helpers, on cores that other processes leave idle.
 //
 // at::parallel_for (OpenMP in torch's builds) forks a team and joins it at a barrier, so a call lasts
 // until its slowest member has run: when other processes keep the cores busy (DataLoader workers in
 // training), a member that is not scheduled holds the whole call (the 2-thread loss at B = 256
-// measured 15.9 ms against 2.0 ms on one thread with two busy processes). So the team is only as
-// large as the idle cores allow (idle_cores), and none is formed on a busy machine: the caller then
-// runs every unit itself. Inside the team, members claim units from an atomic counter, so a member
-// that starts late finds less to do and the units spread by speed, not by a fixed split.
-//
-// Why the intra-op team and not helpers queued on the inter-op pool (at::launch), which the caller
-// need never wait for: right after any parallel aten op (a clone, an add in autograd) torch's OpenMP
-// workers spin for a while, and such a spinning worker holds the core an inter-op helper would need.
-// Measured at B = 1024 on 2 idle cores, `loss.backward()` ran 11.9 ms with inter-op helpers against
-// 8 ms here: the spinning worker is the member that picks the work up at once.
-//
+// measured 15.9 ms against 2.0 ms on one thread with two busy processes). And ATen gives its `omp
+// parallel` no thread count: the team always has torch's full intra-op thread count of members. So:
+// - every core idle but the caller's (idle_cores): torch's intra-op team. Right after any parallel aten
+//   op (a clone, an add in autograd) its OpenMP workers spin for a while, so a member picks the work up
+//   at once (an inter-op helper would wait for that spinning worker's core: `loss.backward()` at
+//   B = 1024 on 2 idle cores took 11.9 ms that way against 8 ms on the team);
+// - some cores busy: helpers queued on the inter-op pool (at::launch), no more than the idle cores. The
+//   caller claims units from an atomic counter and a helper claims from the same counter when it gets
+//   to run; one that starts late finds nothing left. The caller waits only for units a helper has
+//   claimed and is running, never for a helper to start;
+// - no idle core: the caller alone.
+// Members and helpers claim units from a counter, so the units spread by speed, not by a fixed split.
 // Which thread runs a unit varies; results do not, as long as each unit writes its own outputs (the
 // loss kernels reduce per-unit partial sums in unit order).
 #pragma once
@@ -28,6 +28,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
 #include <thread>
 
 #ifdef __linux__
@@ -104,24 +108,67 @@ inline int64_t idle_cores() {
   return idle;
 }
 
-// Runs body(u) for u in [0, num_units) on the calling thread and up to `helpers` more members of
-// torch's intra-op team (fewer when the machine has fewer idle cores; none inside a parallel region).
+// Runs body(u) for u in [0, num_units) on torch's intra-op team, all of whose members claim units.
 template <typename F>
-void run_units_helped(int64_t num_units, int64_t helpers, const F& body) {
-  helpers = std::min<int64_t>(helpers, num_units - 1);
-  if (helpers > 0) helpers = std::min(helpers, idle_cores());
-  if (helpers <= 0 || at::in_parallel_region()) {
-    for (int64_t u = 0; u < num_units; ++u) body(u);
-    return;
-  }
+void run_units_on_team(int64_t num_units, const F& body) {
   std::atomic<int64_t> next{0};
-  // One slot per member (grain 1): each member claims units until none are left. at::parallel_for
-  // rethrows the first exception a member raised once the team has joined.
-  at::parallel_for(0, helpers + 1, 1, [&](int64_t, int64_t) {
+  // One slot per member (grain 1). at::parallel_for rethrows the first exception a member raised once the
+  // team has joined; the other members finish the remaining units first.
+  at::parallel_for(0, at::get_num_threads(), 1, [&](int64_t, int64_t) {
     for (int64_t u = next.fetch_add(1, std::memory_order_relaxed); u < num_units;
          u = next.fetch_add(1, std::memory_order_relaxed))
       body(u);
   });
+}
+
+// Runs body(u) for u in [0, num_units) on the calling thread and `helpers` inter-op pool threads, which
+// claim units only once they run; the caller never waits for a helper to start.
+template <typename F>
+void run_units_with_interop_helpers(int64_t num_units, int64_t helpers, const F& body) {
+  // Shared with the helpers, which may start after this call returned: they then only read `next`.
+  struct State {
+    std::atomic<int64_t> next{0}, done{0};
+    int64_t total = 0;
+    std::function<void(int64_t)> body;  // called only for claimed units, all finished before we return
+    std::mutex error_mutex;
+    std::exception_ptr error;
+  };
+  auto state = std::make_shared<State>();
+  state->total = num_units;
+  state->body = [&body](int64_t u) { body(u); };
+  const auto work = [](State& s) {
+    for (int64_t u = s.next.fetch_add(1, std::memory_order_relaxed); u < s.total;
+         u = s.next.fetch_add(1, std::memory_order_relaxed)) {
+      try {
+        s.body(u);
+      } catch (...) {
+        const std::lock_guard<std::mutex> lock(s.error_mutex);
+        if (!s.error) s.error = std::current_exception();
+      }
+      s.done.fetch_add(1, std::memory_order_release);  // publishes the unit's writes
+    }
+  };
+  for (int64_t h = 0; h < helpers; ++h) at::launch([state, work] { work(*state); });
+  work(*state);
+  while (state->done.load(std::memory_order_acquire) < num_units) std::this_thread::yield();
+  if (state->error) std::rethrow_exception(state->error);
+}
+
+// Runs body(u) for u in [0, num_units) on the calling thread and up to `helpers` more threads, as the
+// idle cores allow (see the top of this file); on the caller alone inside a parallel region.
+template <typename F>
+void run_units_helped(int64_t num_units, int64_t helpers, const F& body) {
+  helpers = std::min<int64_t>(helpers, num_units - 1);
+  const int64_t idle = helpers > 0 && !at::in_parallel_region() ? idle_cores() : 0;
+  helpers = std::min(helpers, idle);
+  if (helpers <= 0) {
+    for (int64_t u = 0; u < num_units; ++u) body(u);
+    return;
+  }
+#if AT_PARALLEL_OPENMP && defined(_OPENMP)
+  if (idle >= at::get_num_threads() - 1) return run_units_on_team(num_units, body);
+#endif
+  run_units_with_interop_helpers(num_units, helpers, body);
 }
 
 }  // namespace bfdkern::cpu

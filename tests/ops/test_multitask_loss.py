@@ -294,6 +294,41 @@ def test_cpu_helper_threads_give_the_same_bits():
     assert done.returncode == 0 and "same bits" in done.stdout, done.stderr[-2000:]
 
 
+TEAM_OR_HELPERS = """
+import os, sys, torch
+from tests.helpers import random_inputs
+import bfdkern.ops.extension as extension
+from tests.ops.test_multitask_loss import levels_spec
+
+assert extension.cpp_unavailable() is None
+torch.set_num_interop_threads(1)
+torch.set_num_threads(1)  # the inputs are made before any team exists
+spec = levels_spec()
+logits, targets, weights = random_inputs(spec, 1500, seed=3, dtype=torch.float64)
+alone = torch.ops.bfdkern_C.multitask_loss_fwd(logits, targets, weights, *spec.layout)
+torch.set_num_threads(4)
+before = len(os.listdir("/proc/self/task"))
+helped = torch.ops.bfdkern_C.multitask_loss_fwd(logits, targets, weights, *spec.layout)
+assert all(torch.equal(a, b) for a, b in zip(alone, helped))
+print("new threads", len(os.listdir("/proc/self/task")) - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts threads in /proc/self/task")
+@pytest.mark.parametrize(("idle", "new_threads"), [("3", 3), ("1", 1), ("0", 0)], ids=["team", "helper", "alone"])
+def test_cpu_threads_follow_the_idle_cores(idle, new_threads):
+    """With 4 intra-op threads: every other core idle forms torch's team (its 3 OpenMP workers start); one
+    idle core wakes one inter-op helper instead (ATen's team would have all 4 members, 3 without a core:
+    the call would wait for them); none idle, the caller works alone. Same bits in every case."""
+    require("cpp", "cpu", "multitask_loss")
+    env = {**os.environ, "BFDKERN_CPU_IDLE_CORES": idle, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", TEAM_OR_HELPERS], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"new threads {new_threads}\n" in done.stdout, done.stdout
+
+
 def test_compiled_op_invalid_labels_give_nan_not_a_crash():
     """Called directly (no label check), the C++ kernel turns a class index out of range into a NaN
     loss for that task alone; it never reads outside the logits."""

@@ -24,6 +24,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -68,8 +69,8 @@ inline int64_t own_running_threads() {
 }
 
 // Cores of the machine that other processes leave idle, the caller not counted as using one: online
-// CPUs minus the tasks of other processes running or runnable now (the 4th field of /proc/loadavg
-// less this process's own running threads), minus the caller's core; read at most every 10 ms.
+// CPUs minus the tasks of other processes running or runnable (the 4th field of /proc/loadavg less this
+// process's own running threads, smoothed over reads), minus the caller's core; read at most every 10 ms.
 // This process's own threads are left out because torch's OpenMP workers spin for a while after each
 // parallel aten op (a clone, an add in autograd): counted as load they would keep the helpers off an
 // idle machine, and they yield their core soon. Where /proc cannot be read (not Linux), every other
@@ -96,11 +97,18 @@ inline int64_t idle_cores() {
     const bool read = std::fscanf(f, "%lf %lf %lf %ld/%ld", &avg1, &avg5, &avg15, &running, &total) == 5;
     std::fclose(f);
     if (read) {
-      idle = std::clamp<int64_t>(cpus - running, 0, cpus - 1);  // `running` counts the caller
-      // Only when that leaves a core busy is it worth telling this process's threads apart (one small read a
+      int64_t others = running - 1;  // `running` counts the caller
+      // Only when others seem to run is it worth telling this process's threads apart (one small read a
       // thread): where the caller is the only one of them running, the two counts agree.
-      const int64_t own = idle < cpus - 1 ? own_running_threads() : -1;
-      if (own >= 1) idle = std::clamp<int64_t>(cpus - (running - own) - 1, 0, cpus - 1);
+      const int64_t own = others > 0 ? own_running_threads() : -1;
+      if (own >= 1) others = running - own;
+      // A snapshot catches passing tasks too (a kernel worker, a daemon's tick): the count is smoothed over
+      // reads (halving the old weight each read), so a task seen once does not take a core away, while a
+      // steady load counts fully at the second read (two busy processes: at the first).
+      static std::atomic<double> smoothed{0.0};
+      const double mean = 0.5 * smoothed.load(std::memory_order_relaxed) + 0.5 * std::max<int64_t>(others, 0);
+      smoothed.store(mean, std::memory_order_relaxed);
+      idle = std::clamp<int64_t>(cpus - 1 - static_cast<int64_t>(std::floor(mean + 0.4)), 0, cpus - 1);
     }
   }
   cached.store(idle, std::memory_order_relaxed);
